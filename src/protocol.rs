@@ -1,0 +1,568 @@
+//! Wire types of the iii worker protocol (`PROTOCOL.md` §3) and nothing else.
+//!
+//! Every frame is a JSON object with a lowercase discriminator in `"type"`. [`Message`] is the
+//! typed form of the frames the engine understands, in both directions; [`Message::encode`]
+//! writes one, [`decode`] reads one and says precisely what is wrong with a bad one (the
+//! `invocation_id` of a broken `invokefunction` is kept so the caller can be answered).
+//!
+//! Compatibility rules kept here: unknown fields are ignored; optional fields may be absent or
+//! `null`; `None` is omitted on output; `result: null` is read as "no result"; a frame type the
+//! SDKs send but this engine has no use for (`unregistertriggertype`, the 0.25+ observe family)
+//! is recognised and ignored rather than reported as an error.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+/// `{code, message, stacktrace?}` — the error carried by an `invocationresult`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stacktrace: Option<String>,
+}
+
+impl ErrorBody {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        ErrorBody {
+            code: code.into(),
+            message: message.into(),
+            stacktrace: None,
+        }
+    }
+}
+
+/// `registerfunction` (worker → engine).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegisterFunction {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_format: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+    /// HTTP-invoked functions; this engine has no HTTP function provider and refuses them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invocation: Option<Value>,
+}
+
+/// `unregisterfunction` (worker → engine).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnregisterFunction {
+    pub id: String,
+}
+
+/// The `action` of an `invokefunction`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Action {
+    Void,
+    Enqueue { queue: String },
+}
+
+/// `invokefunction` (both directions).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InvokeFunction {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invocation_id: Option<Uuid>,
+    pub function_id: String,
+    /// Read by [`decode`] directly from the frame (absent = `null`), so that large payloads are
+    /// moved rather than rebuilt.
+    #[serde(skip_deserializing, default)]
+    pub data: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baggage: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<Action>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+    /// Engine extension: per-call deadline in milliseconds (upstream SDKs never send it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+/// `invocationresult` (both directions).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InvocationResult {
+    pub invocation_id: Uuid,
+    pub function_id: String,
+    /// Read by [`decode`] directly from the frame; `null` means "no result" and is omitted.
+    #[serde(skip_deserializing, default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baggage: Option<String>,
+}
+
+/// `registertriggertype` (worker → engine).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegisterTriggerType {
+    pub id: String,
+    pub description: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger_request_format: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_request_format: Option<Value>,
+}
+
+/// `registertrigger` (worker → engine, and engine → provider worker).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegisterTrigger {
+    pub id: String,
+    pub trigger_type: String,
+    pub function_id: String,
+    #[serde(default)]
+    pub config: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+}
+
+/// `unregistertrigger` (worker → engine, and engine → provider worker).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnregisterTrigger {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger_type: Option<String>,
+}
+
+/// `triggerregistrationresult` (provider → engine, engine → registering worker on failure).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TriggerRegistrationResult {
+    pub id: String,
+    pub trigger_type: String,
+    pub function_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
+/// `registerservice` (worker → engine): bookkeeping only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegisterService {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_service_id: Option<String>,
+}
+
+/// `reattach` (worker → engine), the first frame of a reconnect (§2.5).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reattach {
+    pub previous_worker_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reattach_token: Option<String>,
+}
+
+/// `workerregistered` (engine → worker), the first frame on every accepted connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerRegistered {
+    pub worker_id: Uuid,
+    pub reattach_token: Uuid,
+}
+
+/// `error` (engine → worker): connection-level error, e.g. `AUTH_ERROR` before a close.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorFrame {
+    pub error: ErrorBody,
+}
+
+/// One frame of the worker protocol. Always written `protocol::Message` (actix exports a
+/// `Message` trait).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Message {
+    RegisterFunction(RegisterFunction),
+    UnregisterFunction(UnregisterFunction),
+    InvokeFunction(InvokeFunction),
+    InvocationResult(InvocationResult),
+    RegisterTriggerType(RegisterTriggerType),
+    RegisterTrigger(RegisterTrigger),
+    UnregisterTrigger(UnregisterTrigger),
+    TriggerRegistrationResult(TriggerRegistrationResult),
+    RegisterService(RegisterService),
+    Reattach(Reattach),
+    WorkerRegistered(WorkerRegistered),
+    Error(ErrorFrame),
+    Ping,
+    Pong,
+}
+
+impl Message {
+    /// Serialises the frame as JSON text.
+    pub fn encode(&self) -> String {
+        // Serialising these types cannot fail: every map key is a string.
+        serde_json::to_string(self).unwrap_or_else(|e| {
+            log::error!("could not encode a frame: {e}");
+            String::from("{}")
+        })
+    }
+
+    /// An `invocationresult` carrying an error.
+    pub fn error_result(invocation_id: Uuid, function_id: &str, error: ErrorBody) -> Message {
+        Message::InvocationResult(InvocationResult {
+            invocation_id,
+            function_id: function_id.to_string(),
+            result: None,
+            error: Some(error),
+            traceparent: None,
+            baggage: None,
+        })
+    }
+}
+
+/// Why a frame could not be used.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodeError {
+    /// `invalid_message` or `unknown_message_type`.
+    pub code: &'static str,
+    pub message: String,
+    /// For a broken `invokefunction`: its `invocation_id` and `function_id` if they could be read,
+    /// so the caller gets an error result instead of waiting for its timeout.
+    pub invocation: Option<(String, String)>,
+}
+
+/// The outcome of reading one frame.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded {
+    Message(Message),
+    /// A frame type the SDKs send that this engine deliberately ignores.
+    Ignored(&'static str),
+}
+
+/// Frame types that published SDKs send and upstream v0.22.1 drops without a word.
+const IGNORED_TYPES: &[&str] = &[
+    "unregistertriggertype",
+    "observe",
+    "unobserve",
+    "observerack",
+    "invocationsobserved",
+    "localinvocationstats",
+];
+
+/// Reads one text frame (already trimmed and non-empty).
+pub fn decode(text: &str) -> Result<Decoded, DecodeError> {
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| invalid(format!("invalid JSON: {e}")))?;
+    let Value::Object(mut obj) = value else {
+        return Err(invalid("a frame must be a JSON object".to_string()));
+    };
+    let ty = match obj.remove("type") {
+        Some(Value::String(s)) => s,
+        Some(_) => return Err(invalid("\"type\" must be a string".to_string())),
+        None => return Err(invalid("missing \"type\"".to_string())),
+    };
+    if let Some(ignored) = IGNORED_TYPES.iter().find(|t| **t == ty) {
+        return Ok(Decoded::Ignored(ignored));
+    }
+    let msg = match ty.as_str() {
+        "registerfunction" => typed(&ty, obj).map(Message::RegisterFunction),
+        "unregisterfunction" => typed(&ty, obj).map(Message::UnregisterFunction),
+        "invokefunction" => decode_invoke(obj),
+        "invocationresult" => decode_result(obj),
+        "registertriggertype" => typed(&ty, obj).map(Message::RegisterTriggerType),
+        "registertrigger" => typed(&ty, obj).map(Message::RegisterTrigger),
+        "unregistertrigger" => typed(&ty, obj).map(Message::UnregisterTrigger),
+        "triggerregistrationresult" => typed(&ty, obj).map(Message::TriggerRegistrationResult),
+        "registerservice" => typed(&ty, obj).map(Message::RegisterService),
+        "reattach" => typed(&ty, obj).map(Message::Reattach),
+        "workerregistered" => typed(&ty, obj).map(Message::WorkerRegistered),
+        "error" => typed(&ty, obj).map(Message::Error),
+        "ping" => Ok(Message::Ping),
+        "pong" => Ok(Message::Pong),
+        other => Err(DecodeError {
+            code: "unknown_message_type",
+            message: format!("unknown message type \"{}\"", truncate(other, 64)),
+            invocation: None,
+        }),
+    }?;
+    Ok(Decoded::Message(msg))
+}
+
+fn decode_invoke(mut obj: Map<String, Value>) -> Result<Message, DecodeError> {
+    let readable_id = obj
+        .get("invocation_id")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let function_id = obj
+        .get("function_id")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let data = obj.remove("data").unwrap_or(Value::Null);
+    match serde_json::from_value::<InvokeFunction>(Value::Object(obj)) {
+        Ok(mut inv) => {
+            inv.data = data;
+            Ok(Message::InvokeFunction(inv))
+        }
+        Err(e) => Err(DecodeError {
+            code: "invalid_message",
+            message: format!("invalid invokefunction: {e}"),
+            invocation: readable_id.map(|id| (id, function_id)),
+        }),
+    }
+}
+
+fn decode_result(mut obj: Map<String, Value>) -> Result<Message, DecodeError> {
+    let result = match obj.remove("result") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v),
+    };
+    let mut res: InvocationResult = typed("invocationresult", obj)?;
+    res.result = result;
+    Ok(Message::InvocationResult(res))
+}
+
+fn typed<T: serde::de::DeserializeOwned>(
+    ty: &str,
+    obj: Map<String, Value>,
+) -> Result<T, DecodeError> {
+    serde_json::from_value(Value::Object(obj)).map_err(|e| invalid(format!("invalid {ty}: {e}")))
+}
+
+fn invalid(message: String) -> DecodeError {
+    DecodeError {
+        code: "invalid_message",
+        message,
+        invocation: None,
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn msg(text: &str) -> Message {
+        match decode(text) {
+            Ok(Decoded::Message(m)) => m,
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+
+    /// Frames exactly as the published SDKs send them (from the recorded transcripts).
+    #[test]
+    fn decodes_real_sdk_frames() {
+        let m =
+            msg(r#"{"type":"registerfunction","description":"List all todos","id":"todos::list"}"#);
+        assert!(
+            matches!(m, Message::RegisterFunction(ref r) if r.id == "todos::list"
+            && r.description.as_deref() == Some("List all todos"))
+        );
+
+        let m = msg(
+            r#"{"type":"registertrigger","function_id":"todos::on-change","config":{"stream_name":"todo","group_id":"todos"},"id":"82076323-563a-4a00-aa78-a5d876ac1fb3","message_type":"registertrigger","trigger_type":"stream"}"#,
+        );
+        let Message::RegisterTrigger(t) = m else {
+            panic!()
+        };
+        assert_eq!(t.trigger_type, "stream");
+        assert_eq!(t.config, json!({"stream_name":"todo","group_id":"todos"}));
+
+        let m = msg(
+            r#"{"type":"invokefunction","function_id":"engine::workers::register","data":{"runtime":"node","version":"0.22.1","name":"w","pid":8603,"isolation":null},"action":{"type":"void"}}"#,
+        );
+        let Message::InvokeFunction(i) = m else {
+            panic!()
+        };
+        assert_eq!(i.invocation_id, None);
+        assert_eq!(i.action, Some(Action::Void));
+        assert_eq!(i.data["pid"], json!(8603));
+
+        // Python 0.25 puts "type" last and adds fields the engine ignores.
+        let m = msg(
+            r#"{"function_id":"py::echo","data":{"hello":"from py caller"},"invocation_id":"144de893-79cd-4ba8-b8d6-3a1cfe453c09","namespace":null,"type":"invokefunction"}"#,
+        );
+        let Message::InvokeFunction(i) = m else {
+            panic!()
+        };
+        assert_eq!(
+            i.invocation_id.unwrap().to_string(),
+            "144de893-79cd-4ba8-b8d6-3a1cfe453c09"
+        );
+
+        let m = msg(
+            r#"{"invocation_id":"144de893-79cd-4ba8-b8d6-3a1cfe453c09","function_id":"py::echo","result":{"lang":"python"},"traceparent":"00-eb42-b99e-03","type":"invocationresult"}"#,
+        );
+        let Message::InvocationResult(r) = m else {
+            panic!()
+        };
+        assert_eq!(r.result, Some(json!({"lang":"python"})));
+
+        let m = msg(
+            r#"{"type":"invocationresult","invocation_id":"223850e8-3190-4d25-b35f-13cd72416bf3","function_id":"x","error":{"code":"invocation_failed","message":"boom","stacktrace":"Error: boom"}}"#,
+        );
+        let Message::InvocationResult(r) = m else {
+            panic!()
+        };
+        assert_eq!(r.error.unwrap().code, "invocation_failed");
+
+        let m = msg(
+            r#"{"type":"reattach","previous_worker_id":"71d1352a-84c8-4961-8a99-35c4d5459276","reattach_token":"b42eded4-f182-45e7-a002-4e96cf241112"}"#,
+        );
+        assert!(matches!(m, Message::Reattach(_)));
+        assert_eq!(msg(r#"{"type":"ping"}"#), Message::Ping);
+    }
+
+    #[test]
+    fn null_result_is_no_result_and_is_omitted() {
+        let m = msg(
+            r#"{"type":"invocationresult","invocation_id":"223850e8-3190-4d25-b35f-13cd72416bf3","function_id":"f","result":null}"#,
+        );
+        let Message::InvocationResult(ref r) = m else {
+            panic!()
+        };
+        assert_eq!(r.result, None);
+        assert_eq!(
+            m.encode(),
+            r#"{"type":"invocationresult","invocation_id":"223850e8-3190-4d25-b35f-13cd72416bf3","function_id":"f"}"#
+        );
+    }
+
+    #[test]
+    fn encodes_engine_frames_like_upstream() {
+        let id = Uuid::parse_str("71d1352a-84c8-4961-8a99-35c4d5459276").unwrap();
+        let m = Message::WorkerRegistered(WorkerRegistered {
+            worker_id: id,
+            reattach_token: id,
+        });
+        assert_eq!(
+            m.encode(),
+            r#"{"type":"workerregistered","worker_id":"71d1352a-84c8-4961-8a99-35c4d5459276","reattach_token":"71d1352a-84c8-4961-8a99-35c4d5459276"}"#
+        );
+        let m = Message::error_result(
+            id,
+            "todos::nope",
+            ErrorBody::new("function_not_found", "Function todos::nope not found"),
+        );
+        let v: Value = serde_json::from_str(&m.encode()).unwrap();
+        assert_eq!(
+            v,
+            json!({"type":"invocationresult","invocation_id":id.to_string(),"function_id":"todos::nope",
+                   "error":{"code":"function_not_found","message":"Function todos::nope not found"}})
+        );
+        assert_eq!(Message::Pong.encode(), r#"{"type":"pong"}"#);
+        let e = Message::Error(ErrorFrame {
+            error: ErrorBody::new("AUTH_ERROR", "nope"),
+        });
+        assert_eq!(
+            e.encode(),
+            r#"{"type":"error","error":{"code":"AUTH_ERROR","message":"nope"}}"#
+        );
+    }
+
+    #[test]
+    fn round_trips_every_variant() {
+        let id = Uuid::new_v4();
+        let frames = vec![
+            Message::InvokeFunction(InvokeFunction {
+                invocation_id: Some(id),
+                function_id: "a::b".into(),
+                data: json!({"x":[1,2,{"y":null}]}),
+                traceparent: Some("00-1-2-01".into()),
+                baggage: None,
+                action: Some(Action::Enqueue { queue: "q".into() }),
+                metadata: Some(json!({"m":1})),
+                timeout_ms: Some(500),
+            }),
+            Message::RegisterTrigger(RegisterTrigger {
+                id: "t".into(),
+                trigger_type: "stream".into(),
+                function_id: "f".into(),
+                config: json!({"stream_name":"todo"}),
+                metadata: None,
+            }),
+            Message::UnregisterTrigger(UnregisterTrigger {
+                id: "t".into(),
+                trigger_type: Some("stream".into()),
+            }),
+            Message::TriggerRegistrationResult(TriggerRegistrationResult {
+                id: "t".into(),
+                trigger_type: "x".into(),
+                function_id: "f".into(),
+                error: Some(ErrorBody::new("trigger_registration_failed", "bad")),
+            }),
+            Message::RegisterTriggerType(RegisterTriggerType {
+                id: "webhook".into(),
+                description: "d".into(),
+                trigger_request_format: None,
+                call_request_format: None,
+            }),
+            Message::UnregisterFunction(UnregisterFunction { id: "f".into() }),
+            Message::Pong,
+        ];
+        for f in frames {
+            assert_eq!(msg(&f.encode()), f);
+        }
+    }
+
+    #[test]
+    fn bad_frames_are_described() {
+        let e = decode("{nope").unwrap_err();
+        assert_eq!(e.code, "invalid_message");
+        assert!(e.message.starts_with("invalid JSON"));
+        assert_eq!(
+            decode("[1,2]").unwrap_err().message,
+            "a frame must be a JSON object"
+        );
+        let e = decode(r#"{"type":"frobnicate"}"#).unwrap_err();
+        assert_eq!(e.code, "unknown_message_type");
+        assert!(e.message.contains("frobnicate"));
+        // A non-UUID invocation id: the id is still reported so the caller can be answered.
+        let e = decode(
+            r#"{"type":"invokefunction","invocation_id":"abc","function_id":"f","data":{}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.invocation, Some(("abc".to_string(), "f".to_string())));
+        let e = decode(r#"{"type":"registertriggertype","id":"x"}"#).unwrap_err();
+        assert!(e.message.contains("description"), "{}", e.message);
+        // Deep nesting fails cleanly at serde_json's recursion limit.
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert_eq!(decode(&deep).unwrap_err().code, "invalid_message");
+    }
+
+    #[test]
+    fn sdk_only_frames_are_ignored() {
+        assert_eq!(
+            decode(r#"{"type":"unregistertriggertype","id":"x","description":"d"}"#),
+            Ok(Decoded::Ignored("unregistertriggertype"))
+        );
+        // Engine-only frames decode (clients need them); the registry ignores them from workers.
+        let m = msg(
+            r#"{"type":"workerregistered","worker_id":"71d1352a-84c8-4961-8a99-35c4d5459276","reattach_token":"b42eded4-f182-45e7-a002-4e96cf241112"}"#,
+        );
+        assert!(matches!(m, Message::WorkerRegistered(_)));
+        let m = msg(r#"{"type":"error","error":{"code":"AUTH_ERROR","message":"no"}}"#);
+        assert!(
+            matches!(m, Message::Error(ErrorFrame { ref error }) if error.code == "AUTH_ERROR")
+        );
+    }
+
+    #[test]
+    fn missing_data_defaults_to_null() {
+        let m = msg(
+            r#"{"type":"invokefunction","invocation_id":"223850e8-3190-4d25-b35f-13cd72416bf3","function_id":"f"}"#,
+        );
+        let Message::InvokeFunction(i) = m else {
+            panic!()
+        };
+        assert_eq!(i.data, Value::Null);
+    }
+}
