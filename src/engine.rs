@@ -1,0 +1,99 @@
+//! Boot and shutdown: turns an [`EngineConfig`] into running actors and listeners, and stops
+//! them in order.
+//!
+//! Start order: the registry on its own arbiter (thread), then the engine-hosted modules, then
+//! the listeners (so a worker never connects before the functions it may call exist), then the
+//! exec module (so the processes it starts find their listener). Stop order is the reverse.
+//! Fallible setup (binding ports, opening the data directory) happens here, before anything
+//! is announced as ready; an error names the module and the reason.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use serde_json::{json, Value};
+
+use crate::config::EngineConfig;
+use crate::modules::worker;
+use crate::registry::RegistryActor;
+
+/// A running engine.
+pub struct Engine {
+    registry: Addr<RegistryActor>,
+    listeners: Vec<(worker::Listener, bool)>,
+    arbiters: Vec<Arbiter>,
+}
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("{module}: {reason}")]
+pub struct StartError {
+    pub module: String,
+    pub reason: String,
+}
+
+impl Engine {
+    /// Starts everything the config names. Must run inside an actix system.
+    pub async fn start(config: EngineConfig) -> Result<Engine, StartError> {
+        let registry_arbiter = Arbiter::new();
+        let registry =
+            RegistryActor::start_in_arbiter(&registry_arbiter.handle(), |_| RegistryActor::new());
+        let mut engine = Engine {
+            registry: registry.clone(),
+            listeners: Vec::new(),
+            arbiters: vec![registry_arbiter],
+        };
+        for (i, l) in config.listeners.iter().enumerate() {
+            let rbac = l.rbac.is_some();
+            match worker::start(Arc::new(l.clone()), registry.clone()) {
+                Ok(listener) => {
+                    log::info!(
+                        "iii-worker-manager listener {i}{} on ws://{}",
+                        if rbac { " (rbac)" } else { "" },
+                        listener.addr
+                    );
+                    engine.listeners.push((listener, rbac));
+                }
+                Err(reason) => {
+                    engine.stop().await;
+                    return Err(StartError {
+                        module: format!("iii-worker-manager listener {i}"),
+                        reason,
+                    });
+                }
+            }
+        }
+        Ok(engine)
+    }
+
+    /// The registry, for in-process clients of the engine.
+    pub fn registry(&self) -> Addr<RegistryActor> {
+        self.registry.clone()
+    }
+
+    /// The bound address of every listener, in config order.
+    pub fn listener_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners.iter().map(|(l, _)| l.addr).collect()
+    }
+
+    /// What `--ready-file` receives: the bound addresses, for tests and tools.
+    pub fn ready_info(&self) -> Value {
+        let listeners: Vec<Value> = self
+            .listeners
+            .iter()
+            .map(|(l, rbac)| json!({"url": format!("ws://{}", l.addr), "port": l.addr.port(), "rbac": rbac}))
+            .collect();
+        json!({"pid": std::process::id(), "listeners": listeners})
+    }
+
+    /// Stops listeners (closing every connection) and the actors, in reverse start order.
+    pub async fn stop(self) {
+        for (l, _) in &self.listeners {
+            l.server.stop(true).await;
+        }
+        for a in self.arbiters {
+            a.stop();
+        }
+        log::info!("engine stopped");
+    }
+}

@@ -1,0 +1,59 @@
+//! An actor-model iii engine.
+//!
+//! Workers (Node, Python, Rust, browser tabs) connect over WebSocket, register functions and
+//! triggers, and call each other's functions by id; the engine routes every call, gates a public
+//! listener with RBAC, keeps a durable key/value stream store, and starts the worker processes it
+//! is configured to run. The wire protocol is the one the published `iii-sdk` packages speak.
+//!
+//! # The actor graph
+//!
+//! ```text
+//!  browser tab ──ws──┐   SessionActor (session.rs)      ┌─> RegistryActor (registry/)
+//!  Node worker ──ws──┼─> one per socket: frames <->  ──┤     functions, trigger types, triggers,
+//!  Python, Rust ─ws──┘   typed messages, limits, pings  │     connections, pending calls, RBAC
+//!                                                        └─> engine-hosted modules (modules/)
+//! ```
+//!
+//! * [`session::SessionActor`] — one per WebSocket; the only code that touches the socket.
+//! * [`registry::RegistryActor`] — the single owner of routing state, on its own thread. It
+//!   never awaits a worker: calls are forwarded and parked, results come back as messages.
+//! * [`modules`] — one module per config entry kind: the worker listeners (`modules::worker`).
+//! * [`client`] — our Rust worker client (tests, the bench tool and Rust workers use it).
+//!
+//! # One invocation's path
+//!
+//! 1. Worker A sends `invokefunction {invocation_id: I, function_id: F}`. A's session decodes
+//!    it ([`protocol::decode`]), injects `_caller_worker_id`, and sends `FromWorker` to the
+//!    registry.
+//! 2. The registry applies RBAC ([`rbac::decide_invoke`]), looks `F` up, parks the call under a
+//!    fresh engine id E with a deadline, and sends `invokefunction {invocation_id: E}` to the
+//!    owner's session (prefix stripped, §7.8).
+//! 3. Worker B answers `invocationresult {invocation_id: E}`; only B may. The registry completes
+//!    E and sends A `invocationresult {invocation_id: I}`.
+//! 4. If B disconnects first, A gets `invocation_stopped`; if nobody answers, A gets
+//!    `invocation_timeout` at the deadline.
+//!
+//! # Which file owns what
+//!
+//! | file | owns |
+//! |---|---|
+//! | `main.rs` | CLI, logging, signals |
+//! | `engine.rs` | start/stop order of actors and listeners |
+//! | `config.rs` | the config file: `${VAR:default}`, both entry forms, strict structs |
+//! | `protocol.rs` | wire types, decode/encode |
+//! | `error.rs` | [`error::EngineError`] and its wire codes |
+//! | `rbac.rs` | pure RBAC policy: patterns, decision order, prefixes |
+//! | `session.rs` | the WebSocket actor |
+//! | `registry/` | routing state: `mod.rs` lifecycle, `invoke.rs` calls, `triggers.rs`, `engine_fns.rs` |
+//! | `modules/worker.rs` | the listener (HTTP server, upgrades, static files) |
+//! | `client/` | the Rust worker client |
+
+pub mod client;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod modules;
+pub mod protocol;
+pub mod rbac;
+pub mod registry;
+pub mod session;

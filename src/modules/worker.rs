@@ -1,0 +1,284 @@
+//! The worker listener module (`iii-worker-manager`): one actix-web server per configured
+//! listener.
+//!
+//! Routes: `GET /` upgrades to the worker protocol (a [`SessionActor`] per socket), `GET /otel`
+//! upgrades to a telemetry-only socket that is drained, and — when the listener has a
+//! `static_dir` — every other plain GET (and `/` without an upgrade) serves a file from that
+//! directory, so one origin carries both the page and its socket. File reads run on the
+//! blocking pool, never on the socket-serving threads.
+
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Addr;
+use actix_web::{http::header, web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web_actors::ws;
+use serde_json::{Map, Value};
+
+use crate::config::ListenerConfig;
+use crate::registry::{PeerInfo, RegistryActor};
+use crate::session::{SessionActor, SessionKind};
+
+/// Shared state of one listener's HTTP workers.
+#[derive(Clone)]
+struct ListenerState {
+    config: Arc<ListenerConfig>,
+    registry: Addr<RegistryActor>,
+    static_dir: Option<PathBuf>,
+}
+
+/// A started listener.
+pub struct Listener {
+    pub addr: SocketAddr,
+    pub server: actix_web::dev::ServerHandle,
+}
+
+/// Binds and starts one listener. Binding errors name the address.
+pub fn start(
+    config: Arc<ListenerConfig>,
+    registry: Addr<RegistryActor>,
+) -> Result<Listener, String> {
+    let bind = config.bind_addr();
+    let addr = bind
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {bind}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("cannot resolve {bind}"))?;
+    let socket = TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let local = socket.local_addr().map_err(|e| e.to_string())?;
+    if let Some(dir) = &config.static_dir {
+        if !dir.is_dir() {
+            return Err(format!("static_dir {} is not a directory", dir.display()));
+        }
+    }
+    let state = ListenerState {
+        static_dir: config.static_dir.clone(),
+        config: config.clone(),
+        registry,
+    };
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(state.clone()))
+            .route("/", web::get().to(root))
+            .route("/otel", web::get().to(otel))
+            .default_service(web::to(static_file))
+    })
+    .workers(config.threads)
+    .disable_signals()
+    .shutdown_timeout(2)
+    .client_request_timeout(Duration::from_millis(config.handshake_timeout_ms))
+    .client_disconnect_timeout(Duration::from_millis(1_000))
+    .listen(socket)
+    .map_err(|e| format!("cannot listen on {local}: {e}"))?
+    .run();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    Ok(Listener {
+        addr: local,
+        server: handle,
+    })
+}
+
+fn is_upgrade(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+async fn root(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<ListenerState>,
+) -> actix_web::Result<HttpResponse> {
+    if !is_upgrade(&req) {
+        return static_file(req, state).await;
+    }
+    upgrade(req, payload, &state, SessionKind::Worker)
+}
+
+async fn otel(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<ListenerState>,
+) -> actix_web::Result<HttpResponse> {
+    upgrade(req, payload, &state, SessionKind::Telemetry)
+}
+
+fn upgrade(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: &ListenerState,
+    kind: SessionKind,
+) -> actix_web::Result<HttpResponse> {
+    let session = SessionActor::new(
+        kind,
+        state.registry.clone(),
+        state.config.clone(),
+        peer_info(&req),
+    );
+    ws::WsResponseBuilder::new(session, &req, payload)
+        .frame_size(state.config.max_frame_bytes)
+        .start()
+}
+
+/// The auth function's view of the upgrade request (§7.2).
+pub fn peer_info(req: &HttpRequest) -> PeerInfo {
+    let mut headers = Map::new();
+    for (name, value) in req.headers() {
+        if let Ok(v) = value.to_str() {
+            headers.insert(
+                name.as_str().to_ascii_lowercase(),
+                Value::String(v.to_string()),
+            );
+        }
+    }
+    PeerInfo {
+        ip: req
+            .peer_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default(),
+        headers,
+        query_params: query_params(req.query_string()),
+    }
+}
+
+/// Raw query split on `&` and the first `=`, not URL-decoded, repeated keys collected.
+pub fn query_params(query: &str) -> Map<String, Value> {
+    let mut out: Map<String, Value> = Map::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k.is_empty() {
+            continue;
+        }
+        let entry = out
+            .entry(k.to_string())
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if let Value::Array(list) = entry {
+            list.push(Value::String(v.to_string()));
+        }
+    }
+    out
+}
+
+async fn static_file(
+    req: HttpRequest,
+    state: web::Data<ListenerState>,
+) -> actix_web::Result<HttpResponse> {
+    let Some(dir) = state.static_dir.clone() else {
+        return Ok(HttpResponse::NotFound()
+            .content_type("text/plain; charset=utf-8")
+            .body("iii worker listener: connect with a WebSocket on /\n"));
+    };
+    if req.method() != actix_web::http::Method::GET && req.method() != actix_web::http::Method::HEAD
+    {
+        return Ok(HttpResponse::MethodNotAllowed().finish());
+    }
+    let Some(path) = resolve(&dir, req.path()) else {
+        return Ok(HttpResponse::NotFound().body("not found\n"));
+    };
+    let read = web::block(move || {
+        let path = if path.is_dir() {
+            path.join("index.html")
+        } else {
+            path
+        };
+        std::fs::read(&path).map(|bytes| (bytes, content_type(&path)))
+    })
+    .await?;
+    Ok(match read {
+        Ok((bytes, ct)) => HttpResponse::Ok()
+            .content_type(ct)
+            .insert_header((header::CACHE_CONTROL, "no-cache"))
+            .insert_header(("x-content-type-options", "nosniff"))
+            .body(bytes),
+        Err(_) => HttpResponse::NotFound().body("not found\n"),
+    })
+}
+
+/// Maps a URL path into `dir`; refuses `..`, hidden files and anything odd.
+fn resolve(dir: &Path, url_path: &str) -> Option<PathBuf> {
+    let decoded = percent_decode(url_path)?;
+    let mut out = dir.to_path_buf();
+    for part in decoded.split('/').filter(|p| !p.is_empty()) {
+        let c = Path::new(part).components().next()?;
+        if !matches!(c, Component::Normal(_))
+            || part.starts_with('.')
+            || part.contains('\\')
+            || part.contains('\0')
+        {
+            return None;
+        }
+        out.push(part);
+    }
+    Some(out)
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn content_type(path: &Path) -> &'static str {
+    match path.extension().and_then(|e| e.to_str()).unwrap_or("") {
+        "html" => "text/html; charset=utf-8",
+        "js" | "mjs" => "text/javascript; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "json" => "application/json",
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "ico" => "image/x-icon",
+        "webp" => "image/webp",
+        "woff2" => "font/woff2",
+        "txt" => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn query_params_are_raw_and_collected() {
+        let q = query_params("token=abc&a&token=x%20y&=skip&b=1=2");
+        assert_eq!(
+            Value::Object(q),
+            json!({"token": ["abc", "x%20y"], "a": [""], "b": ["1=2"]})
+        );
+    }
+
+    #[test]
+    fn static_paths_stay_inside_the_directory() {
+        let dir = Path::new("static");
+        assert_eq!(resolve(dir, "/"), Some(PathBuf::from("static")));
+        assert_eq!(
+            resolve(dir, "/app.js"),
+            Some(PathBuf::from("static/app.js"))
+        );
+        assert_eq!(
+            resolve(dir, "/a/b.css"),
+            Some(PathBuf::from("static/a/b.css"))
+        );
+        assert_eq!(resolve(dir, "/../Cargo.toml"), None);
+        assert_eq!(resolve(dir, "/%2e%2e/Cargo.toml"), None);
+        assert_eq!(resolve(dir, "/.git/config"), None);
+        assert_eq!(resolve(dir, "/a%5cb"), None);
+        assert_eq!(resolve(dir, "/%zz"), None);
+    }
+}

@@ -1,0 +1,400 @@
+//! Invocation routing: RBAC check, lookup, dispatch to the owner, the pending table, deadlines,
+//! and delivery of the result to whoever asked (`PROTOCOL.md` §4.2, `RELIABILITY.md` F1–F4).
+//!
+//! Every call gets a fresh engine id on the callee leg, so callers can never collide with each
+//! other and only the connection a call was sent to can answer it. The pending entry is
+//! recorded before the frame leaves, so a fast answer is never lost. A call that nobody answers
+//! fails at its deadline (`invocation_timeout`); a callee that disconnects fails its calls at
+//! once (`invocation_stopped`); a caller that disconnects has its answers discarded.
+
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{BuiltinCall, Deferred, Owner, RegistryActor, DEFAULT_INTERNAL_TIMEOUT};
+use crate::error::EngineError;
+use crate::protocol::{self, Action, ErrorBody, InvocationResult, InvokeFunction};
+use crate::rbac::{self, Decision};
+
+/// The result of a call as the registry sees it.
+pub(crate) type Outcome = Result<Option<Value>, ErrorBody>;
+
+/// A continuation run on the registry when an internal call finishes.
+pub(crate) type Then = Box<dyn FnOnce(&mut RegistryActor, &mut Context<RegistryActor>, Outcome)>;
+
+/// Who is waiting for a call.
+pub(crate) enum Caller {
+    /// A connection, under its own invocation id and function id.
+    Session {
+        worker_id: Uuid,
+        invocation_id: Uuid,
+        function_id: String,
+        traceparent: Option<String>,
+        baggage: Option<String>,
+    },
+    /// Nobody (void calls, trigger fires, callers that went away).
+    Discard,
+    /// The engine itself.
+    Then(Then),
+}
+
+/// Who serves a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Callee {
+    Session(Uuid),
+    Builtin,
+}
+
+/// A call in flight, keyed by its engine id.
+pub(crate) struct Pending {
+    pub caller: Caller,
+    pub callee: Callee,
+    pub function_id: String,
+    pub deadline: Instant,
+    pub timeout_ms: u64,
+}
+
+/// A call to route.
+#[derive(Debug, Clone)]
+pub struct CallRequest {
+    pub function_id: String,
+    pub data: Value,
+    pub metadata: Option<Value>,
+    pub traceparent: Option<String>,
+    pub baggage: Option<String>,
+    pub timeout: Duration,
+    /// The connection that made the call (`None` for internal calls).
+    pub from: Option<Uuid>,
+}
+
+impl CallRequest {
+    pub fn new(function_id: impl Into<String>, data: Value) -> Self {
+        CallRequest {
+            function_id: function_id.into(),
+            data,
+            metadata: None,
+            traceparent: None,
+            baggage: None,
+            timeout: DEFAULT_INTERNAL_TIMEOUT,
+            from: None,
+        }
+    }
+
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+}
+
+impl RegistryActor {
+    /// An `invokefunction` from a connection.
+    pub(crate) fn handle_invoke(
+        &mut self,
+        worker_id: Uuid,
+        inv: InvokeFunction,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(conn) = self.conns.get(&worker_id) else {
+            return;
+        };
+        let expose = conn
+            .listener
+            .rbac
+            .as_ref()
+            .map(|r| r.expose_functions.as_slice());
+        let metadata = self
+            .functions
+            .get(&inv.function_id)
+            .and_then(|f| f.metadata.as_ref());
+        if let Decision::Deny { rule, hint } =
+            rbac::decide_invoke(&conn.policy, expose, &inv.function_id, metadata)
+        {
+            log::warn!(
+                "worker {worker_id}: call to {} denied by rule {rule:?} ({hint})",
+                inv.function_id
+            );
+            let err = EngineError::Forbidden {
+                function_id: inv.function_id.clone(),
+                hint: hint.to_string(),
+            };
+            let id = inv.invocation_id.unwrap_or_else(Uuid::new_v4);
+            let frame = InvocationResult {
+                invocation_id: id,
+                function_id: inv.function_id,
+                result: None,
+                error: Some(err.to_body()),
+                traceparent: inv.traceparent,
+                baggage: inv.baggage,
+            };
+            self.send_frame(worker_id, protocol::Message::InvocationResult(frame));
+            return;
+        }
+        let timeout_ms = inv
+            .timeout_ms
+            .unwrap_or(conn.listener.invocation_timeout_ms);
+        if let Some(Action::Enqueue { queue }) = &inv.action {
+            let body = ErrorBody::new(
+                "enqueue_error",
+                format!(
+                    "No queue provider is installed. Cannot enqueue {} on queue {queue:?}.",
+                    inv.function_id
+                ),
+            );
+            if let Some(id) = inv.invocation_id {
+                self.send_frame(
+                    worker_id,
+                    protocol::Message::error_result(id, &inv.function_id, body),
+                );
+            }
+            return;
+        }
+        let void = matches!(inv.action, Some(Action::Void)) || inv.invocation_id.is_none();
+        let caller = match inv.invocation_id {
+            Some(id) if !void => {
+                let conn = self.conns.get_mut(&worker_id).expect("checked above");
+                if !conn.caller_ids.insert(id) {
+                    let err = EngineError::DuplicateInvocationId(id.to_string());
+                    self.send_frame(
+                        worker_id,
+                        protocol::Message::error_result(id, &inv.function_id, err.to_body()),
+                    );
+                    return;
+                }
+                Caller::Session {
+                    worker_id,
+                    invocation_id: id,
+                    function_id: inv.function_id.clone(),
+                    traceparent: inv.traceparent.clone(),
+                    baggage: inv.baggage.clone(),
+                }
+            }
+            _ => Caller::Discard,
+        };
+        let req = CallRequest {
+            function_id: inv.function_id,
+            data: inv.data,
+            metadata: inv.metadata,
+            traceparent: inv.traceparent,
+            baggage: inv.baggage,
+            timeout: Duration::from_millis(timeout_ms),
+            from: Some(worker_id),
+        };
+        self.call(req, caller, ctx);
+    }
+
+    /// Routes a call to its owner and parks it until the answer, the deadline or a disconnect.
+    pub(crate) fn call(&mut self, req: CallRequest, caller: Caller, ctx: &mut Context<Self>) {
+        let Some(entry) = self.functions.get(&req.function_id) else {
+            let err = EngineError::FunctionNotFound(req.function_id.clone());
+            return self.deliver(caller, Err(err.to_body()), ctx);
+        };
+        let owner = entry.owner;
+        let engine_id = Uuid::new_v4();
+        let caller_conn = match &caller {
+            Caller::Session { worker_id, .. } => Some(*worker_id),
+            _ => None,
+        };
+        match owner {
+            Owner::Engine => {
+                let outcome = self.call_engine_function(&req.function_id, req.data, req.from);
+                self.deliver(caller, outcome, ctx);
+            }
+            Owner::Builtin(index) => {
+                self.park(engine_id, caller, Callee::Builtin, &req, caller_conn);
+                let call = BuiltinCall {
+                    engine_id,
+                    function_id: req.function_id,
+                    data: req.data,
+                };
+                if self.builtins[index].calls.try_send(call).is_err() {
+                    let err =
+                        EngineError::ChannelSendFailed(self.builtins[index].owner.to_string());
+                    self.complete(engine_id, Err(err.to_body()), ctx);
+                }
+            }
+            Owner::Session(callee) => {
+                self.park(
+                    engine_id,
+                    caller,
+                    Callee::Session(callee),
+                    &req,
+                    caller_conn,
+                );
+                if let Some(c) = self.conns.get_mut(&callee) {
+                    c.serving.insert(engine_id);
+                }
+                let function_id = match self.conns.get(&callee) {
+                    Some(c) => c.policy.unprefixed(&req.function_id).to_string(),
+                    None => req.function_id.clone(),
+                };
+                let frame = protocol::Message::InvokeFunction(InvokeFunction {
+                    invocation_id: Some(engine_id),
+                    function_id,
+                    data: req.data,
+                    traceparent: req.traceparent,
+                    baggage: req.baggage,
+                    action: None,
+                    metadata: req.metadata,
+                    timeout_ms: None,
+                });
+                if !self.send_frame(callee, frame) {
+                    // The callee was cleaned up, which already failed this call.
+                    self.complete(
+                        engine_id,
+                        Err(EngineError::InvocationStopped.to_body()),
+                        ctx,
+                    );
+                }
+            }
+        }
+    }
+
+    fn park(
+        &mut self,
+        engine_id: Uuid,
+        caller: Caller,
+        callee: Callee,
+        req: &CallRequest,
+        caller_conn: Option<Uuid>,
+    ) {
+        let deadline = Instant::now() + req.timeout;
+        self.pending.insert(
+            engine_id,
+            Pending {
+                caller,
+                callee,
+                function_id: req.function_id.clone(),
+                deadline,
+                timeout_ms: req.timeout.as_millis() as u64,
+            },
+        );
+        self.deadlines.insert((deadline, engine_id));
+        if let Some(c) = caller_conn.and_then(|w| self.conns.get_mut(&w)) {
+            c.calling.insert(engine_id);
+        }
+    }
+
+    /// An `invocationresult` from a connection: accepted only from the callee of that call.
+    pub(crate) fn handle_result(
+        &mut self,
+        worker_id: Uuid,
+        res: InvocationResult,
+        ctx: &mut Context<Self>,
+    ) {
+        let engine_id = res.invocation_id;
+        match self.pending.get(&engine_id) {
+            Some(p) if p.callee == Callee::Session(worker_id) => {}
+            Some(_) => {
+                log::warn!("worker {worker_id}: ignored a result for invocation {engine_id}: it was not sent to this worker");
+                return;
+            }
+            None => {
+                log::debug!(
+                    "worker {worker_id}: late or unknown result for invocation {engine_id} dropped"
+                );
+                return;
+            }
+        }
+        let outcome = match res.error {
+            Some(e) => Err(e),
+            None => Ok(res.result),
+        };
+        self.complete(engine_id, outcome, ctx);
+    }
+
+    /// Finishes a pending call and delivers its outcome.
+    pub(crate) fn complete(&mut self, engine_id: Uuid, outcome: Outcome, ctx: &mut Context<Self>) {
+        let Some(p) = self.pending.remove(&engine_id) else {
+            return;
+        };
+        self.deadlines.remove(&(p.deadline, engine_id));
+        if let Callee::Session(callee) = p.callee {
+            if let Some(c) = self.conns.get_mut(&callee) {
+                c.serving.remove(&engine_id);
+            }
+        }
+        if let Caller::Session { worker_id, .. } = &p.caller {
+            if let Some(c) = self.conns.get_mut(worker_id) {
+                c.calling.remove(&engine_id);
+            }
+        }
+        self.deliver(p.caller, outcome, ctx);
+    }
+
+    /// Fails a call whose callee went away (used from cleanup, which has no context).
+    pub(crate) fn complete_stopped(&mut self, engine_id: Uuid) {
+        let Some(p) = self.pending.remove(&engine_id) else {
+            return;
+        };
+        self.deadlines.remove(&(p.deadline, engine_id));
+        let err = EngineError::InvocationStopped.to_body();
+        match p.caller {
+            Caller::Session { .. } => self.deliver_to_session(p.caller, Err(err)),
+            Caller::Discard => {}
+            Caller::Then(then) => self.deferred.push(Deferred::Then(then, Err(err))),
+        }
+    }
+
+    fn deliver(&mut self, caller: Caller, outcome: Outcome, ctx: &mut Context<Self>) {
+        match caller {
+            Caller::Session { .. } => self.deliver_to_session(caller, outcome),
+            Caller::Discard => {
+                if let Err(e) = outcome {
+                    log::debug!("discarded call failed: {}: {}", e.code, e.message);
+                }
+            }
+            Caller::Then(then) => then(self, ctx, outcome),
+        }
+    }
+
+    fn deliver_to_session(&mut self, caller: Caller, outcome: Outcome) {
+        let Caller::Session {
+            worker_id,
+            invocation_id,
+            function_id,
+            traceparent,
+            baggage,
+        } = caller
+        else {
+            return;
+        };
+        if let Some(c) = self.conns.get_mut(&worker_id) {
+            c.caller_ids.remove(&invocation_id);
+        }
+        let (result, error) = match outcome {
+            Ok(r) => (r.filter(|v| !v.is_null()), None),
+            Err(e) => (None, Some(e)),
+        };
+        let frame = protocol::Message::InvocationResult(InvocationResult {
+            invocation_id,
+            function_id,
+            result,
+            error,
+            traceparent,
+            baggage,
+        });
+        self.send_frame(worker_id, frame);
+    }
+
+    /// Fails every call past its deadline.
+    pub(crate) fn expire_deadlines(&mut self, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        while let Some(&(deadline, engine_id)) = self.deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            let Some(p) = self.pending.get(&engine_id) else {
+                continue;
+            };
+            let err = EngineError::InvocationTimeout {
+                function_id: p.function_id.clone(),
+                timeout_ms: p.timeout_ms,
+            };
+            log::warn!("invocation {engine_id}: {err}");
+            self.complete(engine_id, Err(err.to_body()), ctx);
+        }
+    }
+}

@@ -1,0 +1,366 @@
+//! Trigger types and trigger bindings (`PROTOCOL.md` §5): who provides each type, which
+//! bindings exist, and which are parked waiting for their type's provider.
+//!
+//! A binding of a known type is handed to its provider at once (a worker gets a
+//! `registertrigger` frame, an engine-hosted module a [`TriggerBinding`]); a binding of an
+//! unknown type is parked and handed over when a provider registers the type. A provider that
+//! goes away parks the other connections' bindings of its types again. Bindings are owned by the
+//! connection that registered them: nobody else can replace or remove them.
+
+use actix::prelude::*;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::{Conn, ConnState, Deferred, RegistryActor, TriggerBinding};
+use crate::protocol::{
+    self, ErrorBody, RegisterTrigger, RegisterTriggerType, TriggerRegistrationResult,
+};
+
+/// Who provides a trigger type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Provider {
+    Session(Uuid),
+    Builtin(usize),
+    Engine,
+}
+
+pub(crate) struct TriggerTypeEntry {
+    pub provider: Provider,
+    pub description: String,
+}
+
+pub(crate) struct TriggerEntry {
+    pub trigger_type: String,
+    pub function_id: String,
+    pub config: Value,
+    pub metadata: Option<Value>,
+    /// `None` for bindings made through `engine::register_trigger`.
+    pub owner: Option<Uuid>,
+    /// Handed to a provider (false = parked).
+    pub active: bool,
+}
+
+impl RegistryActor {
+    pub(crate) fn handle_register_trigger_type(
+        &mut self,
+        worker_id: Uuid,
+        t: RegisterTriggerType,
+        _ctx: &mut Context<Self>,
+    ) {
+        let Some(conn) = self.conns.get(&worker_id) else {
+            return;
+        };
+        if !conn.policy.allow_trigger_type_registration {
+            log::warn!("worker {worker_id}: trigger type {} denied (allow_trigger_type_registration is false)", t.id);
+            return;
+        }
+        let public = conn.listener.rbac.is_some();
+        match self.trigger_types.get(&t.id).map(|e| e.provider) {
+            Some(Provider::Session(p)) if p == worker_id => {}
+            Some(Provider::Session(p)) if public => {
+                log::warn!(
+                    "worker {worker_id}: trigger type {} denied: provided by worker {p}",
+                    t.id
+                );
+                return;
+            }
+            Some(Provider::Session(p)) => log::warn!(
+                "trigger type {}: worker {worker_id} replaces worker {p} as provider",
+                t.id
+            ),
+            Some(_) => {
+                log::warn!(
+                    "worker {worker_id}: trigger type {} denied: provided by the engine",
+                    t.id
+                );
+                return;
+            }
+            None => {}
+        }
+        self.trigger_types.insert(
+            t.id.clone(),
+            TriggerTypeEntry {
+                provider: Provider::Session(worker_id),
+                description: t.description,
+            },
+        );
+        if let Some(c) = self.conns.get_mut(&worker_id) {
+            c.trigger_types.insert(t.id.clone());
+        }
+        log::debug!("worker {worker_id}: provides trigger type {}", t.id);
+        self.activate_types(&[t.id]);
+    }
+
+    /// Hands every binding of these (newly provided) types to their provider.
+    pub(crate) fn activate_types(&mut self, types: &[String]) {
+        let ids: Vec<String> = self
+            .triggers
+            .iter()
+            .filter(|(_, t)| types.contains(&t.trigger_type))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            self.activate(&id);
+        }
+    }
+
+    pub(crate) fn handle_register_trigger(
+        &mut self,
+        worker_id: Uuid,
+        t: RegisterTrigger,
+        _ctx: &mut Context<Self>,
+    ) {
+        let Some(conn) = self.conns.get(&worker_id) else {
+            return;
+        };
+        if !conn.policy.allows_trigger_type(&t.trigger_type) {
+            log::warn!(
+                "worker {worker_id}: trigger {} of type {} denied (not in allowed_trigger_types)",
+                t.id,
+                t.trigger_type
+            );
+            return;
+        }
+        let function_id = conn.policy.prefixed(&t.function_id);
+        if let Some(existing) = self.triggers.get(&t.id) {
+            if existing.owner != Some(worker_id) {
+                log::warn!(
+                    "worker {worker_id}: trigger {} denied: the id belongs to another registration",
+                    t.id
+                );
+                return;
+            }
+            self.deactivate(&t.id);
+        }
+        self.insert_trigger(
+            t.id.clone(),
+            t.trigger_type,
+            function_id,
+            t.config,
+            t.metadata,
+            Some(worker_id),
+        );
+        if let Some(c) = self.conns.get_mut(&worker_id) {
+            c.triggers.insert(t.id);
+        }
+    }
+
+    /// Stores a binding and hands it to its provider (or parks it).
+    pub(crate) fn insert_trigger(
+        &mut self,
+        id: String,
+        trigger_type: String,
+        function_id: String,
+        config: Value,
+        metadata: Option<Value>,
+        owner: Option<Uuid>,
+    ) {
+        self.triggers.insert(
+            id.clone(),
+            TriggerEntry {
+                trigger_type,
+                function_id,
+                config,
+                metadata,
+                owner,
+                active: false,
+            },
+        );
+        self.activate(&id);
+    }
+
+    /// Hands a binding to the provider of its type; parks it if there is none.
+    fn activate(&mut self, id: &str) {
+        let Some(t) = self.triggers.get(id) else {
+            return;
+        };
+        let Some(provider) = self.trigger_types.get(&t.trigger_type).map(|e| e.provider) else {
+            log::info!(
+                "trigger {id}: type {} has no provider yet; parked until one registers it",
+                t.trigger_type
+            );
+            return;
+        };
+        let delivered = match provider {
+            Provider::Engine => true,
+            Provider::Builtin(i) => {
+                let bind = TriggerBinding::Bind {
+                    id: id.to_string(),
+                    trigger_type: t.trigger_type.clone(),
+                    function_id: t.function_id.clone(),
+                    config: t.config.clone(),
+                    metadata: t.metadata.clone(),
+                };
+                self.builtins[i].bindings.try_send(bind).is_ok()
+            }
+            Provider::Session(p) => {
+                let frame = protocol::Message::RegisterTrigger(RegisterTrigger {
+                    id: id.to_string(),
+                    trigger_type: t.trigger_type.clone(),
+                    function_id: t.function_id.clone(),
+                    config: t.config.clone(),
+                    metadata: t.metadata.clone(),
+                });
+                self.send_frame(p, frame)
+            }
+        };
+        if let Some(t) = self.triggers.get_mut(id) {
+            t.active = delivered;
+        }
+    }
+
+    /// Tells the provider a binding is gone (the entry itself stays).
+    fn deactivate(&mut self, id: &str) {
+        let Some(t) = self.triggers.get_mut(id) else {
+            return;
+        };
+        if !t.active {
+            return;
+        }
+        t.active = false;
+        let trigger_type = t.trigger_type.clone();
+        match self.trigger_types.get(&trigger_type).map(|e| e.provider) {
+            Some(Provider::Builtin(i)) => {
+                let _ = self.builtins[i]
+                    .bindings
+                    .try_send(TriggerBinding::Unbind { id: id.to_string() });
+            }
+            Some(Provider::Session(p)) => {
+                let frame = protocol::Message::UnregisterTrigger(protocol::UnregisterTrigger {
+                    id: id.to_string(),
+                    trigger_type: Some(trigger_type),
+                });
+                self.send_frame(p, frame);
+            }
+            Some(Provider::Engine) | None => {}
+        }
+    }
+
+    pub(crate) fn handle_unregister_trigger(&mut self, worker_id: Uuid, id: &str) {
+        let Some(t) = self.triggers.get(id) else {
+            log::debug!("worker {worker_id}: unregistertrigger {id}: no such trigger");
+            return;
+        };
+        let trusted = self
+            .conns
+            .get(&worker_id)
+            .is_some_and(|c| c.listener.rbac.is_none());
+        let allowed = t.owner == Some(worker_id) || (t.owner.is_none() && trusted);
+        if !allowed {
+            log::warn!("worker {worker_id}: unregistertrigger {id} denied: not its trigger");
+            return;
+        }
+        self.remove_trigger(id);
+        if let Some(c) = self.conns.get_mut(&worker_id) {
+            c.triggers.remove(id);
+        }
+    }
+
+    /// Removes a binding and tells its provider. Returns whether it existed.
+    pub(crate) fn remove_trigger(&mut self, id: &str) -> bool {
+        self.deactivate(id);
+        self.triggers.remove(id).is_some()
+    }
+
+    /// A provider's answer to a `registertrigger`; only its failures matter.
+    pub(crate) fn handle_trigger_result(&mut self, worker_id: Uuid, r: TriggerRegistrationResult) {
+        let provider = self.trigger_types.get(&r.trigger_type).map(|e| e.provider);
+        if provider != Some(Provider::Session(worker_id)) {
+            log::warn!(
+                "worker {worker_id}: ignored triggerregistrationresult for {}: it does not provide type {}",
+                r.id,
+                r.trigger_type
+            );
+            return;
+        }
+        if let Some(error) = r.error {
+            self.reject_trigger(&r.id, error);
+        }
+    }
+
+    /// A provider refused a binding: park it and tell the worker that registered it.
+    pub(crate) fn reject_trigger(&mut self, id: &str, error: ErrorBody) {
+        let Some(t) = self.triggers.get_mut(id) else {
+            return;
+        };
+        t.active = false;
+        log::warn!(
+            "trigger {id} ({}) refused by its provider: {}",
+            t.trigger_type,
+            error.message
+        );
+        let frame = protocol::Message::TriggerRegistrationResult(TriggerRegistrationResult {
+            id: id.to_string(),
+            trigger_type: t.trigger_type.clone(),
+            function_id: t.function_id.clone(),
+            error: Some(ErrorBody::new("trigger_registration_failed", error.message)),
+        });
+        if let Some(owner) = t.owner {
+            let frame = match (&frame, self.conns.get(&owner)) {
+                (protocol::Message::TriggerRegistrationResult(f), Some(c)) => {
+                    let mut f = f.clone();
+                    f.function_id = c.policy.unprefixed(&f.function_id).to_string();
+                    protocol::Message::TriggerRegistrationResult(f)
+                }
+                _ => frame,
+            };
+            self.send_frame(owner, frame);
+        }
+    }
+
+    /// Drops a departed connection's bindings and the trigger types it provided.
+    pub(crate) fn cleanup_triggers(&mut self, worker_id: Uuid, conn: &Conn) {
+        for id in &conn.triggers {
+            if self
+                .triggers
+                .get(id)
+                .is_some_and(|t| t.owner == Some(worker_id))
+            {
+                self.remove_trigger(id);
+            }
+        }
+        for ty in &conn.trigger_types {
+            if self.trigger_types.get(ty).map(|e| e.provider) != Some(Provider::Session(worker_id))
+            {
+                continue;
+            }
+            self.trigger_types.remove(ty);
+            for t in self.triggers.values_mut().filter(|t| &t.trigger_type == ty) {
+                t.active = false;
+            }
+            log::info!("trigger type {ty}: provider {worker_id} left; its bindings are parked");
+        }
+    }
+
+    /// Calls every function bound to an engine-provided trigger type.
+    pub(crate) fn fire_engine_trigger(&mut self, trigger_type: &str, payload: Value) {
+        let targets: Vec<(String, Option<Value>)> = self
+            .triggers
+            .values()
+            .filter(|t| t.active && t.trigger_type == trigger_type)
+            .map(|t| (t.function_id.clone(), t.metadata.clone()))
+            .collect();
+        for (function_id, metadata) in targets {
+            self.deferred.push(Deferred::Fire {
+                function_id,
+                data: payload.clone(),
+                metadata,
+            });
+        }
+    }
+
+    /// `engine::workers-available` (§5.2).
+    pub(crate) fn fire_workers_available(&mut self, event: &str, worker_id: Uuid) {
+        let live = self
+            .conns
+            .get(&worker_id)
+            .map(|c| c.state == ConnState::Live);
+        if live == Some(false) {
+            return;
+        }
+        self.fire_engine_trigger(
+            "engine::workers-available",
+            json!({"event": event, "worker_id": worker_id.to_string()}),
+        );
+    }
+}

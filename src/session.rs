@@ -1,0 +1,362 @@
+//! `SessionActor`: one per WebSocket connection on a worker listener; the only code that touches
+//! the WebSocket crate.
+//!
+//! It turns frames into typed [`protocol::Message`]s for the registry and registry output
+//! ([`ToSession`]) back into frames. It owns what belongs to the socket: frame limits and
+//! continuation reassembly (`max_frame_bytes` / `max_message_bytes`), WebSocket and JSON
+//! ping/pong, a heartbeat (the engine pings and closes a peer that stays silent past
+//! `idle_timeout_ms`), precise answers to bad frames (an `error` frame, or an error
+//! `invocationresult` when a broken call's id can be read), and the `_caller_worker_id`
+//! injection of §4.3. When it stops, the registry is told (`Disconnect`) and cleans up.
+//!
+//! A session on `/otel` only drains telemetry: it is never registered as a worker.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_http::ws::Item;
+use actix_web_actors::ws;
+use bytes::{Bytes, BytesMut};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::config::ListenerConfig;
+use crate::protocol::{self, Decoded, ErrorBody, ErrorFrame};
+use crate::registry::{Connect, Disconnect, FromWorker, PeerInfo, RegistryActor};
+
+/// What the registry tells a session.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub enum ToSession {
+    /// The connection is accepted (after auth): send `workerregistered` first.
+    Accepted { reattach_token: Uuid },
+    /// Send this frame.
+    Frame(protocol::Message),
+    /// Auth failed: send an `error` frame, then close.
+    Reject(ErrorBody),
+    /// Close the connection, for the logged reason.
+    Close(String),
+}
+
+/// Consecutive invalid frames after which a connection is closed (policy violation).
+const MAX_INVALID_STREAK: u32 = 16;
+
+/// Binary frames with these prefixes carry OTLP telemetry and are drained.
+const TELEMETRY_PREFIXES: [&[u8]; 3] = [b"OTLP", b"MTRC", b"LOGS"];
+
+/// Milliseconds on a process-wide monotonic clock (for progress stamps shared across threads).
+pub fn mono_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// When a session last ran (`mono_ms`). A session runs only while its socket drains, so a stale
+/// stamp with a full queue means the peer stopped reading.
+pub type Progress = Arc<AtomicU64>;
+
+/// Which socket of a listener this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionKind {
+    Worker,
+    Telemetry,
+}
+
+/// One WebSocket connection.
+pub struct SessionActor {
+    worker_id: Uuid,
+    kind: SessionKind,
+    registry: Addr<RegistryActor>,
+    listener: Arc<ListenerConfig>,
+    peer: Option<PeerInfo>,
+    last_inbound: Instant,
+    /// A fragmented message being reassembled: (is_text, bytes so far).
+    partial: Option<(bool, BytesMut)>,
+    invalid_streak: u32,
+    progress: Progress,
+}
+
+impl SessionActor {
+    pub fn new(
+        kind: SessionKind,
+        registry: Addr<RegistryActor>,
+        listener: Arc<ListenerConfig>,
+        peer: PeerInfo,
+    ) -> Self {
+        SessionActor {
+            worker_id: Uuid::new_v4(),
+            kind,
+            registry,
+            listener,
+            peer: Some(peer),
+            last_inbound: Instant::now(),
+            partial: None,
+            invalid_streak: 0,
+            progress: Arc::new(AtomicU64::new(mono_ms())),
+        }
+    }
+
+    fn heartbeat(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        let idle = Duration::from_millis(self.listener.idle_timeout_ms);
+        if self.last_inbound.elapsed() > idle {
+            log::warn!(
+                "worker {}: nothing received for {} ms (no pong either); closing",
+                self.worker_id,
+                idle.as_millis()
+            );
+            close(ctx, ws::CloseCode::Away, "idle timeout");
+            return;
+        }
+        ctx.ping(b"");
+    }
+
+    fn send(&self, ctx: &mut ws::WebsocketContext<Self>, msg: &protocol::Message) {
+        ctx.text(msg.encode());
+    }
+
+    /// One complete text message (or a binary one holding JSON).
+    fn handle_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
+        let text = text.trim();
+        if text.is_empty() || self.kind == SessionKind::Telemetry {
+            return;
+        }
+        match protocol::decode(text) {
+            Ok(Decoded::Message(msg)) => {
+                self.invalid_streak = 0;
+                self.handle_message(msg, ctx);
+            }
+            Ok(Decoded::Ignored(ty)) => {
+                self.invalid_streak = 0;
+                log::debug!("worker {}: ignoring a {ty} frame", self.worker_id);
+            }
+            Err(e) => self.reject_frame(e, ctx),
+        }
+    }
+
+    fn handle_message(&mut self, msg: protocol::Message, ctx: &mut ws::WebsocketContext<Self>) {
+        match msg {
+            protocol::Message::Ping => self.send(ctx, &protocol::Message::Pong),
+            protocol::Message::Pong => {}
+            protocol::Message::InvokeFunction(mut inv) => {
+                if let Value::Object(map) = &mut inv.data {
+                    map.insert(
+                        "_caller_worker_id".into(),
+                        Value::String(self.worker_id.to_string()),
+                    );
+                }
+                self.forward(protocol::Message::InvokeFunction(inv));
+            }
+            other => self.forward(other),
+        }
+    }
+
+    fn forward(&self, msg: protocol::Message) {
+        self.registry.do_send(FromWorker {
+            worker_id: self.worker_id,
+            msg,
+        });
+    }
+
+    /// Answers a frame that could not be used, and closes after too many in a row.
+    fn reject_frame(&mut self, e: protocol::DecodeError, ctx: &mut ws::WebsocketContext<Self>) {
+        log::warn!(
+            "worker {}: bad frame ({}): {}",
+            self.worker_id,
+            e.code,
+            e.message
+        );
+        let body = ErrorBody::new(e.code, e.message);
+        match e.invocation {
+            Some((invocation_id, function_id)) => ctx.text(
+                json!({"type": "invocationresult", "invocation_id": invocation_id,
+                       "function_id": function_id, "error": body})
+                .to_string(),
+            ),
+            None => self.send(ctx, &protocol::Message::Error(ErrorFrame { error: body })),
+        }
+        self.invalid_streak += 1;
+        if self.invalid_streak > MAX_INVALID_STREAK {
+            log::warn!(
+                "worker {}: {} invalid frames in a row; closing",
+                self.worker_id,
+                self.invalid_streak
+            );
+            close(ctx, ws::CloseCode::Policy, "too many invalid frames");
+        }
+    }
+
+    fn handle_binary(&mut self, data: Bytes, ctx: &mut ws::WebsocketContext<Self>) {
+        if TELEMETRY_PREFIXES.iter().any(|p| data.starts_with(p)) {
+            return;
+        }
+        match std::str::from_utf8(&data) {
+            Ok(text) => self.handle_text(text, ctx),
+            Err(_) => self.reject_frame(
+                protocol::DecodeError {
+                    code: "invalid_message",
+                    message: "binary frame is neither telemetry (OTLP/MTRC/LOGS) nor UTF-8 JSON"
+                        .into(),
+                    invocation: None,
+                },
+                ctx,
+            ),
+        }
+    }
+
+    fn handle_continuation(&mut self, item: Item, ctx: &mut ws::WebsocketContext<Self>) {
+        let (first, chunk, last) = match item {
+            Item::FirstText(b) => (Some(true), b, false),
+            Item::FirstBinary(b) => (Some(false), b, false),
+            Item::Continue(b) => (None, b, false),
+            Item::Last(b) => (None, b, true),
+        };
+        if let Some(is_text) = first {
+            self.partial = Some((is_text, BytesMut::new()));
+        }
+        let Some((is_text, buf)) = self.partial.as_mut() else {
+            log::warn!(
+                "worker {}: continuation frame without a first frame; closing",
+                self.worker_id
+            );
+            return close(
+                ctx,
+                ws::CloseCode::Protocol,
+                "unexpected continuation frame",
+            );
+        };
+        if buf.len() + chunk.len() > self.listener.max_message_bytes {
+            log::warn!(
+                "worker {}: fragmented message over {} bytes; closing",
+                self.worker_id,
+                self.listener.max_message_bytes
+            );
+            return close(ctx, ws::CloseCode::Size, "message too big");
+        }
+        buf.extend_from_slice(&chunk);
+        if last {
+            let is_text = *is_text;
+            let data = self
+                .partial
+                .take()
+                .map(|(_, b)| b.freeze())
+                .unwrap_or_default();
+            if is_text {
+                match std::str::from_utf8(&data) {
+                    Ok(text) => self.handle_text(text, ctx),
+                    Err(_) => close(
+                        ctx,
+                        ws::CloseCode::Invalid,
+                        "invalid UTF-8 in a text message",
+                    ),
+                }
+            } else {
+                self.handle_binary(data, ctx);
+            }
+        }
+    }
+}
+
+fn close(ctx: &mut ws::WebsocketContext<SessionActor>, code: ws::CloseCode, reason: &str) {
+    ctx.close(Some(ws::CloseReason {
+        code,
+        description: Some(reason.to_string()),
+    }));
+    ctx.stop();
+}
+
+impl Actor for SessionActor {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.listener.max_queued_frames);
+        let interval = Duration::from_millis(self.listener.heartbeat_interval_ms);
+        ctx.run_interval(interval, |act, ctx| act.heartbeat(ctx));
+        if self.kind == SessionKind::Worker {
+            let peer = self.peer.take().unwrap_or_default();
+            self.registry.do_send(Connect {
+                worker_id: self.worker_id,
+                session: ctx.address().recipient(),
+                listener: self.listener.clone(),
+                peer,
+                progress: self.progress.clone(),
+            });
+        }
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        if self.kind == SessionKind::Worker {
+            self.registry.do_send(Disconnect {
+                worker_id: self.worker_id,
+            });
+        }
+    }
+}
+
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for SessionActor {
+    fn handle(&mut self, item: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        self.last_inbound = Instant::now();
+        let msg = match item {
+            Ok(m) => m,
+            Err(ws::ProtocolError::Overflow) => {
+                log::warn!(
+                    "worker {}: frame over {} bytes; closing",
+                    self.worker_id,
+                    self.listener.max_frame_bytes
+                );
+                return close(ctx, ws::CloseCode::Size, "frame too big");
+            }
+            Err(e) => {
+                log::warn!("worker {}: protocol error: {e}; closing", self.worker_id);
+                let code = match e {
+                    ws::ProtocolError::Io(_) => ws::CloseCode::Invalid,
+                    _ => ws::CloseCode::Protocol,
+                };
+                return close(ctx, code, "protocol error");
+            }
+        };
+        match msg {
+            ws::Message::Text(text) => self.handle_text(&text, ctx),
+            ws::Message::Binary(data) => self.handle_binary(data, ctx),
+            ws::Message::Continuation(item) => self.handle_continuation(item, ctx),
+            ws::Message::Ping(payload) => ctx.pong(&payload),
+            ws::Message::Pong(_) | ws::Message::Nop => {}
+            ws::Message::Close(reason) => {
+                log::debug!("worker {}: closed by peer ({reason:?})", self.worker_id);
+                ctx.close(reason);
+                ctx.stop();
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+impl Handler<ToSession> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ToSession, ctx: &mut Self::Context) {
+        self.progress.store(mono_ms(), Ordering::Relaxed);
+        match msg {
+            ToSession::Frame(frame) => self.send(ctx, &frame),
+            ToSession::Accepted { reattach_token } => {
+                let welcome = protocol::Message::WorkerRegistered(protocol::WorkerRegistered {
+                    worker_id: self.worker_id,
+                    reattach_token,
+                });
+                self.send(ctx, &welcome);
+            }
+            ToSession::Reject(error) => {
+                self.send(ctx, &protocol::Message::Error(ErrorFrame { error }));
+                ctx.close(None);
+                ctx.stop();
+            }
+            ToSession::Close(reason) => {
+                log::info!("worker {}: closing: {reason}", self.worker_id);
+                close(ctx, ws::CloseCode::Policy, &reason);
+            }
+        }
+    }
+}
