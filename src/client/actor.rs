@@ -1,0 +1,717 @@
+//! `ClientActor`: the client side of one worker connection (socket, reconnects, replay,
+//! pending calls). Driven by [`Command`]s from the [`Client`](super::Client) handle and by the
+//! frames of the current socket; every socket gets a generation number so that events of an
+//! old socket never disturb the new one.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use actix::io::{SinkWrite, WriteHandler};
+use actix::prelude::*;
+use actix_http::ws::Item;
+use awc::ws;
+use bytes::BytesMut;
+use futures_util::stream::{SplitSink, StreamExt};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot, watch};
+use uuid::Uuid;
+
+use super::{ClientOptions, HandlerFn, InvocationError, TriggerRequest, TriggerTypeEvent};
+use crate::protocol::{self, Action, Decoded, ErrorBody, InvocationResult, InvokeFunction};
+
+/// How long after an explicit deadline the client gives up on its own.
+const LOCAL_GRACE: Duration = Duration::from_millis(250);
+
+type WsSink = SinkWrite<
+    ws::Message,
+    SplitSink<actix_codec::Framed<awc::BoxedSocket, ws::Codec>, ws::Message>,
+>;
+
+/// Where the client's connection stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionState {
+    Connecting,
+    /// Welcomed by the engine with this worker id.
+    Connected {
+        worker_id: String,
+    },
+    /// Waiting to retry after `attempt` failures.
+    Reconnecting {
+        attempt: u32,
+        last_error: String,
+    },
+    /// Shut down for good.
+    Closed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RegKind {
+    Function,
+    Trigger,
+    TriggerType,
+}
+
+/// What the [`Client`](super::Client) handle asks of the actor.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) enum Command {
+    RegisterFunction {
+        id: String,
+        description: Option<String>,
+        metadata: Option<Value>,
+        handler: HandlerFn,
+    },
+    RegisterTrigger {
+        id: String,
+        trigger_type: String,
+        function_id: String,
+        config: Value,
+    },
+    RegisterTriggerType {
+        id: String,
+        description: String,
+        events: mpsc::UnboundedSender<TriggerTypeEvent>,
+    },
+    Unregister(RegKind, String),
+    Invoke {
+        req: TriggerRequest,
+        timeout: Duration,
+        reply: oneshot::Sender<Result<Option<Value>, InvocationError>>,
+    },
+    InvokeVoid {
+        function_id: String,
+        payload: Value,
+    },
+    Raw(String),
+    Shutdown,
+    DropConnection,
+}
+
+struct FunctionReg {
+    description: Option<String>,
+    metadata: Option<Value>,
+    handler: HandlerFn,
+}
+
+struct TriggerReg {
+    trigger_type: String,
+    function_id: String,
+    config: Value,
+}
+
+/// One event of socket number `.0`; `None` = that socket ended.
+struct SocketEvent(
+    u64,
+    Option<Result<ws::Frame, actix_http::ws::ProtocolError>>,
+);
+
+pub(crate) struct ClientActor {
+    url: String,
+    opts: ClientOptions,
+    state: watch::Sender<ConnectionState>,
+    sink: Option<WsSink>,
+    generation: u64,
+    reader: Option<SpawnHandle>,
+    previous: Option<(String, String)>,
+    functions: BTreeMap<String, FunctionReg>,
+    triggers: BTreeMap<String, TriggerReg>,
+    trigger_types: BTreeMap<String, (String, mpsc::UnboundedSender<TriggerTypeEvent>)>,
+    pending: HashMap<Uuid, oneshot::Sender<Result<Option<Value>, InvocationError>>>,
+    queue: VecDeque<String>,
+    attempt: u32,
+    last_inbound: Instant,
+    partial: Option<BytesMut>,
+    closed: bool,
+}
+
+impl ClientActor {
+    pub(crate) fn new(
+        url: String,
+        opts: ClientOptions,
+        state: watch::Sender<ConnectionState>,
+    ) -> Self {
+        ClientActor {
+            url,
+            opts,
+            state,
+            sink: None,
+            generation: 0,
+            reader: None,
+            previous: None,
+            functions: BTreeMap::new(),
+            triggers: BTreeMap::new(),
+            trigger_types: BTreeMap::new(),
+            pending: HashMap::new(),
+            queue: VecDeque::new(),
+            attempt: 0,
+            last_inbound: Instant::now(),
+            partial: None,
+            closed: false,
+        }
+    }
+
+    fn connect(&mut self, ctx: &mut Context<Self>) {
+        if self.closed {
+            return;
+        }
+        let timeout = self.opts.connect_timeout;
+        let request = awc::Client::builder()
+            .timeout(timeout)
+            .finish()
+            .ws(self.url.as_str())
+            .max_frame_size(self.opts.max_frame_bytes);
+        let fut = async move { tokio::time::timeout(timeout, request.connect()).await };
+        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| match res {
+            Ok(Ok((_resp, framed))) => act.on_open(framed, ctx),
+            Ok(Err(e)) => act.on_lost(format!("connect failed: {e}"), ctx),
+            Err(_) => act.on_lost("connect timed out".to_string(), ctx),
+        }));
+    }
+
+    fn on_open(
+        &mut self,
+        framed: actix_codec::Framed<awc::BoxedSocket, ws::Codec>,
+        ctx: &mut Context<Self>,
+    ) {
+        self.generation += 1;
+        let generation = self.generation;
+        let (sink, stream) = framed.split();
+        self.sink = Some(SinkWrite::new(sink, ctx));
+        let events = stream
+            .map(move |item| SocketEvent(generation, Some(item)))
+            .chain(futures_util::stream::once(async move {
+                SocketEvent(generation, None)
+            }));
+        self.reader = Some(ctx.add_stream(events));
+        self.last_inbound = Instant::now();
+        self.partial = None;
+        self.replay();
+    }
+
+    /// The published SDKs' order on (re)connect: reattach, trigger types, functions,
+    /// triggers, queued frames, worker metadata.
+    fn replay(&mut self) {
+        let mut frames: Vec<String> = Vec::new();
+        if let Some((id, token)) = &self.previous {
+            frames.push(
+                json!({"type": "reattach", "previous_worker_id": id, "reattach_token": token})
+                    .to_string(),
+            );
+        }
+        for (id, (description, _)) in &self.trigger_types {
+            frames.push(
+                json!({"type": "registertriggertype", "id": id, "description": description})
+                    .to_string(),
+            );
+        }
+        for (id, f) in &self.functions {
+            let msg = protocol::Message::RegisterFunction(protocol::RegisterFunction {
+                id: id.clone(),
+                description: f.description.clone(),
+                request_format: None,
+                response_format: None,
+                metadata: f.metadata.clone(),
+                invocation: None,
+            });
+            frames.push(msg.encode());
+        }
+        for (id, t) in &self.triggers {
+            frames.push(self.trigger_frame(id, t));
+        }
+        frames.extend(self.queue.drain(..));
+        if self.opts.register_worker {
+            frames.push(
+                json!({"type": "invokefunction", "function_id": "engine::workers::register",
+                       "action": {"type": "void"},
+                       "data": {"runtime": "rust", "version": env!("CARGO_PKG_VERSION"), "name": self.opts.name,
+                                "os": std::env::consts::OS, "pid": std::process::id(), "isolation": null}})
+                .to_string(),
+            );
+        }
+        for f in frames {
+            self.send(f);
+        }
+    }
+
+    fn trigger_frame(&self, id: &str, t: &TriggerReg) -> String {
+        protocol::Message::RegisterTrigger(protocol::RegisterTrigger {
+            id: id.to_string(),
+            trigger_type: t.trigger_type.clone(),
+            function_id: t.function_id.clone(),
+            config: t.config.clone(),
+            metadata: None,
+        })
+        .encode()
+    }
+
+    /// Writes a frame if a socket is open; returns false if there is none.
+    fn send(&mut self, text: String) -> bool {
+        match self.sink.as_mut() {
+            Some(sink) => sink.write(ws::Message::Text(text.into())).is_ok(),
+            None => false,
+        }
+    }
+
+    fn send_or_queue(&mut self, text: String) {
+        match self.sink.as_mut() {
+            Some(sink) => {
+                if let Err(ws::Message::Text(t)) = sink.write(ws::Message::Text(text.into())) {
+                    self.queue.push_back(t.to_string());
+                }
+            }
+            None => self.queue.push_back(text),
+        }
+    }
+
+    fn on_lost(&mut self, reason: String, ctx: &mut Context<Self>) {
+        if let Some(h) = self.reader.take() {
+            ctx.cancel_future(h);
+        }
+        self.sink = None;
+        if self.closed {
+            return;
+        }
+        let delay = self.backoff();
+        self.attempt += 1;
+        log::debug!(
+            "client {}: connection lost ({reason}); retrying in {delay:?}",
+            self.opts.name
+        );
+        let _ = self.state.send(ConnectionState::Reconnecting {
+            attempt: self.attempt,
+            last_error: reason,
+        });
+        ctx.run_later(delay, |act, ctx| act.connect(ctx));
+    }
+
+    fn backoff(&self) -> Duration {
+        let b = &self.opts.reconnect;
+        let base = b.initial.as_secs_f64() * b.multiplier.powi(self.attempt.min(30) as i32);
+        let capped = base.min(b.max.as_secs_f64());
+        let unit = (Uuid::new_v4().as_u128() % 10_000) as f64 / 10_000.0;
+        let jittered = capped * (1.0 + b.jitter * (2.0 * unit - 1.0));
+        Duration::from_secs_f64(jittered.max(0.0))
+    }
+
+    fn heartbeat(&mut self, ctx: &mut Context<Self>) {
+        if self.sink.is_none() {
+            return;
+        }
+        if self.last_inbound.elapsed() > self.opts.heartbeat * 3 {
+            self.on_lost("no frame from the engine for 3 heartbeats".into(), ctx);
+            return;
+        }
+        if let Some(sink) = self.sink.as_mut() {
+            let _ = sink.write(ws::Message::Ping(bytes::Bytes::new()));
+        }
+    }
+
+    fn on_frame(&mut self, frame: ws::Frame, ctx: &mut Context<Self>) {
+        self.last_inbound = Instant::now();
+        let text = match frame {
+            ws::Frame::Text(b) | ws::Frame::Binary(b) => b,
+            ws::Frame::Continuation(item) => match self.reassemble(item) {
+                Some(b) => b.freeze(),
+                None => return,
+            },
+            ws::Frame::Ping(p) => {
+                if let Some(sink) = self.sink.as_mut() {
+                    let _ = sink.write(ws::Message::Pong(p));
+                }
+                return;
+            }
+            ws::Frame::Pong(_) => return,
+            ws::Frame::Close(reason) => {
+                self.on_lost(format!("closed by the engine: {reason:?}"), ctx);
+                return;
+            }
+        };
+        let Ok(text) = std::str::from_utf8(&text) else {
+            log::warn!("client {}: non-UTF-8 frame ignored", self.opts.name);
+            return;
+        };
+        match protocol::decode(text.trim()) {
+            Ok(Decoded::Message(m)) => self.on_message(m, ctx),
+            Ok(Decoded::Ignored(_)) => {}
+            Err(e) => log::warn!(
+                "client {}: undecodable frame from the engine: {}",
+                self.opts.name,
+                e.message
+            ),
+        }
+    }
+
+    fn reassemble(&mut self, item: Item) -> Option<BytesMut> {
+        match item {
+            Item::FirstText(b) | Item::FirstBinary(b) => {
+                self.partial = Some(BytesMut::from(&b[..]));
+                None
+            }
+            Item::Continue(b) => {
+                if let Some(p) = self.partial.as_mut() {
+                    p.extend_from_slice(&b);
+                }
+                None
+            }
+            Item::Last(b) => {
+                let mut p = self.partial.take()?;
+                p.extend_from_slice(&b);
+                Some(p)
+            }
+        }
+    }
+
+    fn on_message(&mut self, msg: protocol::Message, ctx: &mut Context<Self>) {
+        use protocol::Message as M;
+        match msg {
+            M::WorkerRegistered(w) => {
+                let id = w.worker_id.to_string();
+                self.previous = Some((id.clone(), w.reattach_token.to_string()));
+                self.attempt = 0;
+                let _ = self
+                    .state
+                    .send(ConnectionState::Connected { worker_id: id });
+            }
+            M::InvocationResult(r) => {
+                if let Some(reply) = self.pending.remove(&r.invocation_id) {
+                    let outcome = match r.error {
+                        Some(e) => Err(e.into()),
+                        None => Ok(r.result),
+                    };
+                    let _ = reply.send(outcome);
+                }
+            }
+            M::InvokeFunction(inv) => self.serve(inv, ctx),
+            M::RegisterTrigger(t) => self.provider_event(
+                &t.trigger_type,
+                &t.id,
+                &t.function_id,
+                TriggerTypeEvent::Bind {
+                    id: t.id.clone(),
+                    function_id: t.function_id.clone(),
+                    config: t.config.clone(),
+                    metadata: t.metadata.clone(),
+                },
+            ),
+            M::UnregisterTrigger(t) => {
+                let ty = t.trigger_type.clone().unwrap_or_default();
+                if let Some((_, tx)) = self.trigger_types.get(&ty) {
+                    let _ = tx.send(TriggerTypeEvent::Unbind { id: t.id });
+                }
+            }
+            M::TriggerRegistrationResult(r) => {
+                if let Some(e) = r.error {
+                    log::warn!(
+                        "client {}: trigger {} ({}) failed: {}",
+                        self.opts.name,
+                        r.id,
+                        r.trigger_type,
+                        e.message
+                    );
+                }
+            }
+            M::Ping => {
+                self.send(protocol::Message::Pong.encode());
+            }
+            M::Error(e) => {
+                log::warn!(
+                    "client {}: the engine reported {}: {}",
+                    self.opts.name,
+                    e.error.code,
+                    e.error.message
+                );
+                let _ = self.state.send(ConnectionState::Reconnecting {
+                    attempt: self.attempt,
+                    last_error: format!("{}: {}", e.error.code, e.error.message),
+                });
+            }
+            _ => {}
+        }
+    }
+
+    /// A binding of a type this client provides: hand it over and acknowledge it.
+    fn provider_event(
+        &mut self,
+        trigger_type: &str,
+        id: &str,
+        function_id: &str,
+        event: TriggerTypeEvent,
+    ) {
+        let ack = match self.trigger_types.get(trigger_type) {
+            Some((_, tx)) => {
+                let _ = tx.send(event);
+                None
+            }
+            None => Some(ErrorBody::new(
+                "trigger_type_not_found",
+                "Trigger type not found",
+            )),
+        };
+        let frame =
+            protocol::Message::TriggerRegistrationResult(protocol::TriggerRegistrationResult {
+                id: id.to_string(),
+                trigger_type: trigger_type.to_string(),
+                function_id: function_id.to_string(),
+                error: ack,
+            });
+        self.send_or_queue(frame.encode());
+    }
+
+    /// Runs a local function for the engine and answers it.
+    fn serve(&mut self, inv: InvokeFunction, ctx: &mut Context<Self>) {
+        let Some(f) = self.functions.get(&inv.function_id) else {
+            if let Some(id) = inv.invocation_id {
+                let err = ErrorBody::new("function_not_found", "Function not found");
+                self.send_or_queue(
+                    protocol::Message::error_result(id, &inv.function_id, err).encode(),
+                );
+            }
+            return;
+        };
+        let fut = (f.handler)(inv.data);
+        let (id, function_id, traceparent, baggage) = (
+            inv.invocation_id,
+            inv.function_id,
+            inv.traceparent,
+            inv.baggage,
+        );
+        ctx.spawn(fut.into_actor(self).map(move |res, act, _| {
+            let Some(invocation_id) = id else {
+                if let Err(e) = res {
+                    log::warn!(
+                        "client {}: {function_id} failed: {}",
+                        act.opts.name,
+                        e.message
+                    );
+                }
+                return;
+            };
+            let (result, error) = match res {
+                Ok(v) => (Some(v).filter(|v| !v.is_null()), None),
+                Err(e) => (None, Some(e)),
+            };
+            let frame = protocol::Message::InvocationResult(InvocationResult {
+                invocation_id,
+                function_id,
+                result,
+                error,
+                traceparent,
+                baggage,
+            });
+            act.send_or_queue(frame.encode());
+        }));
+    }
+
+    fn invoke(
+        &mut self,
+        req: TriggerRequest,
+        timeout: Duration,
+        reply: oneshot::Sender<Result<Option<Value>, InvocationError>>,
+        ctx: &mut Context<Self>,
+    ) {
+        let id = Uuid::new_v4();
+        let frame = protocol::Message::InvokeFunction(InvokeFunction {
+            invocation_id: Some(id),
+            function_id: req.function_id.clone(),
+            data: req.payload,
+            traceparent: None,
+            baggage: None,
+            action: None,
+            metadata: req.metadata,
+            timeout_ms: req.timeout.map(|t| t.as_millis() as u64),
+        });
+        self.pending.insert(id, reply);
+        self.send_or_queue(frame.encode());
+        let function_id = req.function_id;
+        let started = Instant::now();
+        // With an explicit deadline the engine answers at it; the local timer is a safety net
+        // for engines that ignore `timeout_ms`.
+        let local = if req.timeout.is_some() {
+            timeout + LOCAL_GRACE
+        } else {
+            timeout
+        };
+        ctx.run_later(local, move |act, _| {
+            if let Some(reply) = act.pending.remove(&id) {
+                let _ = reply.send(Err(InvocationError {
+                    code: "TIMEOUT".into(),
+                    message: format!(
+                        "invocation of {function_id} timed out after {}ms",
+                        started.elapsed().as_millis()
+                    ),
+                    stacktrace: None,
+                }));
+                act.queue.retain(|f| !f.contains(&id.to_string()));
+            }
+        });
+    }
+
+    fn handle_command(&mut self, cmd: Command, ctx: &mut Context<Self>) {
+        match cmd {
+            Command::RegisterFunction {
+                id,
+                description,
+                metadata,
+                handler,
+            } => {
+                let frame = protocol::Message::RegisterFunction(protocol::RegisterFunction {
+                    id: id.clone(),
+                    description: description.clone(),
+                    request_format: None,
+                    response_format: None,
+                    metadata: metadata.clone(),
+                    invocation: None,
+                });
+                self.functions.insert(
+                    id,
+                    FunctionReg {
+                        description,
+                        metadata,
+                        handler,
+                    },
+                );
+                self.send(frame.encode());
+            }
+            Command::RegisterTrigger {
+                id,
+                trigger_type,
+                function_id,
+                config,
+            } => {
+                let t = TriggerReg {
+                    trigger_type,
+                    function_id,
+                    config,
+                };
+                let frame = self.trigger_frame(&id, &t);
+                self.triggers.insert(id, t);
+                self.send(frame);
+            }
+            Command::RegisterTriggerType {
+                id,
+                description,
+                events,
+            } => {
+                let frame =
+                    json!({"type": "registertriggertype", "id": id, "description": description})
+                        .to_string();
+                self.trigger_types.insert(id, (description, events));
+                self.send(frame);
+            }
+            Command::Unregister(kind, id) => self.unregister(kind, id),
+            Command::Invoke {
+                req,
+                timeout,
+                reply,
+            } => self.invoke(req, timeout, reply, ctx),
+            Command::InvokeVoid {
+                function_id,
+                payload,
+            } => {
+                let frame = protocol::Message::InvokeFunction(InvokeFunction {
+                    invocation_id: None,
+                    function_id,
+                    data: payload,
+                    traceparent: None,
+                    baggage: None,
+                    action: Some(Action::Void),
+                    metadata: None,
+                    timeout_ms: None,
+                });
+                self.send_or_queue(frame.encode());
+            }
+            Command::Raw(text) => {
+                self.send(text);
+            }
+            Command::Shutdown => self.shutdown(ctx),
+            Command::DropConnection => self.on_lost("dropped on request".into(), ctx),
+        }
+    }
+
+    fn unregister(&mut self, kind: RegKind, id: String) {
+        let frame = match kind {
+            RegKind::Function => {
+                self.functions.remove(&id);
+                json!({"type": "unregisterfunction", "id": id})
+            }
+            RegKind::Trigger => match self.triggers.remove(&id) {
+                Some(t) => {
+                    json!({"type": "unregistertrigger", "id": id, "trigger_type": t.trigger_type})
+                }
+                None => return,
+            },
+            RegKind::TriggerType => {
+                self.trigger_types.remove(&id);
+                json!({"type": "unregistertriggertype", "id": id})
+            }
+        };
+        if kind == RegKind::Trigger {
+            self.send_or_queue(frame.to_string());
+        } else {
+            self.send(frame.to_string());
+        }
+    }
+
+    fn shutdown(&mut self, ctx: &mut Context<Self>) {
+        self.closed = true;
+        if let Some(mut sink) = self.sink.take() {
+            let _ = sink.write(ws::Message::Close(None));
+            sink.close();
+        }
+        for (_, reply) in self.pending.drain() {
+            let _ = reply.send(Err(InvocationError {
+                code: "SHUTDOWN".into(),
+                message: "the client is shutting down".into(),
+                stacktrace: None,
+            }));
+        }
+        let _ = self.state.send(ConnectionState::Closed);
+        ctx.run_later(Duration::from_millis(50), |_, ctx| ctx.stop());
+    }
+}
+
+impl Actor for ClientActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let beat = self.opts.heartbeat;
+        ctx.run_interval(beat, |act, ctx| act.heartbeat(ctx));
+        self.connect(ctx);
+    }
+}
+
+impl Handler<Command> for ClientActor {
+    type Result = ();
+    fn handle(&mut self, cmd: Command, ctx: &mut Self::Context) {
+        self.handle_command(cmd, ctx);
+    }
+}
+
+impl StreamHandler<SocketEvent> for ClientActor {
+    fn handle(&mut self, ev: SocketEvent, ctx: &mut Self::Context) {
+        if ev.0 != self.generation {
+            return;
+        }
+        match ev.1 {
+            Some(Ok(frame)) => self.on_frame(frame, ctx),
+            Some(Err(e)) => self.on_lost(format!("protocol error: {e}"), ctx),
+            None => {
+                if self.sink.is_some() {
+                    self.on_lost("connection closed".into(), ctx);
+                }
+            }
+        }
+    }
+
+    /// Socket ends are signalled in-band (`SocketEvent(_, None)`); the actor lives on.
+    fn finished(&mut self, _ctx: &mut Self::Context) {}
+}
+
+impl WriteHandler<actix_http::ws::ProtocolError> for ClientActor {
+    fn error(&mut self, err: actix_http::ws::ProtocolError, _ctx: &mut Self::Context) -> Running {
+        log::debug!("client {}: write failed: {err}", self.opts.name);
+        Running::Continue
+    }
+
+    fn finished(&mut self, _ctx: &mut Self::Context) {}
+}
