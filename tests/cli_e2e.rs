@@ -1,0 +1,112 @@
+//! The `iii` binary's command line: `--help`, a broken config that stops startup with the file,
+//! key and reason, a port that is taken, and a clean exit on SIGTERM and SIGINT.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{EngineProc, BASIC};
+use iii::client::{Client, ClientOptions, ConnectionState};
+
+fn iii() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_iii"))
+}
+
+#[test]
+fn help_explains_the_flags() {
+    let out = iii().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for flag in ["--config", "--ready-file", "RUST_LOG", "SIGTERM"] {
+        assert!(text.contains(flag), "{flag} missing from --help:\n{text}");
+    }
+    let out = iii().arg("--frobnicate").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--frobnicate"));
+}
+
+#[test]
+fn broken_config_stops_startup_naming_file_key_and_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.yaml");
+    std::fs::write(
+        &path,
+        "workers:\n  - name: iii-worker-manager\n    config:\n      prot: 1\n",
+    )
+    .unwrap();
+    let out = iii().arg("--config").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("broken.yaml"), "{err}");
+    assert!(
+        err.contains("workers[0] (iii-worker-manager).config"),
+        "{err}"
+    );
+    assert!(err.contains("unknown field `prot`"), "{err}");
+    assert!(err.contains("line 4"), "{err}");
+
+    std::fs::write(&path, "workers:\n  - name: iii-worker-manager\n    config:\n      port: ${III_TEST_SURELY_UNSET}\n").unwrap();
+    let out = iii()
+        .arg("--config")
+        .arg(&path)
+        .env_remove("III_TEST_SURELY_UNSET")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("III_TEST_SURELY_UNSET") && err.contains("line 4"),
+        "{err}"
+    );
+
+    let out = iii()
+        .arg("--config")
+        .arg(dir.path().join("missing.yaml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.yaml: cannot read"));
+}
+
+#[test]
+fn taken_port_is_reported() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    std::fs::write(&path, format!("workers:\n  - name: iii-worker-manager\n    config:\n      host: 127.0.0.1\n      port: {port}\n")).unwrap();
+    let out = iii().arg("--config").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}")) && err.contains("listener 0"),
+        "{err}"
+    );
+}
+
+#[actix::test]
+async fn sigterm_and_sigint_stop_the_engine_cleanly() {
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        let mut engine = EngineProc::start(BASIC);
+        let mut opts = ClientOptions::named("watcher");
+        opts.reconnect.initial = Duration::from_secs(60);
+        let client = Client::connect(&engine.url(0), opts).await.unwrap();
+        unsafe { libc::kill(engine.pid(), signal) };
+        let status = tokio::task::spawn_blocking(move || {
+            let s = engine.child.wait().unwrap();
+            (s, engine)
+        })
+        .await
+        .unwrap();
+        assert_eq!(status.0.code(), Some(0), "{}", status.1.log());
+        assert!(status.1.log().contains("stopping"), "{}", status.1.log());
+        let mut state = client.watch_state();
+        let lost = tokio::time::timeout(
+            Duration::from_secs(5),
+            state.wait_for(|s| matches!(s, ConnectionState::Reconnecting { .. })),
+        )
+        .await;
+        assert!(lost.is_ok(), "the client saw the engine go away");
+    }
+}

@@ -1,0 +1,236 @@
+//! Shared e2e harness: starts the real `iii` binary on free ports (127.0.0.1, port 0) with a
+//! temporary working directory, reads the bound addresses from its ready file, and stops or
+//! kills it. The engine's log goes to `engine.log` in that directory and is printed when a test
+//! fails, so a failure shows what the engine saw.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A running engine process.
+pub struct EngineProc {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub ready: Value,
+}
+
+/// The trusted + RBAC + stream layout most tests use, on free ports.
+pub const BASIC: &str =
+    "workers:\n  - name: iii-worker-manager\n    config:\n      host: 127.0.0.1\n      port: 0\n";
+
+impl EngineProc {
+    /// Starts the engine with this config text in a fresh temporary directory.
+    pub fn start(config: &str) -> EngineProc {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_in(dir, config)
+    }
+
+    /// Starts the engine in `dir` (which it then owns).
+    pub fn start_in(dir: tempfile::TempDir, config: &str) -> EngineProc {
+        std::fs::write(dir.path().join("iii-config.yaml"), config).expect("write config");
+        let (child, ready) = spawn(dir.path(), &[]);
+        EngineProc { child, dir, ready }
+    }
+
+    /// Starts again on the same directory (after a stop or kill).
+    pub fn restart(&mut self) {
+        let _ = self.child.wait();
+        let (child, ready) = spawn(self.dir.path(), &[]);
+        self.child = child;
+        self.ready = ready;
+    }
+
+    /// `ws://127.0.0.1:PORT` of listener `i`.
+    pub fn url(&self, i: usize) -> String {
+        self.ready["listeners"][i]["url"]
+            .as_str()
+            .expect("listener url")
+            .to_string()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// SIGKILL, no chance to clean up.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                self.kill();
+                panic!("engine did not stop within 15 s of SIGTERM\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything the engine logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("engine.log")).unwrap_or_default()
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for EngineProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- engine log ----\n{}\n---- end of engine log ----",
+                self.log()
+            );
+        }
+    }
+}
+
+fn spawn(dir: &Path, extra_env: &[(&str, &str)]) -> (Child, Value) {
+    let ready_file = dir.join("ready.json");
+    let _ = std::fs::remove_file(&ready_file);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("engine.log"))
+        .expect("log file");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_iii"));
+    cmd.current_dir(dir)
+        .arg("--config")
+        .arg("iii-config.yaml")
+        .arg("--ready-file")
+        .arg(&ready_file)
+        .env(
+            "RUST_LOG",
+            std::env::var("ENGINE_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log);
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn the iii binary");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&ready_file) {
+            if let Ok(v) = serde_json::from_str::<Value>(&text) {
+                return (child, v);
+            }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(dir.join("engine.log")).unwrap_or_default();
+            panic!("engine exited early ({status}):\n{log}");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let log = std::fs::read_to_string(dir.join("engine.log")).unwrap_or_default();
+            panic!("engine not ready within 20 s:\n{log}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Polls `f` until it returns true or `within` passes.
+pub async fn eventually<F: FnMut() -> bool>(within: Duration, mut f: F) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    f()
+}
+
+/// A path inside the repository.
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// A bare WebSocket client for sending what SDKs never would.
+pub struct RawWs {
+    framed: actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>,
+}
+
+/// What arrived on a [`RawWs`].
+#[derive(Debug)]
+pub enum RawEvent {
+    Json(Value),
+    Text(String),
+    Close(Option<awc::ws::CloseReason>),
+    Ended,
+}
+
+impl RawWs {
+    pub async fn connect(url: &str) -> RawWs {
+        let (_resp, framed) = awc::Client::new()
+            .ws(url)
+            .max_frame_size(64 << 20)
+            .connect()
+            .await
+            .expect("raw websocket connect");
+        RawWs { framed }
+    }
+
+    pub async fn send(&mut self, msg: awc::ws::Message) {
+        use futures_util::SinkExt;
+        self.framed.send(msg).await.expect("send");
+    }
+
+    pub async fn text(&mut self, text: impl Into<String>) {
+        self.send(awc::ws::Message::Text(text.into().into())).await;
+    }
+
+    /// The next data or close frame (pings are answered, pongs skipped).
+    pub async fn next(&mut self, within: Duration) -> Option<RawEvent> {
+        use futures_util::{SinkExt, StreamExt};
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let frame = match tokio::time::timeout_at(deadline, self.framed.next()).await {
+                Err(_) => return None,
+                Ok(None) | Ok(Some(Err(_))) => return Some(RawEvent::Ended),
+                Ok(Some(Ok(f))) => f,
+            };
+            match frame {
+                awc::ws::Frame::Text(b) | awc::ws::Frame::Binary(b) => {
+                    let text = String::from_utf8_lossy(&b).to_string();
+                    return Some(match serde_json::from_str(&text) {
+                        Ok(v) => RawEvent::Json(v),
+                        Err(_) => RawEvent::Text(text),
+                    });
+                }
+                awc::ws::Frame::Close(r) => return Some(RawEvent::Close(r)),
+                awc::ws::Frame::Ping(p) => {
+                    let _ = self.framed.send(awc::ws::Message::Pong(p)).await;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The next JSON frame whose `type` is not `workerregistered`.
+    pub async fn next_json(&mut self, within: Duration) -> Value {
+        loop {
+            match self.next(within).await {
+                Some(RawEvent::Json(v)) if v["type"] == "workerregistered" => continue,
+                Some(RawEvent::Json(v)) => return v,
+                other => panic!("expected a JSON frame, got {other:?}"),
+            }
+        }
+    }
+}
