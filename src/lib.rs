@@ -53,6 +53,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod modules;
+pub mod outbox;
 pub mod protocol;
 pub mod rbac;
 pub mod registry;

@@ -11,8 +11,7 @@
 //!
 //! A session on `/otel` only drains telemetry: it is never registered as a worker.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -23,6 +22,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::config::ListenerConfig;
+use crate::outbox::Progress;
 use crate::protocol::{self, Decoded, ErrorBody, ErrorFrame};
 use crate::registry::{Connect, Disconnect, FromWorker, PeerInfo, RegistryActor};
 
@@ -45,16 +45,6 @@ const MAX_INVALID_STREAK: u32 = 16;
 
 /// Binary frames with these prefixes carry OTLP telemetry and are drained.
 const TELEMETRY_PREFIXES: [&[u8]; 3] = [b"OTLP", b"MTRC", b"LOGS"];
-
-/// Milliseconds on a process-wide monotonic clock (for progress stamps shared across threads).
-pub fn mono_ms() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
-}
-
-/// When a session last ran (`mono_ms`). A session runs only while its socket drains, so a stale
-/// stamp with a full queue means the peer stopped reading.
-pub type Progress = Arc<AtomicU64>;
 
 /// Which socket of a listener this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,7 +83,7 @@ impl SessionActor {
             last_inbound: Instant::now(),
             partial: None,
             invalid_streak: 0,
-            progress: Arc::new(AtomicU64::new(mono_ms())),
+            progress: Progress::default(),
         }
     }
 
@@ -338,7 +328,7 @@ impl Handler<ToSession> for SessionActor {
     type Result = ();
 
     fn handle(&mut self, msg: ToSession, ctx: &mut Self::Context) {
-        self.progress.store(mono_ms(), Ordering::Relaxed);
+        self.progress.stamp();
         match msg {
             ToSession::Frame(frame) => self.send(ctx, &frame),
             ToSession::Accepted { reattach_token } => {

@@ -23,7 +23,6 @@ mod invoke;
 mod triggers;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -35,9 +34,10 @@ pub use builtin::{BuiltinCall, BuiltinFunction, TriggerBinding};
 pub use invoke::CallRequest;
 
 use crate::config::ListenerConfig;
+use crate::outbox::{Delivery, Outbox, Progress};
 use crate::protocol::{self, ErrorBody};
 use crate::rbac::SessionPolicy;
-use crate::session::{mono_ms, Progress, ToSession};
+use crate::session::ToSession;
 use invoke::{Caller, Outcome, Pending};
 
 /// How often pending calls are checked against their deadlines.
@@ -175,12 +175,9 @@ pub(crate) enum ConnState {
 
 /// One connected worker, as the registry sees it.
 pub(crate) struct Conn {
-    pub session: Recipient<ToSession>,
     pub listener: Arc<ListenerConfig>,
     pub peer: PeerInfo,
-    pub progress: Progress,
-    /// When its queue was first seen full without it running since (`mono_ms`).
-    pub full_since: Option<u64>,
+    pub outbox: Outbox<ToSession>,
     pub token: Uuid,
     pub state: ConnState,
     pub policy: SessionPolicy,
@@ -256,39 +253,24 @@ impl RegistryActor {
         r
     }
 
-    /// Sends to a session. A full queue is fine while the session keeps draining it; a queue
-    /// that stayed full without the session running for `write_stall_timeout_ms` means the peer
-    /// stopped reading its socket, and the connection is dropped.
+    /// Sends to a session; one whose peer stopped reading its socket is dropped (see
+    /// [`Outbox`]).
     pub(crate) fn send_to(&mut self, worker_id: Uuid, msg: ToSession) -> bool {
         let Some(conn) = self.conns.get_mut(&worker_id) else {
             return false;
         };
-        match conn.session.try_send(msg) {
-            Ok(()) => {
-                conn.full_since = None;
-                true
-            }
-            Err(SendError::Full(msg)) => {
-                let now = mono_ms();
-                let since = *conn.full_since.get_or_insert(now);
-                let ran = conn.progress.load(Ordering::Relaxed);
-                if ran >= since {
-                    conn.full_since = Some(now);
-                }
-                let stalled_ms = now.saturating_sub(conn.full_since.unwrap_or(now));
-                if stalled_ms < conn.listener.write_stall_timeout_ms {
-                    conn.session.do_send(msg);
-                    return true;
-                }
-                let session = conn.session.clone();
+        match conn.outbox.send(msg) {
+            Delivery::Sent => true,
+            Delivery::Stalled { ms } => {
                 log::warn!(
-                    "worker {worker_id}: not reading its socket (queue full, nothing drained for {stalled_ms} ms); disconnecting it"
+                    "worker {worker_id}: not reading its socket (queue full, nothing drained for {ms} ms); disconnecting it"
                 );
+                conn.outbox
+                    .force(ToSession::Close("not reading its socket".into()));
                 self.cleanup(worker_id);
-                session.do_send(ToSession::Close("not reading its socket".into()));
                 false
             }
-            Err(SendError::Closed(_)) => {
+            Delivery::Closed => {
                 self.cleanup(worker_id);
                 false
             }
@@ -319,14 +301,13 @@ impl RegistryActor {
         };
         let auth_input = json!({"headers": peer.headers, "query_params": peer.query_params, "ip_address": peer.ip});
         let auth_timeout = Duration::from_millis(listener.auth_timeout_ms);
+        let stall_ms = listener.write_stall_timeout_ms;
         self.conns.insert(
             worker_id,
             Conn {
-                session,
                 listener,
                 peer,
-                progress,
-                full_since: None,
+                outbox: Outbox::new(session, progress, stall_ms),
                 token: Uuid::new_v4(),
                 state: ConnState::Authenticating,
                 policy,
@@ -370,8 +351,8 @@ impl RegistryActor {
             Err(reason) => {
                 log::warn!("worker {worker_id}: auth function {function_id} rejected the connection: {reason}");
                 if let Some(conn) = self.conns.remove(&worker_id) {
-                    conn.session
-                        .do_send(ToSession::Reject(ErrorBody::new("AUTH_ERROR", reason)));
+                    conn.outbox
+                        .force(ToSession::Reject(ErrorBody::new("AUTH_ERROR", reason)));
                 }
             }
         }
@@ -410,11 +391,10 @@ impl RegistryActor {
         if conn.state == ConnState::Authenticating {
             if conn.backlog.len() >= MAX_AUTH_BACKLOG {
                 log::warn!("worker {worker_id}: more than {MAX_AUTH_BACKLOG} frames before auth finished; closing");
-                let session = conn.session.clone();
-                self.conns.remove(&worker_id);
-                session.do_send(ToSession::Close(
+                conn.outbox.force(ToSession::Close(
                     "too many frames before auth finished".into(),
                 ));
+                self.conns.remove(&worker_id);
             } else {
                 conn.backlog.push(msg);
             }
@@ -517,12 +497,11 @@ impl RegistryActor {
             );
             return;
         }
-        let session = old_conn.session.clone();
         log::info!("worker {worker_id}: reattached; retiring its previous connection {old}");
-        self.cleanup(old);
-        session.do_send(ToSession::Close(
+        old_conn.outbox.force(ToSession::Close(
             "replaced by a reattaching connection".into(),
         ));
+        self.cleanup(old);
     }
 
     /// Removes a connection and everything it owns (§2.6). Idempotent.
