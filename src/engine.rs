@@ -14,12 +14,13 @@ use actix::prelude::*;
 use serde_json::{json, Value};
 
 use crate::config::EngineConfig;
-use crate::modules::worker;
+use crate::modules::{stream, worker};
 use crate::registry::RegistryActor;
 
 /// A running engine.
 pub struct Engine {
     registry: Addr<RegistryActor>,
+    stream: Option<stream::StreamModule>,
     listeners: Vec<(worker::Listener, bool)>,
     arbiters: Vec<Arbiter>,
 }
@@ -40,9 +41,25 @@ impl Engine {
             RegistryActor::start_in_arbiter(&registry_arbiter.handle(), |_| RegistryActor::new());
         let mut engine = Engine {
             registry: registry.clone(),
+            stream: None,
             listeners: Vec::new(),
             arbiters: vec![registry_arbiter],
         };
+        if let Some(cfg) = &config.stream {
+            match stream::start(cfg, registry.clone()) {
+                Ok(module) => {
+                    log::info!("iii-stream consumer socket on ws://{}", module.addr);
+                    engine.stream = Some(module);
+                }
+                Err(reason) => {
+                    engine.stop().await;
+                    return Err(StartError {
+                        module: "iii-stream".into(),
+                        reason,
+                    });
+                }
+            }
+        }
         for (i, l) in config.listeners.iter().enumerate() {
             let rbac = l.rbac.is_some();
             match worker::start(Arc::new(l.clone()), registry.clone()) {
@@ -83,13 +100,17 @@ impl Engine {
             .iter()
             .map(|(l, rbac)| json!({"url": format!("ws://{}", l.addr), "port": l.addr.port(), "rbac": rbac}))
             .collect();
-        json!({"pid": std::process::id(), "listeners": listeners})
+        let stream = self.stream.as_ref().map(|s| format!("ws://{}", s.addr));
+        json!({"pid": std::process::id(), "listeners": listeners, "stream": stream})
     }
 
     /// Stops listeners (closing every connection) and the actors, in reverse start order.
     pub async fn stop(self) {
         for (l, _) in &self.listeners {
             l.server.stop(true).await;
+        }
+        if let Some(s) = self.stream {
+            s.stop().await;
         }
         for a in self.arbiters {
             a.stop();

@@ -3,7 +3,7 @@
 //! frames of the current socket; every socket gets a generation number so that events of an
 //! old socket never disturb the new one.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use actix::io::{SinkWrite, WriteHandler};
@@ -117,7 +117,10 @@ pub(crate) struct ClientActor {
     triggers: BTreeMap<String, TriggerReg>,
     trigger_types: BTreeMap<String, (String, mpsc::UnboundedSender<TriggerTypeEvent>)>,
     pending: HashMap<Uuid, oneshot::Sender<Result<Option<Value>, InvocationError>>>,
-    queue: VecDeque<String>,
+    /// Calls written to the current socket (they can only be answered on it).
+    sent: HashSet<Uuid>,
+    /// Frames waiting for a socket, with the call id of `invokefunction` frames.
+    queue: VecDeque<(Option<Uuid>, String)>,
     attempt: u32,
     last_inbound: Instant,
     partial: Option<BytesMut>,
@@ -142,6 +145,7 @@ impl ClientActor {
             triggers: BTreeMap::new(),
             trigger_types: BTreeMap::new(),
             pending: HashMap::new(),
+            sent: HashSet::new(),
             queue: VecDeque::new(),
             attempt: 0,
             last_inbound: Instant::now(),
@@ -218,7 +222,10 @@ impl ClientActor {
         for (id, t) in &self.triggers {
             frames.push(self.trigger_frame(id, t));
         }
-        frames.extend(self.queue.drain(..));
+        for (id, frame) in self.queue.drain(..) {
+            self.sent.extend(id);
+            frames.push(frame);
+        }
         if self.opts.register_worker {
             frames.push(
                 json!({"type": "invokefunction", "function_id": "engine::workers::register",
@@ -253,13 +260,18 @@ impl ClientActor {
     }
 
     fn send_or_queue(&mut self, text: String) {
+        self.send_call_or_queue(None, text);
+    }
+
+    /// Writes a frame now, or queues it for the next socket; `call` is the id of a call frame.
+    fn send_call_or_queue(&mut self, call: Option<Uuid>, text: String) {
         match self.sink.as_mut() {
-            Some(sink) => {
-                if let Err(ws::Message::Text(t)) = sink.write(ws::Message::Text(text.into())) {
-                    self.queue.push_back(t.to_string());
-                }
-            }
-            None => self.queue.push_back(text),
+            Some(sink) => match sink.write(ws::Message::Text(text.into())) {
+                Ok(()) => self.sent.extend(call),
+                Err(ws::Message::Text(t)) => self.queue.push_back((call, t.to_string())),
+                Err(_) => {}
+            },
+            None => self.queue.push_back((call, text)),
         }
     }
 
@@ -268,6 +280,16 @@ impl ClientActor {
             ctx.cancel_future(h);
         }
         self.sink = None;
+        // Calls written to the lost socket can never be answered: fail them now.
+        for id in std::mem::take(&mut self.sent) {
+            if let Some(reply) = self.pending.remove(&id) {
+                let _ = reply.send(Err(InvocationError {
+                    code: "connection_lost".into(),
+                    message: format!("the connection to the engine was lost ({reason})"),
+                    stacktrace: None,
+                }));
+            }
+        }
         if self.closed {
             return;
         }
@@ -373,6 +395,7 @@ impl ClientActor {
                     .send(ConnectionState::Connected { worker_id: id });
             }
             M::InvocationResult(r) => {
+                self.sent.remove(&r.invocation_id);
                 if let Some(reply) = self.pending.remove(&r.invocation_id) {
                     let outcome = match r.error {
                         Some(e) => Err(e.into()),
@@ -521,7 +544,7 @@ impl ClientActor {
             timeout_ms: req.timeout.map(|t| t.as_millis() as u64),
         });
         self.pending.insert(id, reply);
-        self.send_or_queue(frame.encode());
+        self.send_call_or_queue(Some(id), frame.encode());
         let function_id = req.function_id;
         let started = Instant::now();
         // With an explicit deadline the engine answers at it; the local timer is a safety net
@@ -541,7 +564,8 @@ impl ClientActor {
                     ),
                     stacktrace: None,
                 }));
-                act.queue.retain(|f| !f.contains(&id.to_string()));
+                act.queue.retain(|(call, _)| *call != Some(id));
+                act.sent.remove(&id);
             }
         });
     }

@@ -18,7 +18,9 @@
 //! The connection is an actix actor (`actor.rs`) on the arbiter that created the client, so
 //! handlers may hold non-`Send` state; the [`Client`] handle itself is `Send + Sync + Clone`.
 //! Registrations made while disconnected are kept and sent on the next connect; calls made
-//! while disconnected are queued and sent then (unless their deadline passed first).
+//! while disconnected are queued and sent then (unless their deadline passed first). A call
+//! already written to a socket that drops fails at once with `connection_lost` (the engine can
+//! only answer it on that socket) instead of waiting for its deadline.
 
 mod actor;
 

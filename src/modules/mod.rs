@@ -1,4 +1,7 @@
-//! Engine modules, one per config entry kind: `worker` (the `iii-worker-manager` listeners).
-//! Each module's `start` does its fallible setup and returns a handle the engine keeps to stop it.
+//! Engine modules, one per config entry kind: `worker` (the `iii-worker-manager` listeners) and
+//! `stream` (`iii-stream`: the store, the `stream::*` functions and triggers, the consumer
+//! socket). Each module's `start` does its fallible setup first and returns a handle the engine
+//! keeps to stop it.
 
+pub mod stream;
 pub mod worker;

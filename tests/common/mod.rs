@@ -4,6 +4,8 @@
 //! fails, so a failure shows what the engine saw.
 #![allow(dead_code)]
 
+pub mod sdk;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -1,0 +1,622 @@
+//! The stream module (`iii-stream`): a `StreamActor` that owns the key/value store, serves the
+//! `stream::*` functions for the registry like any function owner, provides the `stream`,
+//! `stream:join` and `stream:leave` trigger types, and pushes changes to consumer sockets.
+//!
+//! Who sends what: the registry sends [`BuiltinCall`] (a call of a `stream::*` function) and
+//! [`TriggerBinding`] (a binding of one of its trigger types); consumer sockets (`socket.rs`,
+//! port 3112) send [`Consumer`] events; the engine sends [`Close`] at shutdown.
+//!
+//! A write is in the store's log (see `store.rs`) before anything else happens; then the call
+//! is answered, then every matching `stream` trigger is fired through the registry and every
+//! matching consumer subscription gets the change frame. Fan-out never waits for a subscriber:
+//! each fire is an independent call, and the registry delivers them to each worker in the order
+//! they were fired, so one item's events reach every subscriber in write order. A binding with
+//! a `condition_function_id` has its own queue so its events stay in order while its condition
+//! runs. The actor runs on its own arbiter: file I/O never blocks the socket-serving threads.
+//!
+//! Files: `functions.rs` (the functions and their shapes), `ops.rs` (`stream::update` ops),
+//! `store.rs` (the durable store), `socket.rs` (the consumer WebSocket).
+
+pub mod functions;
+pub mod ops;
+mod socket;
+pub mod store;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use serde_json::{json, Value};
+
+use crate::config::{FsyncMode, StoreMethod, StreamConfig};
+use crate::outbox::{Delivery, Outbox, Progress};
+use crate::protocol::ErrorBody;
+use crate::registry::{
+    now_ms, BuiltinCall, BuiltinDone, BuiltinFunction, Call, CallRequest, FireTrigger,
+    RegisterBuiltins, RegistryActor, TriggerBinding, TriggerRejected,
+};
+use functions::{Backend, Change};
+use store::{FsyncPolicy, MemoryStore, Store, StoreOptions};
+
+pub use socket::ConsumerFrame;
+
+/// How often the log is fsynced (`fsync: every_second`) and compaction is considered.
+const MAINTENANCE: Duration = Duration::from_secs(1);
+/// A consumer socket that drains nothing for this long while its queue is full is dropped.
+const CONSUMER_STALL_MS: u64 = 10_000;
+
+/// The trigger types this module provides.
+const TRIGGER_TYPES: &[(&str, &str)] = &[
+    (
+        "stream",
+        "Fires on every change of a stream item (stream::set, update, delete, send)",
+    ),
+    (
+        "stream:join",
+        "Runs when a consumer socket joins a subscription; may refuse it",
+    ),
+    (
+        "stream:leave",
+        "Runs when a consumer socket leaves a subscription",
+    ),
+];
+
+/// Stop: flush and close the store.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Close;
+
+/// Events from consumer sockets (port 3112).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub enum Consumer {
+    Connected {
+        conn: u64,
+        frames: Recipient<ConsumerFrame>,
+        progress: Progress,
+        context: Value,
+    },
+    Join {
+        conn: u64,
+        sub: Subscription,
+    },
+    Leave {
+        conn: u64,
+        subscription_id: String,
+    },
+    Gone {
+        conn: u64,
+    },
+}
+
+/// One consumer subscription: a group, or one item of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Subscription {
+    pub id: String,
+    pub stream: String,
+    pub group: String,
+    pub item: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BindingKind {
+    Change,
+    Join,
+    Leave,
+}
+
+/// A trigger binding of one of this module's types.
+#[derive(Debug, Clone)]
+struct Binding {
+    kind: BindingKind,
+    function_id: String,
+    stream: String,
+    group: Option<String>,
+    item: Option<String>,
+    condition: Option<String>,
+    metadata: Option<Value>,
+}
+
+impl Binding {
+    fn matches(&self, c: &Change) -> bool {
+        self.kind == BindingKind::Change
+            && self.stream == c.stream
+            && self.group.as_ref().is_none_or(|g| *g == c.group)
+            && self.item.as_ref().is_none_or(|i| Some(i) == c.id.as_ref())
+    }
+}
+
+/// Events waiting for a binding's condition function, in order.
+#[derive(Default)]
+struct ConditionQueue {
+    busy: bool,
+    events: VecDeque<Value>,
+}
+
+struct ConsumerConn {
+    outbox: Outbox<ConsumerFrame>,
+    context: Value,
+    subs: BTreeMap<String, Subscription>,
+}
+
+/// The stream actor. See the module docs.
+pub struct StreamActor {
+    backend: Backend,
+    registry: Addr<RegistryActor>,
+    sync_every_second: bool,
+    bindings: HashMap<String, Binding>,
+    conditions: HashMap<String, ConditionQueue>,
+    consumers: HashMap<u64, ConsumerConn>,
+}
+
+/// A started stream module.
+pub struct StreamModule {
+    pub addr: std::net::SocketAddr,
+    actor: Addr<StreamActor>,
+    server: actix_web::dev::ServerHandle,
+    arbiter: Arbiter,
+}
+
+/// Opens the store, starts the actor, announces its functions to the registry and opens the
+/// consumer socket.
+pub fn start(config: &StreamConfig, registry: Addr<RegistryActor>) -> Result<StreamModule, String> {
+    let kv = &config.adapter.kv;
+    let (backend, sync_every_second) = match kv.store_method {
+        StoreMethod::InMemory => {
+            log::warn!(
+                "iii-stream: store_method is in_memory; stream data will not survive a restart"
+            );
+            (Backend::Memory(MemoryStore::default()), false)
+        }
+        StoreMethod::FileBased => {
+            let fsync = match kv.fsync {
+                FsyncMode::Always => FsyncPolicy::Always,
+                FsyncMode::EverySecond => FsyncPolicy::EverySecond,
+            };
+            let opts = StoreOptions {
+                dir: kv.file_path.clone(),
+                fsync,
+                compact_threshold_bytes: kv.compact_threshold_bytes,
+            };
+            let store = Store::open(opts).map_err(|e| format!("cannot open the store: {e}"))?;
+            (Backend::Durable(store), fsync == FsyncPolicy::EverySecond)
+        }
+    };
+    let arbiter = Arbiter::new();
+    let reg = registry.clone();
+    let actor = StreamActor::start_in_arbiter(&arbiter.handle(), move |_| StreamActor {
+        backend,
+        registry: reg,
+        sync_every_second,
+        bindings: HashMap::new(),
+        conditions: HashMap::new(),
+        consumers: HashMap::new(),
+    });
+    let described = |list: &[(&str, &str)]| {
+        list.iter()
+            .map(|(id, d)| BuiltinFunction {
+                id: id.to_string(),
+                description: d.to_string(),
+            })
+            .collect::<Vec<_>>()
+    };
+    registry.do_send(RegisterBuiltins {
+        owner: "iii-stream",
+        functions: described(functions::FUNCTIONS),
+        calls: actor.clone().recipient(),
+        trigger_types: described(TRIGGER_TYPES),
+        bindings: actor.clone().recipient(),
+    });
+    let (addr, server) = socket::start(config, actor.clone(), registry)?;
+    Ok(StreamModule {
+        addr,
+        actor,
+        server,
+        arbiter,
+    })
+}
+
+impl StreamModule {
+    /// Closes the consumer socket, then flushes and closes the store.
+    pub async fn stop(self) {
+        self.server.stop(true).await;
+        let _ = self.actor.send(Close).await;
+        self.arbiter.stop();
+    }
+}
+
+impl StreamActor {
+    fn handle_call(&mut self, call: BuiltinCall, ctx: &mut Context<Self>) {
+        let (outcome, change) = functions::call(&mut self.backend, &call.function_id, call.data);
+        if let Err(e) = &outcome {
+            if e.code.starts_with("STREAM_") {
+                log::error!("{}: {}", call.function_id, e.message);
+            }
+        }
+        self.registry.do_send(BuiltinDone {
+            engine_id: call.engine_id,
+            outcome,
+        });
+        if let Some(change) = change {
+            self.announce(&change, ctx);
+        }
+    }
+
+    /// Fires matching triggers and pushes the change to matching subscriptions.
+    fn announce(&mut self, change: &Change, ctx: &mut Context<Self>) {
+        let payload = change.payload(now_ms());
+        let mut conditioned = Vec::new();
+        for (id, b) in self.bindings.iter().filter(|(_, b)| b.matches(change)) {
+            if b.condition.is_some() {
+                conditioned.push(id.clone());
+            } else {
+                self.registry.do_send(FireTrigger {
+                    function_id: b.function_id.clone(),
+                    data: payload.clone(),
+                    metadata: b.metadata.clone(),
+                });
+            }
+        }
+        for id in conditioned {
+            self.conditions
+                .entry(id.clone())
+                .or_default()
+                .events
+                .push_back(payload.clone());
+            self.next_condition(id, ctx);
+        }
+        if !self.consumers.is_empty() {
+            self.push_to_consumers(change, &payload);
+        }
+    }
+
+    fn push_to_consumers(&mut self, change: &Change, payload: &Value) {
+        let frame: Arc<str> = Arc::from(payload.to_string());
+        let mut stalled = Vec::new();
+        for (conn_id, conn) in self.consumers.iter_mut() {
+            let hits = conn
+                .subs
+                .values()
+                .filter(|s| {
+                    s.stream == change.stream
+                        && s.group == change.group
+                        && s.item
+                            .as_ref()
+                            .is_none_or(|i| Some(i) == change.id.as_ref())
+                })
+                .count();
+            for _ in 0..hits {
+                match conn.outbox.send(ConsumerFrame(frame.clone())) {
+                    Delivery::Sent => {}
+                    Delivery::Stalled { ms } => {
+                        log::warn!("stream consumer {conn_id}: slow consumer (nothing drained for {ms} ms); closing it");
+                        stalled.push(*conn_id);
+                        break;
+                    }
+                    Delivery::Closed => {
+                        stalled.push(*conn_id);
+                        break;
+                    }
+                }
+            }
+        }
+        for conn in stalled {
+            if let Some(c) = self.consumers.get(&conn) {
+                c.outbox.force(ConsumerFrame::close());
+            }
+            self.consumer_gone(conn);
+        }
+    }
+
+    /// Runs the next queued event of a conditioned binding, if it is idle. Only a result that
+    /// is literally `false`, or an error, skips the event (§5.3).
+    fn next_condition(&mut self, id: String, ctx: &mut Context<Self>) {
+        let Some(queue) = self.conditions.get_mut(&id) else {
+            return;
+        };
+        if queue.busy {
+            return;
+        }
+        let Some(payload) = queue.events.pop_front() else {
+            return;
+        };
+        let Some(b) = self.bindings.get(&id) else {
+            self.conditions.remove(&id);
+            return;
+        };
+        queue.busy = true;
+        let condition = b.condition.clone().unwrap_or_default();
+        let fire = FireTrigger {
+            function_id: b.function_id.clone(),
+            data: payload.clone(),
+            metadata: b.metadata.clone(),
+        };
+        let check = self
+            .registry
+            .send(Call(CallRequest::new(condition.clone(), payload)));
+        ctx.spawn(check.into_actor(self).map(move |res, act, ctx| {
+            match res {
+                Ok(Ok(Some(Value::Bool(false)))) => {}
+                Ok(Ok(_)) => act.registry.do_send(fire),
+                Ok(Err(e)) => log::warn!(
+                    "trigger {id}: condition {condition} failed ({}); event skipped",
+                    e.message
+                ),
+                Err(_) => {}
+            }
+            if let Some(q) = act.conditions.get_mut(&id) {
+                q.busy = false;
+            }
+            act.next_condition(id, ctx);
+        }));
+    }
+
+    fn bind(
+        &mut self,
+        id: String,
+        trigger_type: &str,
+        function_id: String,
+        config: Value,
+        metadata: Option<Value>,
+    ) {
+        let kind = match trigger_type {
+            "stream" => BindingKind::Change,
+            "stream:join" => BindingKind::Join,
+            _ => BindingKind::Leave,
+        };
+        let binding = match parse_binding(kind, function_id, &config, metadata) {
+            Ok(b) => b,
+            Err(message) => {
+                log::warn!("trigger {id}: {message}");
+                self.registry.do_send(TriggerRejected {
+                    trigger_id: id,
+                    error: ErrorBody::new("trigger_registration_failed", message),
+                });
+                return;
+            }
+        };
+        log::debug!("trigger {id}: {trigger_type} -> {}", binding.function_id);
+        self.bindings.insert(id, binding);
+    }
+
+    fn unbind(&mut self, id: &str) {
+        self.bindings.remove(id);
+        self.conditions.remove(id);
+    }
+
+    fn handle_consumer(&mut self, event: Consumer, ctx: &mut Context<Self>) {
+        match event {
+            Consumer::Connected {
+                conn,
+                frames,
+                progress,
+                context,
+            } => {
+                let outbox = Outbox::new(frames, progress, CONSUMER_STALL_MS);
+                self.consumers.insert(
+                    conn,
+                    ConsumerConn {
+                        outbox,
+                        context,
+                        subs: BTreeMap::new(),
+                    },
+                );
+            }
+            Consumer::Join { conn, sub } => self.join(conn, sub, ctx),
+            Consumer::Leave {
+                conn,
+                subscription_id,
+            } => {
+                let sub = self
+                    .consumers
+                    .get_mut(&conn)
+                    .and_then(|c| c.subs.remove(&subscription_id));
+                if let Some(sub) = sub {
+                    self.run_leave(conn, &sub);
+                }
+            }
+            Consumer::Gone { conn } => self.consumer_gone(conn),
+        }
+    }
+
+    fn consumer_gone(&mut self, conn: u64) {
+        if let Some(c) = self.consumers.remove(&conn) {
+            for sub in c.subs.values() {
+                self.fire_kind(BindingKind::Leave, join_payload(sub, &c.context));
+            }
+        }
+    }
+
+    fn run_leave(&mut self, conn: u64, sub: &Subscription) {
+        let context = self
+            .consumers
+            .get(&conn)
+            .map(|c| c.context.clone())
+            .unwrap_or(Value::Null);
+        self.fire_kind(BindingKind::Leave, join_payload(sub, &context));
+    }
+
+    fn fire_kind(&self, kind: BindingKind, payload: Value) {
+        for b in self.bindings.values().filter(|b| b.kind == kind) {
+            self.registry.do_send(FireTrigger {
+                function_id: b.function_id.clone(),
+                data: payload.clone(),
+                metadata: b.metadata.clone(),
+            });
+        }
+    }
+
+    /// Runs every `stream:join` trigger in turn; any answer `{"unauthorized": true}` refuses.
+    fn join(&mut self, conn: u64, sub: Subscription, ctx: &mut Context<Self>) {
+        let Some(c) = self.consumers.get(&conn) else {
+            return;
+        };
+        let payload = join_payload(&sub, &c.context);
+        let mut hooks: Vec<String> = self
+            .bindings
+            .values()
+            .filter(|b| b.kind == BindingKind::Join)
+            .map(|b| b.function_id.clone())
+            .collect();
+        hooks.sort();
+        let registry = self.registry.clone();
+        let verdict = async move {
+            for function_id in hooks {
+                let res = registry
+                    .send(Call(CallRequest::new(function_id, payload.clone())))
+                    .await;
+                if let Ok(Ok(Some(v))) = res {
+                    if v.get("unauthorized") == Some(&Value::Bool(true)) {
+                        return false;
+                    }
+                }
+            }
+            true
+        };
+        ctx.spawn(
+            verdict
+                .into_actor(self)
+                .map(move |authorized, act, _| act.finish_join(conn, sub, authorized)),
+        );
+    }
+
+    fn finish_join(&mut self, conn: u64, sub: Subscription, authorized: bool) {
+        let event = if !authorized {
+            json!({"type": "unauthorized"})
+        } else {
+            match &sub.item {
+                Some(item) => {
+                    json!({"type": "sync", "data": self.backend.value(&sub.stream, &sub.group, item)})
+                }
+                None => json!({"type": "sync", "data": self.backend.list(&sub.stream, &sub.group)}),
+            }
+        };
+        let frame = json!({"type": "stream", "timestamp": now_ms(), "streamName": sub.stream,
+                           "groupId": sub.group, "id": sub.item, "event": event});
+        let Some(c) = self.consumers.get_mut(&conn) else {
+            return;
+        };
+        if authorized {
+            c.subs.insert(sub.id.clone(), sub);
+        }
+        if let Delivery::Stalled { .. } | Delivery::Closed =
+            c.outbox.send(ConsumerFrame(Arc::from(frame.to_string())))
+        {
+            self.consumer_gone(conn);
+        }
+    }
+
+    fn maintenance(&mut self) {
+        let Backend::Durable(store) = &mut self.backend else {
+            return;
+        };
+        if self.sync_every_second {
+            if let Err(e) = store.sync() {
+                log::error!("stream store: fsync failed: {e}");
+            }
+        }
+        if store.needs_compaction() {
+            if let Err(e) = store.compact() {
+                log::error!("stream store: compaction failed: {e}");
+            }
+        }
+    }
+}
+
+fn join_payload(sub: &Subscription, context: &Value) -> Value {
+    json!({"subscription_id": sub.id, "stream_name": sub.stream, "group_id": sub.group,
+           "id": sub.item, "context": context})
+}
+
+/// Validates a binding's config: `stream` needs `stream_name`; join/leave take no filters.
+fn parse_binding(
+    kind: BindingKind,
+    function_id: String,
+    config: &Value,
+    metadata: Option<Value>,
+) -> Result<Binding, String> {
+    let text = |key: &str| -> Result<Option<String>, String> {
+        match config.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.is_empty() => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(format!(
+                "Failed to deserialize stream trigger: `{key}` must be a string, got {other}"
+            )),
+        }
+    };
+    let mut b = Binding {
+        kind,
+        function_id,
+        stream: String::new(),
+        group: None,
+        item: None,
+        condition: None,
+        metadata,
+    };
+    if kind != BindingKind::Change {
+        return Ok(b);
+    }
+    if !config.is_object() {
+        return Err("Failed to deserialize stream trigger: the config must be an object".into());
+    }
+    b.stream = text("stream_name")?
+        .ok_or("Failed to deserialize stream trigger: missing field `stream_name`")?;
+    b.group = text("group_id")?;
+    b.item = text("item_id")?;
+    b.condition = text("condition_function_id")?;
+    Ok(b)
+}
+
+impl Actor for StreamActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(MAINTENANCE, |act, _| act.maintenance());
+    }
+}
+
+impl Handler<BuiltinCall> for StreamActor {
+    type Result = ();
+    fn handle(&mut self, call: BuiltinCall, ctx: &mut Self::Context) {
+        self.handle_call(call, ctx);
+    }
+}
+
+impl Handler<TriggerBinding> for StreamActor {
+    type Result = ();
+    fn handle(&mut self, msg: TriggerBinding, _ctx: &mut Self::Context) {
+        match msg {
+            TriggerBinding::Bind {
+                id,
+                trigger_type,
+                function_id,
+                config,
+                metadata,
+            } => self.bind(id, &trigger_type, function_id, config, metadata),
+            TriggerBinding::Unbind { id } => self.unbind(&id),
+        }
+    }
+}
+
+impl Handler<Consumer> for StreamActor {
+    type Result = ();
+    fn handle(&mut self, msg: Consumer, ctx: &mut Self::Context) {
+        self.handle_consumer(msg, ctx);
+    }
+}
+
+impl Handler<Close> for StreamActor {
+    type Result = ();
+    fn handle(&mut self, _: Close, ctx: &mut Self::Context) {
+        let backend = std::mem::replace(&mut self.backend, Backend::Memory(MemoryStore::default()));
+        if let Backend::Durable(store) = backend {
+            match store.close() {
+                Ok(()) => log::info!("stream store flushed and closed"),
+                Err(e) => log::error!("stream store: closing failed: {e}"),
+            }
+        }
+        ctx.stop();
+    }
+}

@@ -1,0 +1,254 @@
+//! The stream module's consumer WebSocket (`PROTOCOL.md` §6.7), on its own port (3112 by
+//! default), path `/`.
+//!
+//! A client sends `{"type":"join","data":{subscriptionId, streamName, groupId, id?}}` and
+//! `{"type":"leave","data":{…}}`; the [`StreamActor`](super::StreamActor) answers a join with a
+//! `sync` frame (or `unauthorized`) and then pushes every matching change. One
+//! `ConsumerSession` actor per socket; it answers pings, pings the peer, and tells the stream
+//! actor when it is gone (which runs `stream:leave` for its subscriptions). With an
+//! `auth_function`, the function is called before the upgrade with
+//! `{headers, path, query_params, addr}`; a failure refuses the upgrade (401).
+
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web_actors::ws;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{Consumer, StreamActor, Subscription};
+use crate::config::StreamConfig;
+use crate::modules::worker::{peer_info, query_params};
+use crate::outbox::Progress;
+use crate::registry::{Call, CallRequest, RegistryActor};
+
+/// Largest frame a consumer may send (joins and leaves are tiny).
+const MAX_FRAME: usize = 1 << 20;
+const HEARTBEAT: Duration = Duration::from_secs(20);
+const IDLE: Duration = Duration::from_secs(60);
+/// Frames queued for one consumer before the stall check starts.
+const QUEUE: usize = 4096;
+
+/// A frame for a consumer socket; an empty one means "close".
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct ConsumerFrame(pub Arc<str>);
+
+impl ConsumerFrame {
+    pub fn close() -> Self {
+        ConsumerFrame(Arc::from(""))
+    }
+}
+
+#[derive(Clone)]
+struct State {
+    stream: Addr<StreamActor>,
+    registry: Addr<RegistryActor>,
+    auth_function: Option<String>,
+}
+
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+/// Binds and starts the consumer socket listener.
+pub fn start(
+    config: &StreamConfig,
+    stream: Addr<StreamActor>,
+    registry: Addr<RegistryActor>,
+) -> Result<(SocketAddr, actix_web::dev::ServerHandle), String> {
+    let bind = config.bind_addr();
+    let addr = bind
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {bind}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("cannot resolve {bind}"))?;
+    let socket = TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let local = socket.local_addr().map_err(|e| e.to_string())?;
+    let state = State {
+        stream,
+        registry,
+        auth_function: config.auth_function.clone(),
+    };
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(state.clone()))
+            .route("/", web::get().to(upgrade))
+            .default_service(web::to(|| async {
+                HttpResponse::NotFound().body("iii stream: connect with a WebSocket on /\n")
+            }))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(2)
+    .listen(socket)
+    .map_err(|e| format!("cannot listen on {local}: {e}"))?
+    .run();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    Ok((local, handle))
+}
+
+async fn upgrade(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<State>,
+) -> actix_web::Result<HttpResponse> {
+    let mut context = Value::Null;
+    if let Some(function_id) = &state.auth_function {
+        let peer = peer_info(&req);
+        let input = json!({"headers": peer.headers, "path": req.path(),
+                           "query_params": query_params(req.query_string()),
+                           "addr": req.peer_addr().map(|a| a.to_string())});
+        let req_call = CallRequest::new(function_id.clone(), input).timeout(Duration::from_secs(5));
+        match state.registry.send(Call(req_call)).await {
+            Ok(Ok(Some(v))) => context = v.get("context").cloned().unwrap_or(Value::Null),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                log::warn!(
+                    "stream socket: auth function {function_id} refused a connection: {}",
+                    e.message
+                );
+                return Ok(
+                    HttpResponse::Unauthorized().body(format!("{}: {}\n", e.code, e.message))
+                );
+            }
+            Err(_) => return Ok(HttpResponse::ServiceUnavailable().finish()),
+        }
+    }
+    let session = ConsumerSession {
+        conn: NEXT_CONN.fetch_add(1, Ordering::Relaxed),
+        stream: state.stream.clone(),
+        context: Some(context),
+        progress: Progress::default(),
+        last_inbound: Instant::now(),
+    };
+    ws::WsResponseBuilder::new(session, &req, payload)
+        .frame_size(MAX_FRAME)
+        .start()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JoinData {
+    subscription_id: String,
+    stream_name: String,
+    group_id: String,
+    #[serde(default)]
+    id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", content = "data", rename_all = "lowercase")]
+enum ClientFrame {
+    Join(JoinData),
+    Leave(JoinData),
+}
+
+/// One consumer socket.
+struct ConsumerSession {
+    conn: u64,
+    stream: Addr<StreamActor>,
+    context: Option<Value>,
+    progress: Progress,
+    last_inbound: Instant,
+}
+
+impl ConsumerSession {
+    fn handle_text(&mut self, text: &str) {
+        match serde_json::from_str::<ClientFrame>(text) {
+            Ok(ClientFrame::Join(d)) => self.stream.do_send(Consumer::Join {
+                conn: self.conn,
+                sub: Subscription {
+                    id: d.subscription_id,
+                    stream: d.stream_name,
+                    group: d.group_id,
+                    item: d.id.filter(|i| !i.is_empty()),
+                },
+            }),
+            Ok(ClientFrame::Leave(d)) => self.stream.do_send(Consumer::Leave {
+                conn: self.conn,
+                subscription_id: d.subscription_id,
+            }),
+            Err(e) => log::warn!("stream consumer {}: ignored a frame: {e}", self.conn),
+        }
+    }
+}
+
+impl Actor for ConsumerSession {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(QUEUE);
+        ctx.run_interval(HEARTBEAT, |act, ctx| {
+            if act.last_inbound.elapsed() > IDLE {
+                log::warn!("stream consumer {}: silent for {IDLE:?}; closing", act.conn);
+                ctx.close(Some(ws::CloseCode::Away.into()));
+                ctx.stop();
+            } else {
+                ctx.ping(b"");
+            }
+        });
+        self.stream.do_send(Consumer::Connected {
+            conn: self.conn,
+            frames: ctx.address().recipient(),
+            progress: self.progress.clone(),
+            context: self.context.take().unwrap_or(Value::Null),
+        });
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.stream.do_send(Consumer::Gone { conn: self.conn });
+    }
+}
+
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for ConsumerSession {
+    fn handle(&mut self, item: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        self.last_inbound = Instant::now();
+        match item {
+            Ok(ws::Message::Text(t)) => self.handle_text(&t),
+            Ok(ws::Message::Binary(b)) => match std::str::from_utf8(&b) {
+                Ok(t) => self.handle_text(t),
+                Err(_) => log::warn!(
+                    "stream consumer {}: ignored a non-UTF-8 binary frame",
+                    self.conn
+                ),
+            },
+            Ok(ws::Message::Ping(p)) => ctx.pong(&p),
+            Ok(ws::Message::Close(reason)) => {
+                ctx.close(reason);
+                ctx.stop();
+            }
+            Ok(_) => {}
+            Err(e) => {
+                log::warn!(
+                    "stream consumer {}: protocol error: {e}; closing",
+                    self.conn
+                );
+                ctx.stop();
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+impl Handler<ConsumerFrame> for ConsumerSession {
+    type Result = ();
+    fn handle(&mut self, frame: ConsumerFrame, ctx: &mut Self::Context) {
+        self.progress.stamp();
+        if frame.0.is_empty() {
+            ctx.close(Some(ws::CloseReason {
+                code: ws::CloseCode::Policy,
+                description: Some("slow consumer".into()),
+            }));
+            ctx.stop();
+        } else {
+            ctx.text(frame.0.to_string());
+        }
+    }
+}
