@@ -100,6 +100,7 @@ impl RegistryActor {
                 id.to_string(),
                 FunctionEntry {
                     owner: Owner::Engine,
+                    trusted: true,
                     description: Some(description.to_string()),
                     request_format: None,
                     response_format: None,
@@ -125,6 +126,7 @@ impl RegistryActor {
                 f.id,
                 FunctionEntry {
                     owner: Owner::Builtin(index),
+                    trusted: true,
                     description: Some(f.description),
                     request_format: None,
                     response_format: None,

@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::{BuiltinCall, Deferred, Owner, RegistryActor, DEFAULT_INTERNAL_TIMEOUT};
@@ -89,7 +89,8 @@ impl CallRequest {
 }
 
 impl RegistryActor {
-    /// An `invokefunction` from a connection.
+    /// An `invokefunction` from a connection: RBAC (§7.3), then the listener's middleware
+    /// (§7.6) or the function itself.
     pub(crate) fn handle_invoke(
         &mut self,
         worker_id: Uuid,
@@ -104,12 +105,9 @@ impl RegistryActor {
             .rbac
             .as_ref()
             .map(|r| r.expose_functions.as_slice());
-        let metadata = self
-            .functions
-            .get(&inv.function_id)
-            .and_then(|f| f.metadata.as_ref());
+        let meta = self.exposure_metadata(&inv.function_id);
         if let Decision::Deny { rule, hint } =
-            rbac::decide_invoke(&conn.policy, expose, &inv.function_id, metadata)
+            rbac::decide_invoke(&conn.policy, expose, &inv.function_id, meta)
         {
             log::warn!(
                 "worker {worker_id}: call to {} denied by rule {rule:?} ({hint})",
@@ -119,9 +117,8 @@ impl RegistryActor {
                 function_id: inv.function_id.clone(),
                 hint: hint.to_string(),
             };
-            let id = inv.invocation_id.unwrap_or_else(Uuid::new_v4);
             let frame = InvocationResult {
-                invocation_id: id,
+                invocation_id: inv.invocation_id.unwrap_or_else(Uuid::new_v4),
                 function_id: inv.function_id,
                 result: None,
                 error: Some(err.to_body()),
@@ -131,9 +128,19 @@ impl RegistryActor {
             self.send_frame(worker_id, protocol::Message::InvocationResult(frame));
             return;
         }
-        let timeout_ms = inv
-            .timeout_ms
-            .unwrap_or(conn.listener.invocation_timeout_ms);
+        let timeout = Duration::from_millis(
+            inv.timeout_ms
+                .unwrap_or(conn.listener.invocation_timeout_ms),
+        );
+        let middleware = conn
+            .listener
+            .middleware_function_id
+            .clone()
+            .filter(|_| !inv.function_id.starts_with("engine::"));
+        if let Some(mw) = middleware {
+            let context = conn.policy.context.clone();
+            return self.via_middleware(worker_id, mw, context, inv, timeout, ctx);
+        }
         if let Some(Action::Enqueue { queue }) = &inv.action {
             let body = ErrorBody::new(
                 "enqueue_error",
@@ -150,26 +157,12 @@ impl RegistryActor {
             }
             return;
         }
-        let void = matches!(inv.action, Some(Action::Void)) || inv.invocation_id.is_none();
+        let void = matches!(inv.action, Some(Action::Void));
         let caller = match inv.invocation_id {
-            Some(id) if !void => {
-                let conn = self.conns.get_mut(&worker_id).expect("checked above");
-                if !conn.caller_ids.insert(id) {
-                    let err = EngineError::DuplicateInvocationId(id.to_string());
-                    self.send_frame(
-                        worker_id,
-                        protocol::Message::error_result(id, &inv.function_id, err.to_body()),
-                    );
-                    return;
-                }
-                Caller::Session {
-                    worker_id,
-                    invocation_id: id,
-                    function_id: inv.function_id.clone(),
-                    traceparent: inv.traceparent.clone(),
-                    baggage: inv.baggage.clone(),
-                }
-            }
+            Some(id) if !void => match self.session_caller(worker_id, id, &inv) {
+                Some(c) => c,
+                None => return,
+            },
             _ => Caller::Discard,
         };
         let req = CallRequest {
@@ -178,8 +171,65 @@ impl RegistryActor {
             metadata: inv.metadata,
             traceparent: inv.traceparent,
             baggage: inv.baggage,
-            timeout: Duration::from_millis(timeout_ms),
+            timeout,
             from: Some(worker_id),
+        };
+        self.call(req, caller, ctx);
+    }
+
+    /// The caller record for a call a connection is waiting on; a duplicate id in flight is
+    /// refused (`duplicate_invocation_id`) and leaves the original call alone.
+    fn session_caller(
+        &mut self,
+        worker_id: Uuid,
+        id: Uuid,
+        inv: &InvokeFunction,
+    ) -> Option<Caller> {
+        let conn = self.conns.get_mut(&worker_id)?;
+        if !conn.caller_ids.insert(id) {
+            let err = EngineError::DuplicateInvocationId(id.to_string());
+            self.send_frame(
+                worker_id,
+                protocol::Message::error_result(id, &inv.function_id, err.to_body()),
+            );
+            return None;
+        }
+        Some(Caller::Session {
+            worker_id,
+            invocation_id: id,
+            function_id: inv.function_id.clone(),
+            traceparent: inv.traceparent.clone(),
+            baggage: inv.baggage.clone(),
+        })
+    }
+
+    /// §7.6: the middleware gets `{function_id, payload, action, context}` and answers for the
+    /// target, under the caller's id (a fresh one for void calls, which get an answer too).
+    fn via_middleware(
+        &mut self,
+        worker_id: Uuid,
+        middleware: String,
+        context: Value,
+        inv: InvokeFunction,
+        timeout: Duration,
+        ctx: &mut Context<Self>,
+    ) {
+        let id = inv.invocation_id.unwrap_or_else(Uuid::new_v4);
+        let Some(caller) = self.session_caller(worker_id, id, &inv) else {
+            return;
+        };
+        let mut payload = inv.data;
+        if let Value::Object(map) = &mut payload {
+            map.remove("_caller_worker_id");
+        }
+        let req = CallRequest {
+            function_id: middleware,
+            data: json!({"function_id": inv.function_id, "payload": payload, "action": inv.action, "context": context}),
+            metadata: inv.metadata,
+            traceparent: inv.traceparent,
+            baggage: inv.baggage,
+            timeout,
+            from: None,
         };
         self.call(req, caller, ctx);
     }

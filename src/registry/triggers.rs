@@ -7,14 +7,11 @@
 //! goes away parks the other connections' bindings of its types again. Bindings are owned by the
 //! connection that registered them: nobody else can replace or remove them.
 
-use actix::prelude::*;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::{Conn, ConnState, Deferred, RegistryActor, TriggerBinding};
-use crate::protocol::{
-    self, ErrorBody, RegisterTrigger, RegisterTriggerType, TriggerRegistrationResult,
-};
+use crate::protocol::{self, ErrorBody, RegisterTrigger, TriggerRegistrationResult};
 
 /// Who provides a trigger type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,54 +38,34 @@ pub(crate) struct TriggerEntry {
 }
 
 impl RegistryActor {
-    pub(crate) fn handle_register_trigger_type(
-        &mut self,
-        worker_id: Uuid,
-        t: RegisterTriggerType,
-        _ctx: &mut Context<Self>,
-    ) {
-        let Some(conn) = self.conns.get(&worker_id) else {
-            return;
-        };
-        if !conn.policy.allow_trigger_type_registration {
-            log::warn!("worker {worker_id}: trigger type {} denied (allow_trigger_type_registration is false)", t.id);
-            return;
-        }
-        let public = conn.listener.rbac.is_some();
-        match self.trigger_types.get(&t.id).map(|e| e.provider) {
+    /// Makes `worker_id` the provider of a trigger type and hands it the type's bindings. A
+    /// public session cannot take a type over from another provider.
+    pub(crate) fn add_trigger_type(&mut self, worker_id: Uuid, id: String, description: String) {
+        let public = self.conns.get(&worker_id).is_some_and(|c| c.public());
+        let what = format!("trigger type '{id}'");
+        match self.trigger_types.get(&id).map(|e| e.provider) {
             Some(Provider::Session(p)) if p == worker_id => {}
-            Some(Provider::Session(p)) if public => {
-                log::warn!(
-                    "worker {worker_id}: trigger type {} denied: provided by worker {p}",
-                    t.id
-                );
-                return;
+            Some(Provider::Session(_)) if public => {
+                return self.refuse(worker_id, &what, "another worker provides this type");
             }
-            Some(Provider::Session(p)) => log::warn!(
-                "trigger type {}: worker {worker_id} replaces worker {p} as provider",
-                t.id
-            ),
-            Some(_) => {
-                log::warn!(
-                    "worker {worker_id}: trigger type {} denied: provided by the engine",
-                    t.id
-                );
-                return;
+            Some(Provider::Session(p)) => {
+                log::warn!("trigger type {id}: worker {worker_id} replaces worker {p} as provider")
             }
+            Some(_) => return self.refuse(worker_id, &what, "the engine provides this type"),
             None => {}
         }
         self.trigger_types.insert(
-            t.id.clone(),
+            id.clone(),
             TriggerTypeEntry {
                 provider: Provider::Session(worker_id),
-                description: t.description,
+                description,
             },
         );
         if let Some(c) = self.conns.get_mut(&worker_id) {
-            c.trigger_types.insert(t.id.clone());
+            c.trigger_types.insert(id.clone());
         }
-        log::debug!("worker {worker_id}: provides trigger type {}", t.id);
-        self.activate_types(&[t.id]);
+        log::debug!("worker {worker_id}: provides trigger type {id}");
+        self.activate_types(&[id]);
     }
 
     /// Hands every binding of these (newly provided) types to their provider.
@@ -101,47 +78,6 @@ impl RegistryActor {
             .collect();
         for id in ids {
             self.activate(&id);
-        }
-    }
-
-    pub(crate) fn handle_register_trigger(
-        &mut self,
-        worker_id: Uuid,
-        t: RegisterTrigger,
-        _ctx: &mut Context<Self>,
-    ) {
-        let Some(conn) = self.conns.get(&worker_id) else {
-            return;
-        };
-        if !conn.policy.allows_trigger_type(&t.trigger_type) {
-            log::warn!(
-                "worker {worker_id}: trigger {} of type {} denied (not in allowed_trigger_types)",
-                t.id,
-                t.trigger_type
-            );
-            return;
-        }
-        let function_id = conn.policy.prefixed(&t.function_id);
-        if let Some(existing) = self.triggers.get(&t.id) {
-            if existing.owner != Some(worker_id) {
-                log::warn!(
-                    "worker {worker_id}: trigger {} denied: the id belongs to another registration",
-                    t.id
-                );
-                return;
-            }
-            self.deactivate(&t.id);
-        }
-        self.insert_trigger(
-            t.id.clone(),
-            t.trigger_type,
-            function_id,
-            t.config,
-            t.metadata,
-            Some(worker_id),
-        );
-        if let Some(c) = self.conns.get_mut(&worker_id) {
-            c.triggers.insert(t.id);
         }
     }
 
@@ -247,8 +183,11 @@ impl RegistryActor {
             .is_some_and(|c| c.listener.rbac.is_none());
         let allowed = t.owner == Some(worker_id) || (t.owner.is_none() && trusted);
         if !allowed {
-            log::warn!("worker {worker_id}: unregistertrigger {id} denied: not its trigger");
-            return;
+            return self.refuse(
+                worker_id,
+                &format!("unregistering trigger '{id}'"),
+                "not its trigger",
+            );
         }
         self.remove_trigger(id);
         if let Some(c) = self.conns.get_mut(&worker_id) {

@@ -1,0 +1,339 @@
+//! Connections as the registry sees them: connect, the auth function (§7.2), the order in which
+//! a connection's frames are handled, reattach (§2.5) and cleanup (§2.6).
+//!
+//! A connection's frames are handled strictly in arrival order. While its auth function or a
+//! registration hook runs, the connection is *held*: later frames wait in its backlog and are
+//! handled when the hold ends (the hook's deadline bounds the wait). Cleanup runs exactly once
+//! and only removes what the connection still owns.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::invoke::{Caller, Outcome};
+use super::{now_ms, CallRequest, Connect, Owner, RegistryActor};
+use crate::config::ListenerConfig;
+use crate::outbox::Outbox;
+use crate::protocol::{self, ErrorBody, ErrorFrame};
+use crate::rbac::{SessionPolicy, PREFIX_SEPARATOR};
+use crate::session::ToSession;
+
+/// Frames a connection may send while it is held (auth, hooks); more and it is closed.
+const MAX_BACKLOG: usize = 1024;
+/// Registration prefixes an auth function may not hand out (they would shadow the engine).
+const RESERVED_PREFIXES: &[&str] = &["engine", "stream"];
+
+/// Worker metadata from `engine::workers::register` (§2.3).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct WorkerMeta {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub runtime: Option<String>,
+    pub version: Option<String>,
+    pub os: Option<String>,
+    pub pid: Option<u64>,
+    pub isolation: Option<Value>,
+    pub telemetry: Option<Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ConnState {
+    Authenticating,
+    Live,
+}
+
+/// One connected worker, as the registry sees it.
+pub(crate) struct Conn {
+    pub listener: Arc<ListenerConfig>,
+    pub peer: super::PeerInfo,
+    pub outbox: Outbox<ToSession>,
+    pub token: Uuid,
+    pub state: ConnState,
+    /// A registration hook is running: later frames wait in `backlog`.
+    pub held: bool,
+    pub policy: SessionPolicy,
+    pub backlog: VecDeque<protocol::Message>,
+    pub connected_at_ms: u64,
+    pub meta: WorkerMeta,
+    /// Function ids registered by this connection (it may since have lost some to others).
+    pub functions: HashSet<String>,
+    pub triggers: HashSet<String>,
+    pub trigger_types: HashSet<String>,
+    /// Engine ids of calls this connection is serving.
+    pub serving: HashSet<Uuid>,
+    /// Engine ids of calls this connection made, and the caller-side ids in flight.
+    pub calling: HashSet<Uuid>,
+    pub caller_ids: HashSet<Uuid>,
+}
+
+impl Conn {
+    /// Is this connection on a listener with an `rbac` block (a public port)?
+    pub fn public(&self) -> bool {
+        self.listener.rbac.is_some()
+    }
+}
+
+impl RegistryActor {
+    pub(crate) fn handle_connect(&mut self, msg: Connect, ctx: &mut Context<Self>) {
+        let Connect {
+            worker_id,
+            session,
+            listener,
+            peer,
+            progress,
+        } = msg;
+        let auth = listener
+            .rbac
+            .as_ref()
+            .and_then(|r| r.auth_function_id.clone());
+        let policy = if auth.is_some() {
+            SessionPolicy::default()
+        } else {
+            SessionPolicy::unauthenticated()
+        };
+        let input = json!({"headers": peer.headers, "query_params": peer.query_params, "ip_address": peer.ip});
+        let auth_timeout = Duration::from_millis(listener.auth_timeout_ms);
+        let stall_ms = listener.write_stall_timeout_ms;
+        self.conns.insert(
+            worker_id,
+            Conn {
+                listener,
+                peer,
+                outbox: Outbox::new(session, progress, stall_ms),
+                token: Uuid::new_v4(),
+                state: ConnState::Authenticating,
+                held: false,
+                policy,
+                backlog: VecDeque::new(),
+                connected_at_ms: now_ms(),
+                meta: WorkerMeta::default(),
+                functions: HashSet::new(),
+                triggers: HashSet::new(),
+                trigger_types: HashSet::new(),
+                serving: HashSet::new(),
+                calling: HashSet::new(),
+                caller_ids: HashSet::new(),
+            },
+        );
+        let Some(function_id) = auth else {
+            return self.accept(worker_id, None, ctx);
+        };
+        let req = CallRequest::new(function_id.clone(), input).timeout(auth_timeout);
+        let then = move |act: &mut Self, ctx: &mut Context<Self>, outcome: Outcome| {
+            act.finish_auth(worker_id, &function_id, outcome, ctx)
+        };
+        self.call(req, Caller::Then(Box::new(then)), ctx);
+    }
+
+    fn finish_auth(
+        &mut self,
+        worker_id: Uuid,
+        function_id: &str,
+        outcome: Outcome,
+        ctx: &mut Context<Self>,
+    ) {
+        let policy = match outcome {
+            Ok(Some(v)) => SessionPolicy::from_auth_result(v),
+            Ok(None) => Err("auth function returned no result".to_string()),
+            Err(e) if e.code == "invocation_timeout" => Err(format!(
+                "auth function {function_id} did not answer in time"
+            )),
+            Err(e) => Err(e.message),
+        };
+        let policy = policy.and_then(|p| self.check_prefix(worker_id, &p).map(|()| p));
+        match policy {
+            Ok(policy) => self.accept(worker_id, Some(policy), ctx),
+            Err(reason) => {
+                log::warn!("worker {worker_id}: connection rejected by auth function {function_id}: {reason}");
+                if let Some(conn) = self.conns.remove(&worker_id) {
+                    conn.outbox
+                        .force(ToSession::Reject(ErrorBody::new("AUTH_ERROR", reason)));
+                }
+            }
+        }
+    }
+
+    /// A registration prefix must be well-formed, not reserved, and not another live session's.
+    fn check_prefix(&self, worker_id: Uuid, policy: &SessionPolicy) -> Result<(), String> {
+        let Some(p) = policy.function_registration_prefix.as_deref() else {
+            return Ok(());
+        };
+        let malformed = p.is_empty()
+            || p.contains(PREFIX_SEPARATOR)
+            || p.contains('*')
+            || p.chars().any(|c| c.is_control() || c.is_whitespace());
+        if malformed {
+            return Err(format!(
+                "function_registration_prefix {p:?} is malformed (empty, '::', '*' or whitespace)"
+            ));
+        }
+        if RESERVED_PREFIXES.contains(&p) {
+            return Err(format!(
+                "function_registration_prefix {p:?} is reserved for the engine"
+            ));
+        }
+        let taken = self.conns.iter().any(|(id, c)| {
+            *id != worker_id && c.policy.function_registration_prefix.as_deref() == Some(p)
+        });
+        if taken {
+            return Err(format!(
+                "function_registration_prefix {p:?} is already used by another session"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Welcomes the connection and handles the frames it sent while being authenticated.
+    fn accept(&mut self, worker_id: Uuid, policy: Option<SessionPolicy>, ctx: &mut Context<Self>) {
+        let Some(conn) = self.conns.get_mut(&worker_id) else {
+            return;
+        };
+        if let Some(p) = policy {
+            conn.policy = p;
+        }
+        conn.state = ConnState::Live;
+        let token = conn.token;
+        if !self.send_to(
+            worker_id,
+            ToSession::Accepted {
+                reattach_token: token,
+            },
+        ) {
+            return;
+        }
+        log::info!("worker {worker_id}: connected");
+        self.fire_workers_available("worker_connected", worker_id);
+        self.drain_backlog(worker_id, ctx);
+    }
+
+    /// Handles one frame now, or keeps it for later while the connection is held.
+    pub(crate) fn handle_frame(
+        &mut self,
+        worker_id: Uuid,
+        msg: protocol::Message,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(conn) = self.conns.get_mut(&worker_id) else {
+            return;
+        };
+        if conn.state == ConnState::Authenticating || conn.held {
+            if conn.backlog.len() >= MAX_BACKLOG {
+                log::warn!("worker {worker_id}: more than {MAX_BACKLOG} frames waiting on auth or a hook; closing");
+                conn.outbox
+                    .force(ToSession::Close("too many frames while held".into()));
+                self.cleanup(worker_id);
+            } else {
+                conn.backlog.push_back(msg);
+            }
+        } else if !conn.backlog.is_empty() {
+            conn.backlog.push_back(msg);
+            self.drain_backlog(worker_id, ctx);
+        } else {
+            self.dispatch(worker_id, msg, ctx);
+        }
+    }
+
+    fn dispatch(&mut self, worker_id: Uuid, msg: protocol::Message, ctx: &mut Context<Self>) {
+        use protocol::Message as M;
+        match msg {
+            M::RegisterFunction(f) => self.handle_register_function(worker_id, f, ctx),
+            M::UnregisterFunction(f) => self.handle_unregister_function(worker_id, &f.id),
+            M::InvokeFunction(inv) => self.handle_invoke(worker_id, inv, ctx),
+            M::InvocationResult(res) => self.handle_result(worker_id, res, ctx),
+            M::RegisterTriggerType(t) => self.handle_register_trigger_type(worker_id, t, ctx),
+            M::RegisterTrigger(t) => self.handle_register_trigger(worker_id, t, ctx),
+            M::UnregisterTrigger(t) => self.handle_unregister_trigger(worker_id, &t.id),
+            M::TriggerRegistrationResult(r) => self.handle_trigger_result(worker_id, r),
+            M::RegisterService(s) => log::debug!("worker {worker_id}: service {} registered", s.id),
+            M::Reattach(r) => self.handle_reattach(worker_id, r),
+            M::Ping | M::Pong | M::WorkerRegistered(_) | M::Error(_) => {}
+        }
+    }
+
+    /// Handles waiting frames until the backlog is empty or the connection is held again.
+    pub(crate) fn drain_backlog(&mut self, worker_id: Uuid, ctx: &mut Context<Self>) {
+        loop {
+            let Some(conn) = self.conns.get_mut(&worker_id) else {
+                return;
+            };
+            if conn.held || conn.state != ConnState::Live {
+                return;
+            }
+            let Some(msg) = conn.backlog.pop_front() else {
+                return;
+            };
+            self.dispatch(worker_id, msg, ctx);
+        }
+    }
+
+    /// Tells a connection why something it asked for was refused (and logs it).
+    pub(crate) fn refuse(&mut self, worker_id: Uuid, what: &str, reason: &str) {
+        log::warn!("worker {worker_id}: {what} denied: {reason}");
+        let body = ErrorBody::new("FORBIDDEN", format!("{what} denied: {reason}"));
+        self.send_frame(
+            worker_id,
+            protocol::Message::Error(ErrorFrame { error: body }),
+        );
+    }
+
+    /// §2.5: a reconnecting worker retires its previous connection before replaying.
+    fn handle_reattach(&mut self, worker_id: Uuid, r: protocol::Reattach) {
+        let Ok(old) = Uuid::parse_str(&r.previous_worker_id) else {
+            log::warn!("worker {worker_id}: reattach ignored: previous_worker_id is not a UUID");
+            return;
+        };
+        if old == worker_id {
+            return;
+        }
+        let Some(old_conn) = self.conns.get(&old) else {
+            log::debug!("worker {worker_id}: reattach to {old}: already gone");
+            return;
+        };
+        let token_ok = r.reattach_token.as_deref() == Some(old_conn.token.to_string().as_str());
+        if !token_ok {
+            log::warn!(
+                "worker {worker_id}: reattach to {old} ignored: wrong or missing reattach token"
+            );
+            return;
+        }
+        log::info!("worker {worker_id}: reattached; retiring its previous connection {old}");
+        old_conn.outbox.force(ToSession::Close(
+            "replaced by a reattaching connection".into(),
+        ));
+        self.cleanup(old);
+    }
+
+    /// Removes a connection and everything it owns (§2.6). Idempotent.
+    pub(crate) fn cleanup(&mut self, worker_id: Uuid) -> bool {
+        let Some(conn) = self.conns.remove(&worker_id) else {
+            return false;
+        };
+        for id in &conn.functions {
+            if matches!(self.functions.get(id), Some(f) if f.owner == Owner::Session(worker_id)) {
+                self.functions.remove(id);
+            }
+        }
+        for engine_id in &conn.serving {
+            self.complete_stopped(*engine_id);
+        }
+        for engine_id in &conn.calling {
+            if let Some(p) = self.pending.get_mut(engine_id) {
+                p.caller = Caller::Discard;
+            }
+        }
+        self.cleanup_triggers(worker_id, &conn);
+        self.functions_dirty |= !conn.functions.is_empty();
+        if conn.state == ConnState::Live {
+            log::info!("worker {worker_id}: disconnected; its functions, triggers and calls are cleaned up");
+            self.fire_engine_trigger(
+                "engine::workers-available",
+                json!({"event": "worker_disconnected", "worker_id": worker_id.to_string()}),
+            );
+        }
+        true
+    }
+}

@@ -1,0 +1,558 @@
+//! Every RBAC escalation attempt of `RELIABILITY.md` §4.4 (R1–R20) against a public listener,
+//! with its expected outcome. A trusted Rust worker serves the auth function (its answer
+//! depends on the `mode` query parameter of the connecting socket) and the `api::*` functions;
+//! attackers connect to the public listener with our client or raw frames.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{EngineProc, RawEvent, RawWs};
+use iii::client::{Client, ClientOptions};
+use iii::protocol::ErrorBody;
+use serde_json::{json, Value};
+
+const T: Duration = Duration::from_secs(5);
+
+const CONFIG: &str = "workers:
+  - name: iii-worker-manager
+    config: {host: 127.0.0.1, port: 0}
+  - name: iii-worker-manager
+    config:
+      host: 127.0.0.1
+      port: 0
+      auth_timeout_ms: 1000
+      rbac:
+        auth_function_id: auth::fn
+        expose_functions:
+          - match(\"api::*\")
+          - metadata:
+              public: true
+  - name: iii-stream
+    config: {host: 127.0.0.1, port: 0}
+";
+
+/// The trusted side: the auth function (answer chosen by `?mode=`), `api::*` functions, and a
+/// non-exposed `internal::wipe` that counts its calls.
+struct Trusted {
+    client: Client,
+    wipes: Arc<AtomicUsize>,
+}
+
+async fn trusted(engine: &EngineProc) -> Trusted {
+    let client = Client::connect(&engine.url(0), ClientOptions::named("trusted"))
+        .await
+        .unwrap();
+    client.register_function("auth::fn", |input: Value| async move {
+        let mode = input["query_params"]["mode"][0].as_str().unwrap_or("prefix").to_string();
+        let fresh = format!("s-{}", uuid::Uuid::new_v4());
+        Ok(match mode.as_str() {
+            "prefix" => json!({"function_registration_prefix": fresh, "allowed_trigger_types": ["stream"],
+                               "context": {"session": fresh}}),
+            "noprefix" => json!({"allowed_trigger_types": ["stream"]}),
+            "lists" => json!({"allowed_functions": ["stream::get", "api::both"],
+                              "forbidden_functions": ["api::both", "engine::workers::register"]}),
+            "discovery" => json!({"allowed_functions": ["engine::functions::list", "engine::functions::info"],
+                                  "function_registration_prefix": fresh}),
+            "widen" => json!({"function_registration_prefix": fresh, "is_admin": true, "allowed_functions_all": true}),
+            "throw" => return Err(ErrorBody::new("invocation_failed", "no such user")),
+            "hang" => {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                json!({})
+            }
+            "junk" => json!("not an object"),
+            "nothing" => Value::Null,
+            "reserved" => json!({"function_registration_prefix": "engine"}),
+            "malformed" => json!({"function_registration_prefix": "a::b"}),
+            "fixed" => json!({"function_registration_prefix": "fixed-prefix"}),
+            other => json!({"function_registration_prefix": format!("{other}-{fresh}")}),
+        })
+    });
+    client.register_function(
+        "api::echo",
+        |v: Value| async move { Ok(json!({"echo": v})) },
+    );
+    client.register_function("api::login", |_| async { Ok(json!({"token": "real"})) });
+    client.register_function("api::both", |_| async { Ok(json!("both")) });
+    client.register_function_with(
+        "public::tagged",
+        None,
+        Some(json!({"public": true})),
+        |_| async { Ok(json!("trusted and tagged")) },
+    );
+    let wipes = Arc::new(AtomicUsize::new(0));
+    let w = wipes.clone();
+    client.register_function("internal::wipe", move |_| {
+        let w = w.clone();
+        async move {
+            w.fetch_add(1, Ordering::SeqCst);
+            Ok(json!("wiped"))
+        }
+    });
+    // Ready when the auth function answers through the engine.
+    while client
+        .trigger("auth::fn", json!({"query_params": {}}))
+        .await
+        .is_err()
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Trusted { client, wipes }
+}
+
+fn public_url(engine: &EngineProc, mode: &str) -> String {
+    format!("{}/?mode={mode}", engine.url(1))
+}
+
+async fn public(engine: &EngineProc, mode: &str) -> Client {
+    Client::connect(&public_url(engine, mode), ClientOptions::named(mode))
+        .await
+        .unwrap()
+}
+
+async fn forbidden(c: &Client, function_id: &str) -> String {
+    let err = c.trigger(function_id, json!({})).await.unwrap_err();
+    assert_eq!(err.code, "FORBIDDEN", "{function_id}: {err:?}");
+    assert!(err.message.contains(&format!("'{function_id}'")), "{err:?}");
+    err.message
+}
+
+/// The next `error` frame on a raw socket (skipping anything else).
+async fn error_frame(ws: &mut RawWs) -> Value {
+    loop {
+        let v = ws.next_json(T).await;
+        if v["type"] == "error" {
+            return v["error"].clone();
+        }
+    }
+}
+
+#[actix::test]
+async fn r1_r2_r3_calls_outside_the_expose_list() {
+    let engine = EngineProc::start(CONFIG);
+    let _t = trusted(&engine).await;
+    let c = public(&engine, "prefix").await;
+    assert_eq!(
+        c.trigger("api::echo", json!({"x": 1})).await.unwrap()["echo"]["x"],
+        1
+    );
+    // R1: named, with the config key to change.
+    let msg = forbidden(&c, "internal::wipe").await;
+    assert_eq!(
+        msg,
+        "function 'internal::wipe' not allowed (add to rbac.expose_functions)"
+    );
+    // R2: stream and engine functions are not exposed.
+    for id in [
+        "stream::set",
+        "stream::get",
+        "state::set",
+        "engine::functions::list",
+        "engine::workers::list",
+        "engine::registered-triggers::list",
+        "engine::register_trigger",
+        "engine::unregister_trigger",
+    ] {
+        forbidden(&c, id).await;
+    }
+    // R3: the infrastructure allow-list passes RBAC (log functions have no provider here).
+    assert!(c
+        .trigger("engine::workers::register", json!({"name": "x"}))
+        .await
+        .is_ok());
+    let err = c.trigger("engine::log::info", json!({})).await.unwrap_err();
+    assert_eq!(err.code, "function_not_found");
+    assert!(
+        engine.log().contains("denied by rule NotExposed"),
+        "denials are logged with the rule"
+    );
+}
+
+#[actix::test]
+async fn r4_forbidden_beats_allowed_and_infrastructure() {
+    let engine = EngineProc::start(CONFIG);
+    let _t = trusted(&engine).await;
+    let c = public(&engine, "lists").await;
+    // allowed_functions opens a function the listener does not expose.
+    assert!(c
+        .trigger(
+            "stream::get",
+            json!({"stream_name": "s", "group_id": "g", "item_id": "i"})
+        )
+        .await
+        .is_ok());
+    for id in ["api::both", "engine::workers::register"] {
+        let msg = forbidden(&c, id).await;
+        assert!(
+            msg.ends_with("(remove from rbac.forbidden_functions)"),
+            "{msg}"
+        );
+    }
+}
+
+#[actix::test]
+async fn r5_r6_registrations_cannot_shadow_anyone() {
+    let engine = EngineProc::start(CONFIG);
+    let t = trusted(&engine).await;
+    // With a prefix: the squatter's api::login lands under its own prefix.
+    let squatter = public(&engine, "prefix").await;
+    squatter.register_function("api::login", |_| async { Ok(json!({"token": "stolen"})) });
+    squatter.register_function("stream::set(orders)", |_| async { Ok(json!("hijacked")) });
+    let victim = public(&engine, "prefix").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        victim.trigger("api::login", json!({})).await.unwrap(),
+        json!({"token": "real"})
+    );
+    assert_eq!(
+        t.client.trigger("api::login", json!({})).await.unwrap(),
+        json!({"token": "real"})
+    );
+
+    // Without a prefix: taking over a trusted id or an engine id is refused with an error frame.
+    let mut raw = RawWs::connect(&public_url(&engine, "noprefix")).await;
+    raw.text(r#"{"type":"registerfunction","id":"api::login"}"#)
+        .await;
+    let e = error_frame(&mut raw).await;
+    assert_eq!(e["code"], "FORBIDDEN");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("another worker owns this id"),
+        "{e}"
+    );
+    raw.text(r#"{"type":"registerfunction","id":"engine::workers::list"}"#)
+        .await;
+    let e = error_frame(&mut raw).await;
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("the engine provides this function"),
+        "{e}"
+    );
+    assert_eq!(
+        t.client.trigger("api::login", json!({})).await.unwrap(),
+        json!({"token": "real"})
+    );
+
+    // R6: a session cannot reach into another's namespace: A's "s_B::x" is A's own function.
+    let b = public(&engine, "fixed").await;
+    b.register_function("x", |_| async { Ok(json!("from B")) });
+    let a = public(&engine, "prefix").await;
+    a.register_function("fixed-prefix::x", |_| async { Ok(json!("from A")) });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        t.client
+            .trigger("fixed-prefix::x", json!({}))
+            .await
+            .unwrap(),
+        json!("from B")
+    );
+    // Reserved, malformed and duplicate prefixes refuse the connection.
+    for mode in ["reserved", "malformed", "fixed"] {
+        let mut ws = RawWs::connect(&public_url(&engine, mode)).await;
+        let e = error_frame(&mut ws).await;
+        assert_eq!(e["code"], "AUTH_ERROR", "{mode}: {e}");
+        assert!(
+            e["message"]
+                .as_str()
+                .unwrap()
+                .contains("function_registration_prefix"),
+            "{e}"
+        );
+    }
+}
+
+#[actix::test]
+async fn r7_r8_r14_trigger_rules() {
+    let engine = EngineProc::start(CONFIG);
+    let t = trusted(&engine).await;
+    let mut raw = RawWs::connect(&public_url(&engine, "noprefix")).await;
+    // R7: a type outside allowed_trigger_types.
+    raw.text(r#"{"type":"registertrigger","id":"t1","trigger_type":"engine::workers-available","function_id":"api::echo","config":{}}"#).await;
+    let e = error_frame(&mut raw).await;
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("allowed_trigger_types"),
+        "{e}"
+    );
+    // R8: a stream binding whose target the session may not call.
+    raw.text(r#"{"type":"registertrigger","id":"t2","trigger_type":"stream","function_id":"internal::wipe","config":{"stream_name":"todo"}}"#).await;
+    let e = error_frame(&mut raw).await;
+    assert!(
+        e["message"].as_str().unwrap().contains("internal::wipe"),
+        "{e}"
+    );
+    // R14: trigger types need allow_trigger_type_registration.
+    raw.text(r#"{"type":"registertriggertype","id":"cron","description":"cron"}"#)
+        .await;
+    let e = error_frame(&mut raw).await;
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("allow_trigger_type_registration"),
+        "{e}"
+    );
+    t.client
+        .trigger(
+            "stream::set",
+            json!({"stream_name": "todo", "group_id": "g", "item_id": "i", "data": 1}),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        t.wipes.load(Ordering::SeqCst),
+        0,
+        "the engine never called internal::wipe"
+    );
+    let bindings = t
+        .client
+        .trigger("engine::registered-triggers::list", json!({}))
+        .await
+        .unwrap();
+    assert_eq!(bindings["registered_triggers"], json!([]));
+}
+
+#[actix::test]
+async fn r9_cannot_unregister_what_others_own() {
+    let engine = EngineProc::start(CONFIG);
+    let t = trusted(&engine).await;
+    let seen = Arc::new(AtomicUsize::new(0));
+    let s = seen.clone();
+    let victim = public(&engine, "prefix").await;
+    victim.register_function("ui::on-change", move |_| {
+        let s = s.clone();
+        async move {
+            s.fetch_add(1, Ordering::SeqCst);
+            Ok(json!({}))
+        }
+    });
+    let binding =
+        victim.register_trigger("stream", "ui::on-change", json!({"stream_name": "todo"}));
+    let mut attacker = RawWs::connect(&public_url(&engine, "noprefix")).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    attacker
+        .text(
+            json!({"type": "unregistertrigger", "id": binding.id(), "trigger_type": "stream"})
+                .to_string(),
+        )
+        .await;
+    let e = error_frame(&mut attacker).await;
+    assert!(
+        e["message"].as_str().unwrap().contains("not its trigger"),
+        "{e}"
+    );
+    attacker
+        .text(r#"{"type":"unregisterfunction","id":"api::login"}"#)
+        .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    t.client
+        .trigger(
+            "stream::set",
+            json!({"stream_name": "todo", "group_id": "g", "item_id": "i", "data": 1}),
+        )
+        .await
+        .unwrap();
+    assert!(common::eventually(T, || seen.load(Ordering::SeqCst) == 1).await);
+    assert_eq!(
+        t.client.trigger("api::login", json!({})).await.unwrap(),
+        json!({"token": "real"})
+    );
+}
+
+#[actix::test]
+async fn r10_r11_r13_invocation_ids_and_caller_identity() {
+    let engine = EngineProc::start(CONFIG);
+    let _t = trusted(&engine).await;
+    // A raw trusted callee, so the test can see the engine's id for the call.
+    let mut callee = RawWs::connect(&engine.url(0)).await;
+    callee
+        .text(r#"{"type":"registerfunction","id":"api::slow"}"#)
+        .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut caller = RawWs::connect(&public_url(&engine, "prefix")).await;
+    let id = "7a1b5c2d-1111-4222-8333-944455566677";
+    let call = json!({"type": "invokefunction", "invocation_id": id, "function_id": "api::slow",
+                      "data": {"_caller_worker_id": "someone-else"}});
+    caller.text(call.to_string()).await;
+    let got = callee.next_json(T).await;
+    assert_eq!(got["type"], "invokefunction");
+    let engine_id = got["invocation_id"].as_str().unwrap().to_string();
+    assert_ne!(engine_id, id, "the callee leg uses the engine's own id");
+    // R13: the engine overwrote the spoofed caller id with the real one.
+    assert_ne!(got["data"]["_caller_worker_id"], "someone-else");
+    // R11: the same id again while in flight is refused; the original is undisturbed.
+    caller.text(call.to_string()).await;
+    let dup = caller.next_json(T).await;
+    assert_eq!(dup["error"]["code"], "duplicate_invocation_id");
+    // R10: a third party answering the engine's id changes nothing.
+    let mut spoofer = RawWs::connect(&public_url(&engine, "prefix")).await;
+    let fake = json!({"type": "invocationresult", "invocation_id": engine_id, "function_id": "api::slow", "result": "spoofed"});
+    spoofer.text(fake.to_string()).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let real = json!({"type": "invocationresult", "invocation_id": engine_id, "function_id": "api::slow", "result": "real"});
+    callee.text(real.to_string()).await;
+    let answer = caller.next_json(T).await;
+    assert_eq!(answer["invocation_id"], id);
+    assert_eq!(answer["result"], "real");
+    assert!(
+        engine.log().contains("it was not sent to this worker"),
+        "{}",
+        engine.log()
+    );
+}
+
+#[actix::test]
+async fn r16_bad_auth_answers_reject_the_connection_in_time() {
+    let engine = EngineProc::start(CONFIG);
+    let _t = trusted(&engine).await;
+    for (mode, needle) in [
+        ("throw", "no such user"),
+        ("junk", "must return an object"),
+        ("nothing", "returned no result"),
+        ("hang", "did not answer in time"),
+    ] {
+        let started = Instant::now();
+        let mut ws = RawWs::connect(&public_url(&engine, mode)).await;
+        let e = error_frame(&mut ws).await;
+        assert_eq!(e["code"], "AUTH_ERROR", "{mode}");
+        assert!(
+            e["message"].as_str().unwrap().contains(needle),
+            "{mode}: {e}"
+        );
+        assert!(
+            matches!(
+                ws.next(T).await,
+                Some(RawEvent::Close(_)) | Some(RawEvent::Ended)
+            ),
+            "{mode}: closed"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{mode} took {:?}",
+            started.elapsed()
+        );
+    }
+    // Unknown privilege fields are ignored: they widen nothing.
+    let c = public(&engine, "widen").await;
+    forbidden(&c, "internal::wipe").await;
+}
+
+#[actix::test]
+async fn r17_discovery_shows_only_what_the_session_may_call() {
+    let engine = EngineProc::start(CONFIG);
+    let _t = trusted(&engine).await;
+    let c = public(&engine, "discovery").await;
+    let list = c
+        .trigger("engine::functions::list", json!({"include_internal": true}))
+        .await
+        .unwrap();
+    let ids: Vec<&str> = list["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["function_id"].as_str())
+        .collect();
+    assert!(
+        ids.contains(&"api::echo") && ids.contains(&"public::tagged"),
+        "{ids:?}"
+    );
+    assert!(
+        !ids.iter()
+            .any(|i| *i == "internal::wipe" || *i == "auth::fn" || i.starts_with("stream::")),
+        "{ids:?}"
+    );
+    for hidden in ["internal::wipe", "internal::does-not-exist"] {
+        let err = c
+            .trigger("engine::functions::info", json!({"function_id": hidden}))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, "FORBIDDEN", "no existence oracle for {hidden}");
+    }
+    let info = c
+        .trigger(
+            "engine::functions::info",
+            json!({"function_id": "api::echo"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(info["function_id"], "api::echo");
+}
+
+#[actix::test]
+async fn r18_metadata_from_public_sessions_exposes_nothing() {
+    let engine = EngineProc::start(CONFIG);
+    let t = trusted(&engine).await;
+    // Trusted metadata counts: public::tagged is exposed by {metadata: {public: true}}.
+    let c = public(&engine, "prefix").await;
+    assert_eq!(
+        c.trigger("public::tagged", json!({})).await.unwrap(),
+        json!("trusted and tagged")
+    );
+    // A public session tagging its own function public does not expose it to anyone.
+    let mut raw = RawWs::connect(&public_url(&engine, "noprefix")).await;
+    raw.text(r#"{"type":"registerfunction","id":"evil::open","metadata":{"public":true}}"#)
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    forbidden(&c, "evil::open").await;
+    let _ = t;
+}
+
+#[actix::test]
+async fn r19_unknown_paths_are_404() {
+    let engine = EngineProc::start(CONFIG);
+    let http = engine.url(1).replace("ws://", "http://");
+    let res = awc::Client::new()
+        .get(format!("{http}/ws/channels/abc?key=wrong&dir=read"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 404);
+}
+
+#[actix::test]
+async fn public_sessions_each_get_their_own_events() {
+    let engine = EngineProc::start(CONFIG);
+    let t = trusted(&engine).await;
+    let mut tabs = Vec::new();
+    for _ in 0..2 {
+        let c = public(&engine, "prefix").await;
+        let seen = Arc::new(Mutex::new(Vec::<Value>::new()));
+        let s = seen.clone();
+        c.register_function("ui::on-todo-change", move |v: Value| {
+            let s = s.clone();
+            async move {
+                s.lock().unwrap().push(v);
+                Ok(json!({}))
+            }
+        });
+        c.register_trigger(
+            "stream",
+            "ui::on-todo-change",
+            json!({"stream_name": "todo", "group_id": "todos"}),
+        );
+        tabs.push((c, seen));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    t.client
+        .trigger("stream::set", json!({"stream_name": "todo", "group_id": "todos", "item_id": "a", "data": {"id": "a"}}))
+        .await
+        .unwrap();
+    for (_, seen) in &tabs {
+        assert!(common::eventually(T, || seen.lock().unwrap().len() == 1).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for (_, seen) in &tabs {
+        let v = seen.lock().unwrap();
+        assert_eq!(v.len(), 1, "exactly once per tab");
+        assert_eq!(v[0]["event"]["type"], "create");
+    }
+}
