@@ -3,7 +3,8 @@
 //!
 //! Start order: the registry on its own arbiter (thread), then the engine-hosted modules, then
 //! the listeners (so a worker never connects before the functions it may call exist), then the
-//! exec module (so the processes it starts find their listener). Stop order is the reverse.
+//! exec modules (so the processes they start find their listener, whose address they get as
+//! `III_URL`). Stop order is the reverse.
 //! Fallible setup (binding ports, opening the data directory) happens here, before anything
 //! is announced as ready; an error names the module and the reason.
 
@@ -14,7 +15,7 @@ use actix::prelude::*;
 use serde_json::{json, Value};
 
 use crate::config::EngineConfig;
-use crate::modules::{stream, worker};
+use crate::modules::{exec, stream, worker};
 use crate::registry::RegistryActor;
 
 /// A running engine.
@@ -22,6 +23,7 @@ pub struct Engine {
     registry: Addr<RegistryActor>,
     stream: Option<stream::StreamModule>,
     listeners: Vec<(worker::Listener, bool)>,
+    exec: Vec<exec::ExecModule>,
     arbiters: Vec<Arbiter>,
 }
 
@@ -43,6 +45,7 @@ impl Engine {
             registry: registry.clone(),
             stream: None,
             listeners: Vec::new(),
+            exec: Vec::new(),
             arbiters: vec![registry_arbiter],
         };
         if let Some(cfg) = &config.stream {
@@ -80,7 +83,31 @@ impl Engine {
                 }
             }
         }
+        let iii_url = engine.trusted_url();
+        for (i, cfg) in config.exec.iter().enumerate() {
+            engine.exec.push(exec::start(i, cfg, iii_url.clone()));
+        }
         Ok(engine)
+    }
+
+    /// `ws://127.0.0.1:<port>` of the first listener without `rbac` (else the first one): what
+    /// the processes the engine starts receive as `III_URL`.
+    fn trusted_url(&self) -> String {
+        let pick = self
+            .listeners
+            .iter()
+            .find(|(_, rbac)| !rbac)
+            .or(self.listeners.first());
+        let Some((l, _)) = pick else {
+            return String::new();
+        };
+        let ip = match l.addr.ip() {
+            std::net::IpAddr::V4(ip) if ip.is_unspecified() => "127.0.0.1".to_string(),
+            std::net::IpAddr::V4(ip) => ip.to_string(),
+            std::net::IpAddr::V6(ip) if ip.is_unspecified() => "[::1]".to_string(),
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        };
+        format!("ws://{ip}:{}", l.addr.port())
     }
 
     /// The registry, for in-process clients of the engine.
@@ -104,8 +131,12 @@ impl Engine {
         json!({"pid": std::process::id(), "listeners": listeners, "stream": stream})
     }
 
-    /// Stops listeners (closing every connection) and the actors, in reverse start order.
+    /// Stops the processes the engine started, then listeners (closing every connection),
+    /// then the store and the actors: reverse start order.
     pub async fn stop(self) {
+        for e in self.exec {
+            e.stop().await;
+        }
         for (l, _) in &self.listeners {
             l.server.stop(true).await;
         }
