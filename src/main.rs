@@ -18,9 +18,12 @@ Options:
   -h, --help               show this help
   -V, --version            show the version
 
-Logging: RUST_LOG (e.g. RUST_LOG=info, RUST_LOG=iii=debug); default: info.
+Logging: RUST_LOG (e.g. RUST_LOG=debug, RUST_LOG=iii=debug); default: info.
 Stop with Ctrl-C or SIGTERM: connections are closed, data is flushed, child processes stopped.
 ";
+
+/// Engine events at info; the HTTP server's own start-up chatter only when something is wrong.
+const DEFAULT_LOG: &str = "info,actix_server=warn";
 
 struct Args {
     config: PathBuf,
@@ -69,7 +72,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(DEFAULT_LOG)).init();
     let cfg = match config::load(&args.config) {
         Ok(c) => c,
         Err(e) => {

@@ -37,6 +37,17 @@ impl EngineProc {
         EngineProc { child, dir, ready }
     }
 
+    /// Starts the engine in `dir` with extra environment variables.
+    pub fn start_with_env(
+        dir: tempfile::TempDir,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> EngineProc {
+        std::fs::write(dir.path().join("iii-config.yaml"), config).expect("write config");
+        let (child, ready) = spawn(dir.path(), env);
+        EngineProc { child, dir, ready }
+    }
+
     /// Starts again on the same directory (after a stop or kill).
     pub fn restart(&mut self) {
         let _ = self.child.wait();
