@@ -8,16 +8,20 @@
 //! # The actor graph
 //!
 //! ```text
-//!  browser tab ──ws──┐   SessionActor (session.rs)      ┌─> RegistryActor (registry/)
-//!  Node worker ──ws──┼─> one per socket: frames <->  ──┤     functions, trigger types, triggers,
-//!  Python, Rust ─ws──┘   typed messages, limits, pings  │     connections, pending calls, RBAC
-//!                                                        └─> engine-hosted modules (modules/)
+//!  browser tab ──ws──┐  SessionActor (session.rs)       RegistryActor (registry/)        StreamActor (modules/stream/)
+//!  Node worker ──ws──┼─ one per socket: frames <->  ──> functions, triggers, calls, ──> stream::* functions, store dir
+//!  Python, Rust ─ws──┘  typed messages, limits, pings    connections, RBAC, prefixes <── change events -> trigger fires
+//!                                                                                         consumer sockets (port 3112)
+//!  ExecActor (modules/exec.rs): sh -c <command> per exec entry, III_URL = the trusted listener
 //! ```
 //!
 //! * [`session::SessionActor`] — one per WebSocket; the only code that touches the socket.
 //! * [`registry::RegistryActor`] — the single owner of routing state, on its own thread. It
 //!   never awaits a worker: calls are forwarded and parked, results come back as messages.
-//! * [`modules`] — one module per config entry kind: the worker listeners (`modules::worker`).
+//! * [`modules`] — one module per config entry kind: the worker listeners (`modules::worker`),
+//!   the stream store and its consumer socket (`modules::stream`, a `StreamActor` on its own
+//!   thread that serves `stream::*` for the registry like any function owner), and the worker
+//!   processes the engine supervises (`modules::exec`, an `ExecActor` per entry).
 //! * [`client`] — our Rust worker client (tests, the bench tool and Rust workers use it).
 //!
 //! # One invocation's path
@@ -44,8 +48,11 @@
 //! | `error.rs` | [`error::EngineError`] and its wire codes |
 //! | `rbac.rs` | pure RBAC policy: patterns, decision order, prefixes |
 //! | `session.rs` | the WebSocket actor |
-//! | `registry/` | routing state: `mod.rs` lifecycle, `invoke.rs` calls, `triggers.rs`, `engine_fns.rs` |
+//! | `outbox.rs` | stall-aware delivery to socket actors (a peer that stops reading is dropped) |
+//! | `registry/` | routing state: `mod.rs` messages, `connections.rs` lifecycle, `registration.rs` RBAC registrations and hooks, `invoke.rs` calls and middleware, `triggers.rs`, `engine_fns.rs` |
 //! | `modules/worker.rs` | the listener (HTTP server, upgrades, static files) |
+//! | `modules/stream/` | `mod.rs` the actor and fan-out, `functions.rs` the `stream::*` shapes, `ops.rs` update ops, `store.rs` the durable log + snapshots, `socket.rs` the consumer socket |
+//! | `modules/exec.rs` | child processes: pipeline, restarts, output, process groups, shutdown |
 //! | `client/` | the Rust worker client |
 
 pub mod client;

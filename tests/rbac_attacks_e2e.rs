@@ -6,7 +6,7 @@
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{EngineProc, RawEvent, RawWs};
@@ -525,15 +525,7 @@ async fn public_sessions_each_get_their_own_events() {
     let mut tabs = Vec::new();
     for _ in 0..2 {
         let c = public(&engine, "prefix").await;
-        let seen = Arc::new(Mutex::new(Vec::<Value>::new()));
-        let s = seen.clone();
-        c.register_function("ui::on-todo-change", move |v: Value| {
-            let s = s.clone();
-            async move {
-                s.lock().unwrap().push(v);
-                Ok(json!({}))
-            }
-        });
+        let seen = common::recorder(&c, "ui::on-todo-change");
         c.register_trigger(
             "stream",
             "ui::on-todo-change",

@@ -8,48 +8,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::sdk::node_cmd;
-use common::{repo_path, EngineProc, RawWs};
+use common::{recorder, repo_path, ChildGuard, EngineProc, RawWs, TODO_CONFIG};
 use iii::client::{Client, ClientOptions};
 use iii::protocol::ErrorBody;
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(5);
 
-const TODO_CONFIG: &str = "modules:
-  - class: modules::worker::WorkerModule
-    config: {host: 127.0.0.1, port: 0}
-  - class: modules::worker::WorkerModule
-    config:
-      host: 127.0.0.1
-      port: 0
-      rbac:
-        auth_function_id: todo-project::auth-function
-        expose_functions:
-          - match(\"todos::create\")
-          - match(\"todos::list\")
-          - match(\"todos::get\")
-          - match(\"todos::toggle\")
-          - match(\"todos::delete\")
-  - class: modules::stream::StreamModule
-    config:
-      host: 127.0.0.1
-      port: 0
-      adapter:
-        class: modules::stream::adapters::KvStore
-        config: {store_method: file_based, file_path: ./data/stream_store}
-";
-
-/// The todo worker from `worker/`, on the published npm iii-sdk, stopped when dropped.
-struct NodeWorker(std::process::Child);
-
-impl Drop for NodeWorker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_todo_worker(url: &str) -> NodeWorker {
+fn start_todo_worker(url: &str) -> ChildGuard {
     assert!(
         repo_path("worker/node_modules/iii-sdk").exists(),
         "worker/ dependencies are missing: run scripts/setup-test-deps"
@@ -60,7 +26,7 @@ fn start_todo_worker(url: &str) -> NodeWorker {
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("node");
-    NodeWorker(child)
+    ChildGuard(child)
 }
 
 async fn public_client(engine: &EngineProc) -> Client {
@@ -82,15 +48,7 @@ async fn todo_layout_with_the_published_sdk_worker() {
     // Each tab registers the same ui::on-todo-change; the prefix keeps them apart.
     let mut seen = Vec::new();
     for tab in [&a, &b] {
-        let events = Arc::new(Mutex::new(Vec::<Value>::new()));
-        let e = events.clone();
-        tab.register_function("ui::on-todo-change", move |v: Value| {
-            let e = e.clone();
-            async move {
-                e.lock().unwrap().push(v);
-                Ok(json!({}))
-            }
-        });
+        let events = recorder(tab, "ui::on-todo-change");
         tab.register_trigger(
             "stream",
             "ui::on-todo-change",

@@ -37,15 +37,7 @@ fn set(item: &str, data: Value) -> Value {
 
 /// Registers `id` as a subscriber that records every event it gets.
 fn recorder(c: &Client, id: &str, config: Value) -> Arc<Mutex<Vec<Value>>> {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let s = seen.clone();
-    c.register_function(id, move |v: Value| {
-        let s = s.clone();
-        async move {
-            s.lock().unwrap().push(v);
-            Ok(json!({}))
-        }
-    });
+    let seen = common::recorder(c, id);
     c.register_trigger("stream", id, config);
     seen
 }

@@ -8,46 +8,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::sdk::node_cmd;
-use common::{eventually, repo_path, EngineProc};
+use common::{eventually, recorder, repo_path, ChildGuard, EngineProc, TODO_CONFIG};
 use iii::client::{Client, ClientOptions};
 use serde_json::{json, Value};
-
-const CONFIG: &str = "modules:
-  - class: modules::worker::WorkerModule
-    config: {host: 127.0.0.1, port: 0}
-  - class: modules::worker::WorkerModule
-    config:
-      host: 127.0.0.1
-      port: 0
-      rbac:
-        auth_function_id: todo-project::auth-function
-        expose_functions:
-          - match(\"todos::create\")
-          - match(\"todos::list\")
-          - match(\"todos::get\")
-          - match(\"todos::toggle\")
-          - match(\"todos::delete\")
-  - class: modules::stream::StreamModule
-    config:
-      host: 127.0.0.1
-      port: 0
-      adapter:
-        class: modules::stream::adapters::KvStore
-        config: {store_method: file_based, file_path: ./data/stream_store}
-";
-
-struct Proc(std::process::Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn rust_worker_path() -> PathBuf {
     let exe = std::env::current_exe().expect("test exe");
@@ -61,7 +27,7 @@ fn rust_worker_path() -> PathBuf {
     path
 }
 
-fn start_worker(kind: &str, url: &str) -> Proc {
+fn start_worker(kind: &str, url: &str) -> ChildGuard {
     let mut cmd = match kind {
         "js" => {
             assert!(
@@ -75,7 +41,7 @@ fn start_worker(kind: &str, url: &str) -> Proc {
     cmd.env("III_URL", url)
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null());
-    Proc(cmd.spawn().expect("start the todo worker"))
+    ChildGuard(cmd.spawn().expect("start the todo worker"))
 }
 
 /// A public client, once the worker's auth function admits it and todos::list answers.
@@ -114,19 +80,11 @@ async fn fails(c: &Client, function_id: &str, input: Value, message: &str) {
 }
 
 async fn check_worker(kind: &str) {
-    let engine = EngineProc::start(CONFIG);
+    let engine = EngineProc::start(TODO_CONFIG);
     let _worker = start_worker(kind, &engine.url(0));
     let c = tab(&engine).await;
     let watcher = tab(&engine).await;
-    let events = Arc::new(Mutex::new(Vec::<Value>::new()));
-    let e = events.clone();
-    watcher.register_function("ui::on-todo-change", move |v: Value| {
-        let e = e.clone();
-        async move {
-            e.lock().unwrap().push(v);
-            Ok(json!({}))
-        }
-    });
+    let events = recorder(&watcher, "ui::on-todo-change");
     watcher.register_trigger(
         "stream",
         "ui::on-todo-change",

@@ -7,7 +7,7 @@
 //! directory, so one origin carries both the page and its socket. File reads run on the
 //! blocking pool, never on the socket-serving threads.
 
-use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,14 +40,7 @@ pub fn start(
     config: Arc<ListenerConfig>,
     registry: Addr<RegistryActor>,
 ) -> Result<Listener, String> {
-    let bind = config.bind_addr();
-    let addr = bind
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {bind}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("cannot resolve {bind}"))?;
-    let socket = TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    let local = socket.local_addr().map_err(|e| e.to_string())?;
+    let (socket, local) = crate::modules::bind(&config.bind_addr())?;
     if let Some(dir) = &config.static_dir {
         if !dir.is_dir() {
             return Err(format!("static_dir {} is not a directory", dir.display()));

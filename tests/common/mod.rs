@@ -247,3 +247,56 @@ impl RawWs {
         }
     }
 }
+
+/// The todo app's layout on free ports: trusted listener (0), public RBAC listener with the
+/// todo auth function and exactly the five `todos::*` functions exposed (1), file-backed stream.
+pub const TODO_CONFIG: &str = "modules:
+  - class: modules::worker::WorkerModule
+    config: {host: 127.0.0.1, port: 0}
+  - class: modules::worker::WorkerModule
+    config:
+      host: 127.0.0.1
+      port: 0
+      rbac:
+        auth_function_id: todo-project::auth-function
+        expose_functions:
+          - match(\"todos::create\")
+          - match(\"todos::list\")
+          - match(\"todos::get\")
+          - match(\"todos::toggle\")
+          - match(\"todos::delete\")
+  - class: modules::stream::StreamModule
+    config:
+      host: 127.0.0.1
+      port: 0
+      adapter:
+        class: modules::stream::adapters::KvStore
+        config: {store_method: file_based, file_path: ./data/stream_store}
+";
+
+/// A child process killed (and reaped) when dropped.
+pub struct ChildGuard(pub std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Registers `function_id` on `client` as a handler that records every input it gets.
+pub fn recorder(
+    client: &iii::client::Client,
+    function_id: &str,
+) -> std::sync::Arc<std::sync::Mutex<Vec<Value>>> {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    client.register_function(function_id, move |v: Value| {
+        let s = s.clone();
+        async move {
+            s.lock().unwrap().push(v);
+            Ok(serde_json::json!({}))
+        }
+    });
+    seen
+}

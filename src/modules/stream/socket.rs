@@ -9,7 +9,7 @@
 //! `auth_function`, the function is called before the upgrade with
 //! `{headers, path, query_params, addr}`; a failure refuses the upgrade (401).
 
-use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -59,14 +59,7 @@ pub fn start(
     stream: Addr<StreamActor>,
     registry: Addr<RegistryActor>,
 ) -> Result<(SocketAddr, actix_web::dev::ServerHandle), String> {
-    let bind = config.bind_addr();
-    let addr = bind
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {bind}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("cannot resolve {bind}"))?;
-    let socket = TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    let local = socket.local_addr().map_err(|e| e.to_string())?;
+    let (socket, local) = crate::modules::bind(&config.bind_addr())?;
     let state = State {
         stream,
         registry,
