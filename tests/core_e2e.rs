@@ -364,7 +364,7 @@ async fn workers_available_trigger_fires_on_connect_and_disconnect() {
         }
     });
     watcher.register_trigger("engine::workers-available", "watch::workers", json!({}));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    common::barrier(&watcher).await;
     let other = client(&engine, "other").await;
     let other_id = other.worker_id().unwrap();
     other.shutdown().await;
@@ -397,7 +397,7 @@ async fn worker_provided_trigger_types_get_their_bindings() {
     consumer.register_function("hooks::on-call", |_| async { Ok(json!({})) });
     // Bound before any provider exists: parked, not an error.
     let binding = consumer.register_trigger("webhook", "hooks::on-call", json!({"path": "/x"}));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    common::barrier(&consumer).await;
 
     let provider = client(&engine, "provider").await;
     let (_ty, mut events) = provider.register_trigger_type("webhook", "HTTP webhook trigger");
@@ -472,4 +472,43 @@ async fn provider_rejection_reaches_the_registering_worker() {
     assert_eq!(told["id"], "t-1");
     assert_eq!(told["error"]["code"], "trigger_registration_failed");
     assert_eq!(told["error"]["message"], "invalid cron expression");
+}
+
+#[actix::test]
+async fn functions_available_trigger_fires_when_the_set_changes() {
+    let engine = EngineProc::start(BASIC);
+    let watcher = client(&engine, "watcher").await;
+    let seen = common::recorder(&watcher, "watch::functions");
+    watcher.register_trigger("engine::functions-available", "watch::functions", json!({}));
+    common::barrier(&watcher).await;
+    let other = client(&engine, "other").await;
+    other.register_function("new::fn", |_| async { Ok(json!(1)) });
+    let has_new = |v: &Value| {
+        v["event"] == "functions_changed"
+            && v["functions"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|x| x["function_id"] == "new::fn"))
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(has_new))
+        .await
+    );
+    other.shutdown().await;
+    let gone = |v: &Value| {
+        v["functions"]
+            .as_array()
+            .is_some_and(|f| !f.iter().any(|x| x["function_id"] == "new::fn"))
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || seen
+            .lock()
+            .unwrap()
+            .last()
+            .is_some_and(gone))
+        .await
+    );
 }

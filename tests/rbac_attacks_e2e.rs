@@ -201,7 +201,7 @@ async fn r5_r6_registrations_cannot_shadow_anyone() {
     squatter.register_function("api::login", |_| async { Ok(json!({"token": "stolen"})) });
     squatter.register_function("stream::set(orders)", |_| async { Ok(json!("hijacked")) });
     let victim = public(&engine, "prefix").await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    common::barrier(&squatter).await;
     assert_eq!(
         victim.trigger("api::login", json!({})).await.unwrap(),
         json!({"token": "real"})
@@ -244,7 +244,8 @@ async fn r5_r6_registrations_cannot_shadow_anyone() {
     b.register_function("x", |_| async { Ok(json!("from B")) });
     let a = public(&engine, "prefix").await;
     a.register_function("fixed-prefix::x", |_| async { Ok(json!("from A")) });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    common::barrier(&a).await;
+    common::barrier(&b).await;
     assert_eq!(
         t.client
             .trigger("fixed-prefix::x", json!({}))
@@ -307,7 +308,9 @@ async fn r7_r8_r14_trigger_rules() {
         )
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Any fire would have been dispatched before this round trip returns; give it time to run.
+    common::barrier(&t.client).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
         t.wipes.load(Ordering::SeqCst),
         0,
@@ -338,7 +341,7 @@ async fn r9_cannot_unregister_what_others_own() {
     let binding =
         victim.register_trigger("stream", "ui::on-change", json!({"stream_name": "todo"}));
     let mut attacker = RawWs::connect(&public_url(&engine, "noprefix")).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    common::barrier(&victim).await;
     attacker
         .text(
             json!({"type": "unregistertrigger", "id": binding.id(), "trigger_type": "stream"})
@@ -353,7 +356,7 @@ async fn r9_cannot_unregister_what_others_own() {
     attacker
         .text(r#"{"type":"unregisterfunction","id":"api::login"}"#)
         .await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    attacker.barrier().await;
     t.client
         .trigger(
             "stream::set",
@@ -377,7 +380,7 @@ async fn r10_r11_r13_invocation_ids_and_caller_identity() {
     callee
         .text(r#"{"type":"registerfunction","id":"api::slow"}"#)
         .await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    callee.barrier().await;
     let mut caller = RawWs::connect(&public_url(&engine, "prefix")).await;
     let id = "7a1b5c2d-1111-4222-8333-944455566677";
     let call = json!({"type": "invokefunction", "invocation_id": id, "function_id": "api::slow",
@@ -397,7 +400,7 @@ async fn r10_r11_r13_invocation_ids_and_caller_identity() {
     let mut spoofer = RawWs::connect(&public_url(&engine, "prefix")).await;
     let fake = json!({"type": "invocationresult", "invocation_id": engine_id, "function_id": "api::slow", "result": "spoofed"});
     spoofer.text(fake.to_string()).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    spoofer.barrier().await;
     let real = json!({"type": "invocationresult", "invocation_id": engine_id, "function_id": "api::slow", "result": "real"});
     callee.text(real.to_string()).await;
     let answer = caller.next_json(T).await;
@@ -501,9 +504,22 @@ async fn r18_metadata_from_public_sessions_exposes_nothing() {
     let mut raw = RawWs::connect(&public_url(&engine, "noprefix")).await;
     raw.text(r#"{"type":"registerfunction","id":"evil::open","metadata":{"public":true}}"#)
         .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    raw.barrier().await;
+    // It is registered (the trusted side sees it), yet nobody on the public port may call it.
+    let all = t
+        .client
+        .trigger("engine::functions::list", json!({}))
+        .await
+        .unwrap();
+    assert!(
+        all["functions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["function_id"] == "evil::open"),
+        "{all}"
+    );
     forbidden(&c, "evil::open").await;
-    let _ = t;
 }
 
 #[actix::test]
@@ -533,7 +549,9 @@ async fn public_sessions_each_get_their_own_events() {
         );
         tabs.push((c, seen));
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    for (c, _) in &tabs {
+        common::barrier(c).await;
+    }
     t.client
         .trigger("stream::set", json!({"stream_name": "todo", "group_id": "todos", "item_id": "a", "data": {"id": "a"}}))
         .await

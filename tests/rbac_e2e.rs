@@ -94,7 +94,7 @@ async fn todo_layout_with_the_published_sdk_worker() {
 
     // A tab registering todos::create gets its own copy; everyone else still reaches the worker.
     a.register_function("todos::create", |_| async { Ok(json!("hijacked")) });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    common::barrier(&a).await;
     let real = b
         .trigger("todos::create", json!({"title": "Second"}))
         .await
@@ -272,7 +272,7 @@ async fn middleware_and_registration_hooks_see_the_context() {
     tab.register_trigger("stream", "keep::me", json!({}));
     let (reg, _events) = tab.register_trigger_type("mine", "my type");
     let _ = reg;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    common::barrier(&tab).await;
     let bindings = trusted
         .trigger("engine::registered-triggers::list", json!({}))
         .await

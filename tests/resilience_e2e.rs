@@ -120,3 +120,96 @@ async fn worker_that_never_reads_is_disconnected_and_others_keep_going() {
     );
     drop(stuck);
 }
+
+#[actix::test]
+async fn stalled_handshakes_are_closed_at_the_deadline() {
+    use std::io::{Read, Write};
+    let engine = EngineProc::start(&config("      handshake_timeout_ms: 300\n"));
+    let addr = engine.url(0).replace("ws://", "");
+    let started = Instant::now();
+    let mut silent = std::net::TcpStream::connect(&addr).unwrap();
+    let mut partial = std::net::TcpStream::connect(&addr).unwrap();
+    partial.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+    for s in [&mut silent, &mut partial] {
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut buf = [0u8; 512];
+        // The server closes (EOF) or answers 408 and closes; either way well before 3 s.
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(e) => panic!("socket still open after {:?}: {e}", started.elapsed()),
+            }
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // Real clients still get in.
+    let c = Client::connect(&engine.url(0), ClientOptions::named("after"))
+        .await
+        .unwrap();
+    assert!(c.worker_id().is_some());
+}
+
+#[actix::test]
+async fn reattach_retires_the_previous_connection_before_the_replay() {
+    let engine = EngineProc::start(&config(""));
+    let mut old = RawWs::connect(&engine.url(0)).await;
+    let Some(common::RawEvent::Json(welcome)) = old.next(Duration::from_secs(5)).await else {
+        panic!("no welcome")
+    };
+    assert_eq!(welcome["type"], "workerregistered");
+    old.text(r#"{"type":"registerfunction","id":"w::fn"}"#)
+        .await;
+    // A new connection of the same worker reattaches with the right token, then replays.
+    let mut new = RawWs::connect(&engine.url(0)).await;
+    let reattach = serde_json::json!({"type": "reattach", "previous_worker_id": welcome["worker_id"],
+                                      "reattach_token": welcome["reattach_token"]});
+    new.text(reattach.to_string()).await;
+    new.text(r#"{"type":"registerfunction","id":"w::fn"}"#)
+        .await;
+    // The old socket is closed by the engine...
+    loop {
+        match old.next(Duration::from_secs(5)).await {
+            Some(common::RawEvent::Json(_)) => continue,
+            Some(common::RawEvent::Close(_)) | Some(common::RawEvent::Ended) => break,
+            other => panic!("old connection not retired: {other:?}"),
+        }
+    }
+    // ...and calls reach the new one (the old one's cleanup did not remove the replayed id).
+    let caller = Client::connect(&engine.url(0), ClientOptions::named("caller"))
+        .await
+        .unwrap();
+    // The new connection's registration may still be in flight: wait until it is listed.
+    loop {
+        let list = caller
+            .trigger("engine::functions::list", json!({}))
+            .await
+            .unwrap();
+        if list["functions"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|x| x["function_id"] == "w::fn"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let call = caller.clone();
+    let pending = actix::spawn(async move { call.trigger("w::fn", json!({"n": 1})).await });
+    let got = loop {
+        let v = new.next_json(Duration::from_secs(5)).await;
+        if v["type"] == "invokefunction" {
+            break v;
+        }
+    };
+    let answer = json!({"type": "invocationresult", "invocation_id": got["invocation_id"],
+                        "function_id": "w::fn", "result": {"from": "new"}});
+    new.text(answer.to_string()).await;
+    assert_eq!(pending.await.unwrap().unwrap(), json!({"from": "new"}));
+    assert!(engine
+        .log()
+        .contains("reattached; retiring its previous connection"));
+}

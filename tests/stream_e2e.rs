@@ -42,8 +42,11 @@ fn recorder(c: &Client, id: &str, config: Value) -> Arc<Mutex<Vec<Value>>> {
     seen
 }
 
-async fn settle() {
-    tokio::time::sleep(Duration::from_millis(300)).await;
+/// Waits until the engine has handled every registration these clients sent.
+async fn settle(clients: &[&Client]) {
+    for c in clients {
+        common::barrier(c).await;
+    }
 }
 
 #[test]
@@ -132,7 +135,7 @@ async fn events_arrive_in_write_order_and_a_slow_subscriber_delays_nobody() {
     });
     slow.register_trigger("stream", "slow::on", json!({"stream_name": "todo"}));
     let writer = client(&engine, "writer").await;
-    settle().await;
+    settle(&[&fast, &slow]).await;
     let started = Instant::now();
     for n in 0..200 {
         writer
@@ -185,7 +188,7 @@ async fn item_filter_and_condition_function() {
         json!({"stream_name": "todo", "condition_function_id": "f::only-done"}),
     );
     let any = recorder(&w, "f::any", json!({"stream_name": "todo", "group_id": ""}));
-    settle().await;
+    settle(&[&w]).await;
     w.trigger("stream::set", set("t1", json!({"done": false})))
         .await
         .unwrap();
@@ -202,7 +205,13 @@ async fn item_filter_and_condition_function() {
     .await
     .unwrap();
     assert!(common::eventually(T, || any.lock().unwrap().len() == 4).await);
-    settle().await;
+    assert!(
+        common::eventually(T, || done.lock().unwrap().len() == 2
+            && only_t2.lock().unwrap().len() == 1)
+        .await
+    );
+    // Nothing more arrives after a while.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let ids = |v: &Arc<Mutex<Vec<Value>>>| -> Vec<String> {
         v.lock()
             .unwrap()
@@ -281,7 +290,10 @@ async fn consumer_socket_join_sync_push_leave() {
         r#"{"type":"leave","data":{"subscriptionId":"s2","streamName":"todo","groupId":"todos"}}"#,
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The socket's frames are handled in order: once a later join is answered, the leave is done.
+    c.text(r#"{"type":"join","data":{"subscriptionId":"s3","streamName":"todo","groupId":"elsewhere"}}"#)
+        .await;
+    assert_eq!(c.next_json(T).await["event"]["type"], "sync");
     w.trigger(
         "stream::delete",
         json!({"stream_name": "todo", "group_id": "todos", "item_id": "t2"}),
@@ -326,7 +338,7 @@ async fn stream_join_trigger_can_refuse_a_subscription() {
         }
     });
     w.register_trigger("stream:join", "guard::join", json!({}));
-    settle().await;
+    settle(&[&w]).await;
     let stream_url = engine.ready["stream"].as_str().unwrap().to_string();
     let mut c = RawWs::connect(&stream_url).await;
     c.text(

@@ -90,7 +90,7 @@ async fn check_worker(kind: &str) {
         "ui::on-todo-change",
         json!({"stream_name": "todo", "group_id": "todos"}),
     );
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    common::barrier(&watcher).await;
 
     let milk = c
         .trigger("todos::create", json!({"title": "  Buy milk  "}))

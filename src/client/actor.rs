@@ -99,6 +99,17 @@ struct TriggerReg {
     config: Value,
 }
 
+/// A local function handler finished.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct HandlerDone {
+    invocation_id: Option<Uuid>,
+    function_id: String,
+    traceparent: Option<String>,
+    baggage: Option<String>,
+    outcome: Result<Value, ErrorBody>,
+}
+
 /// One event of socket number `.0`; `None` = that socket ended.
 struct SocketEvent(
     u64,
@@ -492,37 +503,48 @@ impl ClientActor {
             return;
         };
         let fut = (f.handler)(inv.data);
-        let (id, function_id, traceparent, baggage) = (
-            inv.invocation_id,
-            inv.function_id,
-            inv.traceparent,
-            inv.baggage,
-        );
-        ctx.spawn(fut.into_actor(self).map(move |res, act, _| {
-            let Some(invocation_id) = id else {
-                if let Err(e) = res {
-                    log::warn!(
-                        "client {}: {function_id} failed: {}",
-                        act.opts.name,
-                        e.message
-                    );
-                }
-                return;
-            };
-            let (result, error) = match res {
-                Ok(v) => (Some(v).filter(|v| !v.is_null()), None),
-                Err(e) => (None, Some(e)),
-            };
-            let frame = protocol::Message::InvocationResult(InvocationResult {
-                invocation_id,
-                function_id,
-                result,
-                error,
-                traceparent,
-                baggage,
-            });
-            act.send_or_queue(frame.encode());
-        }));
+        // Handlers run as tasks on this thread, started in arrival order (actix's own
+        // spawned-future list would start a burst of them in reverse).
+        let addr = ctx.address();
+        let done = HandlerDone {
+            invocation_id: inv.invocation_id,
+            function_id: inv.function_id,
+            traceparent: inv.traceparent,
+            baggage: inv.baggage,
+            outcome: Ok(Value::Null),
+        };
+        actix::spawn(async move {
+            let outcome = fut.await;
+            addr.do_send(HandlerDone { outcome, ..done });
+        });
+    }
+
+    /// A local handler finished: answer the engine (void calls only log a failure).
+    fn answer(&mut self, done: HandlerDone) {
+        let Some(invocation_id) = done.invocation_id else {
+            if let Err(e) = done.outcome {
+                log::warn!(
+                    "client {}: {} failed: {}",
+                    self.opts.name,
+                    done.function_id,
+                    e.message
+                );
+            }
+            return;
+        };
+        let (result, error) = match done.outcome {
+            Ok(v) => (Some(v).filter(|v| !v.is_null()), None),
+            Err(e) => (None, Some(e)),
+        };
+        let frame = protocol::Message::InvocationResult(InvocationResult {
+            invocation_id,
+            function_id: done.function_id,
+            result,
+            error,
+            traceparent: done.traceparent,
+            baggage: done.baggage,
+        });
+        self.send_or_queue(frame.encode());
     }
 
     fn invoke(
@@ -708,6 +730,13 @@ impl Handler<Command> for ClientActor {
     type Result = ();
     fn handle(&mut self, cmd: Command, ctx: &mut Self::Context) {
         self.handle_command(cmd, ctx);
+    }
+}
+
+impl Handler<HandlerDone> for ClientActor {
+    type Result = ();
+    fn handle(&mut self, done: HandlerDone, _ctx: &mut Self::Context) {
+        self.answer(done);
     }
 }
 

@@ -236,6 +236,21 @@ impl RawWs {
         }
     }
 
+    /// Returns once the engine has handled every frame sent before (see [`barrier`]); frames
+    /// arriving meanwhile are skipped.
+    pub async fn barrier(&mut self) {
+        let id = uuid::Uuid::new_v4().to_string();
+        let call = serde_json::json!({"type": "invokefunction", "invocation_id": id,
+                                      "function_id": "engine::barrier", "data": {}});
+        self.text(call.to_string()).await;
+        loop {
+            let v = self.next_json(Duration::from_secs(5)).await;
+            if v["type"] == "invocationresult" && v["invocation_id"] == serde_json::json!(id) {
+                return;
+            }
+        }
+    }
+
     /// The next JSON frame whose `type` is not `workerregistered`.
     pub async fn next_json(&mut self, within: Duration) -> Value {
         loop {
@@ -299,4 +314,14 @@ pub fn recorder(
         }
     });
     seen
+}
+
+/// Returns once the engine has handled everything `client` sent before. A connection's frames
+/// are handled in order, so one round trip through the registry (this call answers
+/// `function_not_found` or `FORBIDDEN`) proves its registrations have landed, and any trigger
+/// binding has reached its provider before a later write.
+pub async fn barrier(client: &iii::client::Client) {
+    let _ = client
+        .trigger("engine::barrier", serde_json::json!({}))
+        .await;
 }
