@@ -25,6 +25,8 @@ pub struct Engine {
     listeners: Vec<(worker::Listener, bool)>,
     exec: Vec<exec::ExecModule>,
     arbiters: Vec<Arbiter>,
+    /// Flipped at stop: every socket closes with 1001 so the servers stop at once.
+    shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 /// Why the engine could not start.
@@ -47,9 +49,10 @@ impl Engine {
             listeners: Vec::new(),
             exec: Vec::new(),
             arbiters: vec![registry_arbiter],
+            shutdown: tokio::sync::watch::channel(false).0,
         };
         if let Some(cfg) = &config.stream {
-            match stream::start(cfg, registry.clone()) {
+            match stream::start(cfg, registry.clone(), engine.shutdown.subscribe()) {
                 Ok(module) => {
                     log::info!("iii-stream consumer socket on ws://{}", module.addr);
                     engine.stream = Some(module);
@@ -65,7 +68,11 @@ impl Engine {
         }
         for (i, l) in config.listeners.iter().enumerate() {
             let rbac = l.rbac.is_some();
-            match worker::start(Arc::new(l.clone()), registry.clone()) {
+            match worker::start(
+                Arc::new(l.clone()),
+                registry.clone(),
+                engine.shutdown.subscribe(),
+            ) {
                 Ok(listener) => {
                     log::info!(
                         "iii-worker-manager listener {i}{} on ws://{}",
@@ -137,9 +144,9 @@ impl Engine {
         for e in self.exec {
             e.stop().await;
         }
-        for (l, _) in &self.listeners {
-            l.server.stop(true).await;
-        }
+        let _ = self.shutdown.send(true);
+        let stops = self.listeners.iter().map(|(l, _)| l.server.stop(true));
+        futures_util::future::join_all(stops).await;
         if let Some(s) = self.stream {
             s.stop().await;
         }

@@ -40,6 +40,28 @@ pub enum ToSession {
     Close(String),
 }
 
+/// Flips to `true` when the engine shuts down; every socket then closes with 1001.
+pub type Shutdown = tokio::sync::watch::Receiver<bool>;
+
+/// Closes the socket of `ctx` (code 1001, "engine shutting down") when `shutdown` flips.
+pub fn close_on_shutdown<A>(ctx: &mut ws::WebsocketContext<A>, mut shutdown: Shutdown)
+where
+    A: Actor<Context = ws::WebsocketContext<A>>,
+{
+    let flipped = async move {
+        let _ = shutdown.wait_for(|down| *down).await;
+    };
+    ctx.spawn(actix::fut::wrap_future::<_, A>(flipped).map(
+        |_, _, ctx: &mut ws::WebsocketContext<A>| {
+            ctx.close(Some(ws::CloseReason {
+                code: ws::CloseCode::Away,
+                description: Some("engine shutting down".into()),
+            }));
+            ctx.stop();
+        },
+    ));
+}
+
 /// Consecutive invalid frames after which a connection is closed (policy violation).
 const MAX_INVALID_STREAK: u32 = 16;
 
@@ -65,6 +87,7 @@ pub struct SessionActor {
     partial: Option<(bool, BytesMut)>,
     invalid_streak: u32,
     progress: Progress,
+    shutdown: Option<Shutdown>,
 }
 
 impl SessionActor {
@@ -73,6 +96,7 @@ impl SessionActor {
         registry: Addr<RegistryActor>,
         listener: Arc<ListenerConfig>,
         peer: PeerInfo,
+        shutdown: Shutdown,
     ) -> Self {
         SessionActor {
             worker_id: Uuid::new_v4(),
@@ -84,6 +108,7 @@ impl SessionActor {
             partial: None,
             invalid_streak: 0,
             progress: Progress::default(),
+            shutdown: Some(shutdown),
         }
     }
 
@@ -262,6 +287,9 @@ impl Actor for SessionActor {
         ctx.set_mailbox_capacity(self.listener.max_queued_frames);
         let interval = Duration::from_millis(self.listener.heartbeat_interval_ms);
         ctx.run_interval(interval, |act, ctx| act.heartbeat(ctx));
+        if let Some(shutdown) = self.shutdown.take() {
+            close_on_shutdown(ctx, shutdown);
+        }
         if self.kind == SessionKind::Worker {
             let peer = self.peer.take().unwrap_or_default();
             self.registry.do_send(Connect {
@@ -296,13 +324,21 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for SessionActor {
                 );
                 return close(ctx, ws::CloseCode::Size, "frame too big");
             }
+            Err(ws::ProtocolError::Io(e)) if e.to_string().contains("utf-8") => {
+                log::warn!(
+                    "worker {}: invalid UTF-8 in a text frame; closing",
+                    self.worker_id
+                );
+                return close(ctx, ws::CloseCode::Invalid, "invalid UTF-8");
+            }
+            Err(ws::ProtocolError::Io(e)) => {
+                // The peer went away without a close frame (a closed tab, a cut network).
+                log::info!("worker {}: connection lost ({e})", self.worker_id);
+                return ctx.stop();
+            }
             Err(e) => {
                 log::warn!("worker {}: protocol error: {e}; closing", self.worker_id);
-                let code = match e {
-                    ws::ProtocolError::Io(_) => ws::CloseCode::Invalid,
-                    _ => ws::CloseCode::Protocol,
-                };
-                return close(ctx, code, "protocol error");
+                return close(ctx, ws::CloseCode::Protocol, "protocol error");
             }
         };
         match msg {

@@ -110,3 +110,33 @@ async fn sigterm_and_sigint_stop_the_engine_cleanly() {
         assert!(lost.is_ok(), "the client saw the engine go away");
     }
 }
+
+#[actix::test]
+async fn shutdown_closes_every_socket_promptly_with_1001() {
+    let mut engine = EngineProc::start(BASIC);
+    let mut ws = common::RawWs::connect(&engine.url(0)).await;
+    let mut otel = common::RawWs::connect(&format!("{}/otel", engine.url(0))).await;
+    let started = std::time::Instant::now();
+    unsafe { libc::kill(engine.pid(), libc::SIGTERM) };
+    for sock in [&mut ws, &mut otel] {
+        let close = loop {
+            match sock.next(Duration::from_secs(3)).await {
+                Some(common::RawEvent::Json(_)) => continue,
+                other => break other,
+            }
+        };
+        match close {
+            Some(common::RawEvent::Close(Some(r))) => assert_eq!(r.code, awc::ws::CloseCode::Away),
+            other => panic!("expected a 1001 close, got {other:?}"),
+        }
+    }
+    let status = tokio::task::spawn_blocking(move || engine.child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+}

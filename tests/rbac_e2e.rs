@@ -115,14 +115,37 @@ async fn todo_layout_with_the_published_sdk_worker() {
 }
 
 #[actix::test]
-async fn auth_function_missing_rejects_with_auth_error() {
-    let engine = EngineProc::start(TODO_CONFIG);
+async fn missing_auth_function_is_waited_for_until_the_auth_deadline() {
+    let config = TODO_CONFIG.replace("      rbac:\n", "      auth_timeout_ms: 600\n      rbac:\n");
+    let engine = EngineProc::start(&config);
+    let started = Instant::now();
     let mut raw = RawWs::connect(&engine.url(1)).await;
     let v = raw.next_json(T).await;
     assert_eq!(
         v,
         json!({"type": "error", "error": {"code": "AUTH_ERROR", "message": "Function todo-project::auth-function not found"}})
     );
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A connection made while the auth worker is still starting is admitted once it is up.
+    let waiting = actix::spawn({
+        let url = engine.url(1);
+        async move { RawWs::connect(&url).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let trusted = Client::connect(&engine.url(0), ClientOptions::named("auth"))
+        .await
+        .unwrap();
+    trusted.register_function("todo-project::auth-function", |_| async { Ok(json!({})) });
+    let mut admitted = waiting.await.unwrap();
+    match admitted.next(T).await {
+        Some(common::RawEvent::Json(v)) => assert_eq!(v["type"], "workerregistered", "{v}"),
+        other => panic!("not admitted: {other:?}"),
+    }
 }
 
 const HOOKS_CONFIG: &str = "workers:

@@ -29,6 +29,8 @@ use crate::config::{ExecConfig, ExecEntry, RestartPolicy};
 
 const BACKOFF_START: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How often a stopping process group is checked for stragglers.
+const GROUP_POLL: Duration = Duration::from_millis(50);
 /// A command that stays up this long is healthy: its backoff starts over.
 const HEALTHY_AFTER: Duration = Duration::from_secs(60);
 
@@ -148,6 +150,13 @@ impl ExecActor {
 
     fn on_exit(&mut self, status: io::Result<ExitStatus>, ctx: &mut Context<Self>) {
         let label = self.label();
+        if self.stopped {
+            log::info!(
+                "{label}: leader exited ({}); waiting for the rest of its group",
+                describe(&status)
+            );
+            return self.finish_stop(ctx);
+        }
         let Some(run) = self.running.take() else {
             return;
         };
@@ -155,13 +164,6 @@ impl ExecActor {
         release(run);
         let success = matches!(&status, Ok(s) if s.success());
         let how = describe(&status);
-        if self.stopped {
-            log::info!("{label}: stopped ({how})");
-            if let Some(done) = self.stopping.take() {
-                let _ = done.send(());
-            }
-            return;
-        }
         if !self.is_last() {
             if success {
                 log::info!("{label}: finished ({how})");
@@ -218,7 +220,7 @@ impl ExecActor {
         signal_group(pid, libc::SIGTERM);
         self.stopping = Some(done);
         ctx.run_later(self.grace, move |act, _| {
-            if act.running.as_ref().is_some_and(|r| r.pid == pid) {
+            if act.running.as_ref().is_some_and(|r| r.pid == pid) && group_alive(pid) {
                 log::warn!(
                     "{}: still running after {:?}; SIGKILL",
                     act.label(),
@@ -228,6 +230,53 @@ impl ExecActor {
             }
         });
     }
+
+    /// After the leader exits during a stop: done once no process of its group is left (the
+    /// grace timer SIGKILLs stragglers).
+    fn finish_stop(&mut self, ctx: &mut Context<Self>) {
+        let Some(run) = &self.running else {
+            return;
+        };
+        if group_alive(run.pid) {
+            ctx.run_later(GROUP_POLL, |act, ctx| act.finish_stop(ctx));
+            return;
+        }
+        if let Some(run) = self.running.take() {
+            release(run);
+        }
+        log::info!("{}: stopped", self.label());
+        if let Some(done) = self.stopping.take() {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// Is any live (non-zombie) process left in process group `pgid`?
+fn group_alive(pgid: i32) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.flatten().any(|entry| {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            return false;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return false;
+        };
+        // After "pid (comm) ": state, ppid, pgrp.
+        let mut fields = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest)
+            .unwrap_or("")
+            .split_whitespace();
+        let state = fields.next();
+        let pgrp = fields.nth(1).and_then(|p| p.parse::<i32>().ok());
+        pgrp == Some(pgid) && state != Some("Z")
+    })
 }
 
 fn backoff(failures: u32) -> Duration {

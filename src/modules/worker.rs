@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 
 use crate::config::ListenerConfig;
 use crate::registry::{PeerInfo, RegistryActor};
-use crate::session::{SessionActor, SessionKind};
+use crate::session::{SessionActor, SessionKind, Shutdown};
 
 /// Shared state of one listener's HTTP workers.
 #[derive(Clone)]
@@ -27,6 +27,7 @@ struct ListenerState {
     config: Arc<ListenerConfig>,
     registry: Addr<RegistryActor>,
     static_dir: Option<PathBuf>,
+    shutdown: Shutdown,
 }
 
 /// A started listener.
@@ -39,6 +40,7 @@ pub struct Listener {
 pub fn start(
     config: Arc<ListenerConfig>,
     registry: Addr<RegistryActor>,
+    shutdown: Shutdown,
 ) -> Result<Listener, String> {
     let (socket, local) = crate::modules::bind(&config.bind_addr())?;
     if let Some(dir) = &config.static_dir {
@@ -50,6 +52,7 @@ pub fn start(
         static_dir: config.static_dir.clone(),
         config: config.clone(),
         registry,
+        shutdown,
     };
     let server = HttpServer::new(move || {
         App::new()
@@ -111,6 +114,7 @@ fn upgrade(
         state.registry.clone(),
         state.config.clone(),
         peer_info(&req),
+        state.shutdown.clone(),
     );
     ws::WsResponseBuilder::new(session, &req, payload)
         .frame_size(state.config.max_frame_bytes)

@@ -8,7 +8,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use serde_json::{json, Value};
@@ -24,6 +24,8 @@ use crate::session::ToSession;
 
 /// Frames a connection may send while it is held (auth, hooks); more and it is closed.
 const MAX_BACKLOG: usize = 1024;
+/// How often a connection waiting for its auth function to be registered checks again.
+const AUTH_RETRY: Duration = Duration::from_millis(100);
 /// Registration prefixes an auth function may not hand out (they would shadow the engine).
 const RESERVED_PREFIXES: &[&str] = &["engine", "stream"];
 
@@ -122,8 +124,42 @@ impl RegistryActor {
         let Some(function_id) = auth else {
             return self.accept(worker_id, None, ctx);
         };
-        let req = CallRequest::new(function_id.clone(), input).timeout(auth_timeout);
+        self.authenticate(
+            worker_id,
+            function_id,
+            input,
+            Instant::now() + auth_timeout,
+            ctx,
+        );
+    }
+
+    /// Calls the auth function. While it is not registered yet (the worker serving it may still
+    /// be starting, e.g. right after an engine restart), the connection waits for it until the
+    /// auth deadline instead of being turned away at once.
+    fn authenticate(
+        &mut self,
+        worker_id: Uuid,
+        function_id: String,
+        input: Value,
+        deadline: Instant,
+        ctx: &mut Context<Self>,
+    ) {
+        if !self.conns.contains_key(&worker_id) {
+            return;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let req = CallRequest::new(function_id.clone(), input.clone()).timeout(left);
         let then = move |act: &mut Self, ctx: &mut Context<Self>, outcome: Outcome| {
+            let missing = matches!(&outcome, Err(e) if e.code == "function_not_found");
+            if missing && Instant::now() + AUTH_RETRY < deadline {
+                log::debug!(
+                    "worker {worker_id}: auth function {function_id} not registered yet; waiting"
+                );
+                ctx.run_later(AUTH_RETRY, move |act, ctx| {
+                    act.authenticate(worker_id, function_id, input, deadline, ctx)
+                });
+                return;
+            }
             act.finish_auth(worker_id, &function_id, outcome, ctx)
         };
         self.call(req, Caller::Then(Box::new(then)), ctx);

@@ -160,7 +160,11 @@ pub struct StreamModule {
 
 /// Opens the store, starts the actor, announces its functions to the registry and opens the
 /// consumer socket.
-pub fn start(config: &StreamConfig, registry: Addr<RegistryActor>) -> Result<StreamModule, String> {
+pub fn start(
+    config: &StreamConfig,
+    registry: Addr<RegistryActor>,
+    shutdown: crate::session::Shutdown,
+) -> Result<StreamModule, String> {
     let kv = &config.adapter.kv;
     let (backend, sync_every_second) = match kv.store_method {
         StoreMethod::InMemory => {
@@ -208,7 +212,7 @@ pub fn start(config: &StreamConfig, registry: Addr<RegistryActor>) -> Result<Str
         trigger_types: described(TRIGGER_TYPES),
         bindings: actor.clone().recipient(),
     });
-    let (addr, server) = socket::start(config, actor.clone(), registry)?;
+    let (addr, server) = socket::start(config, actor.clone(), registry, shutdown)?;
     Ok(StreamModule {
         addr,
         actor,

@@ -25,6 +25,7 @@ use crate::config::StreamConfig;
 use crate::modules::worker::{peer_info, query_params};
 use crate::outbox::Progress;
 use crate::registry::{Call, CallRequest, RegistryActor};
+use crate::session::{close_on_shutdown, Shutdown};
 
 /// Largest frame a consumer may send (joins and leaves are tiny).
 const MAX_FRAME: usize = 1 << 20;
@@ -49,6 +50,7 @@ struct State {
     stream: Addr<StreamActor>,
     registry: Addr<RegistryActor>,
     auth_function: Option<String>,
+    shutdown: Shutdown,
 }
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
@@ -58,12 +60,14 @@ pub fn start(
     config: &StreamConfig,
     stream: Addr<StreamActor>,
     registry: Addr<RegistryActor>,
+    shutdown: Shutdown,
 ) -> Result<(SocketAddr, actix_web::dev::ServerHandle), String> {
     let (socket, local) = crate::modules::bind(&config.bind_addr())?;
     let state = State {
         stream,
         registry,
         auth_function: config.auth_function.clone(),
+        shutdown,
     };
     let server = HttpServer::new(move || {
         App::new()
@@ -117,6 +121,7 @@ async fn upgrade(
         context: Some(context),
         progress: Progress::default(),
         last_inbound: Instant::now(),
+        shutdown: Some(state.shutdown.clone()),
     };
     ws::WsResponseBuilder::new(session, &req, payload)
         .frame_size(MAX_FRAME)
@@ -147,6 +152,7 @@ struct ConsumerSession {
     context: Option<Value>,
     progress: Progress,
     last_inbound: Instant,
+    shutdown: Option<Shutdown>,
 }
 
 impl ConsumerSession {
@@ -175,6 +181,9 @@ impl Actor for ConsumerSession {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(QUEUE);
+        if let Some(shutdown) = self.shutdown.take() {
+            close_on_shutdown(ctx, shutdown);
+        }
         ctx.run_interval(HEARTBEAT, |act, ctx| {
             if act.last_inbound.elapsed() > IDLE {
                 log::warn!("stream consumer {}: silent for {IDLE:?}; closing", act.conn);
