@@ -26,6 +26,27 @@ pub const INFRASTRUCTURE_FUNCTIONS: &[&str] = &[
     "engine::baggage::get_all",
 ];
 
+/// Longest function id accepted.
+pub const MAX_ID_BYTES: usize = 256;
+
+/// A function id must be 1–256 bytes, without `*`, whitespace or control characters, and
+/// without empty `::` segments (`a::::b`, a leading or trailing `::`).
+pub fn check_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > MAX_ID_BYTES {
+        return Err(format!("a function id must be 1 to {MAX_ID_BYTES} bytes"));
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| *c == '*' || c.is_whitespace() || c.is_control())
+    {
+        return Err(format!("a function id may not contain {c:?}"));
+    }
+    if id.split(PREFIX_SEPARATOR).any(str::is_empty) {
+        return Err("a function id may not have an empty `::` segment".into());
+    }
+    Ok(())
+}
+
 /// A glob where `*` matches any run of characters (including `::`), anchored at both ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pattern(String);
@@ -317,6 +338,30 @@ mod tests {
         assert!(Pattern::new("a*b*c").matches("a-b-b-c"));
         assert!(!Pattern::new("a*b*c").matches("a-b-b-d"));
         assert!(Pattern::new("*::on-*").matches("s1::ui::on-todo-change"));
+    }
+
+    #[test]
+    fn function_ids() {
+        for ok in [
+            "todos::create",
+            "a",
+            "stream::set(orders)",
+            "s-1::ui::on-todo-change",
+        ] {
+            assert_eq!(check_id(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "a::::b",
+            "::a",
+            "a::",
+            "a*",
+            "a b",
+            "a\u{7}",
+            &"x".repeat(257),
+        ] {
+            assert!(check_id(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

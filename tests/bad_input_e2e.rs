@@ -255,8 +255,10 @@ async fn reattach_needs_the_right_token() {
             json!({"type": "reattach", "previous_worker_id": victim_id, "reattach_token": token});
         attacker.text(frame.to_string()).await;
     }
-    attacker.text(r#"{"type":"ping"}"#).await;
-    assert_eq!(attacker.next_json(T).await, json!({"type": "pong"}));
+    for _ in 0..3 {
+        let v = attacker.next_json(T).await;
+        assert_eq!(v["error"]["code"], "reattach_rejected", "{v}");
+    }
     for _ in 0..200 {
         match caller.trigger("victim::fn", json!({})).await {
             Ok(v) => return assert_eq!(v, json!(1)),
@@ -267,4 +269,42 @@ async fn reattach_needs_the_right_token() {
         }
     }
     panic!("victim::fn vanished");
+}
+
+#[actix::test]
+async fn malformed_function_ids_are_refused() {
+    let engine = EngineProc::start(BASIC);
+    let mut ws = RawWs::connect(&engine.url(0)).await;
+    for id in [
+        "",
+        "a::::b",
+        "::lead",
+        "trail::",
+        "star*",
+        "has space",
+        &"x".repeat(300),
+    ] {
+        ws.text(json!({"type": "registerfunction", "id": id}).to_string())
+            .await;
+        let v = ws.next_json(T).await;
+        assert_eq!(v["type"], "error", "{id}");
+        assert_eq!(v["error"]["code"], "invalid_id", "{id}: {v}");
+    }
+    ws.text(r#"{"type":"registerfunction","id":"fine::id"}"#)
+        .await;
+    ws.barrier().await;
+    let c = Client::connect(&engine.url(0), ClientOptions::named("lister"))
+        .await
+        .unwrap();
+    let list = c
+        .trigger("engine::functions::list", json!({}))
+        .await
+        .unwrap();
+    let ids: Vec<&str> = list["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["function_id"].as_str())
+        .collect();
+    assert_eq!(ids, ["fine::id"]);
 }

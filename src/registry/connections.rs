@@ -308,8 +308,13 @@ impl RegistryActor {
 
     /// Tells a connection why something it asked for was refused (and logs it).
     pub(crate) fn refuse(&mut self, worker_id: Uuid, what: &str, reason: &str) {
+        self.refuse_with(worker_id, "FORBIDDEN", what, reason);
+    }
+
+    /// [`refuse`](Self::refuse) with a specific error code.
+    pub(crate) fn refuse_with(&mut self, worker_id: Uuid, code: &str, what: &str, reason: &str) {
         log::warn!("worker {worker_id}: {what} denied: {reason}");
-        let body = ErrorBody::new("FORBIDDEN", format!("{what} denied: {reason}"));
+        let body = ErrorBody::new(code, format!("{what} denied: {reason}"));
         self.send_frame(
             worker_id,
             protocol::Message::Error(ErrorFrame { error: body }),
@@ -331,10 +336,13 @@ impl RegistryActor {
         };
         let token_ok = r.reattach_token.as_deref() == Some(old_conn.token.to_string().as_str());
         if !token_ok {
-            log::warn!(
-                "worker {worker_id}: reattach to {old} ignored: wrong or missing reattach token"
+            let what = format!("reattach to {old}");
+            return self.refuse_with(
+                worker_id,
+                "reattach_rejected",
+                &what,
+                "wrong or missing reattach token",
             );
-            return;
         }
         log::info!("worker {worker_id}: reattached; retiring its previous connection {old}");
         old_conn.outbox.force(ToSession::Close(

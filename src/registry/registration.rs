@@ -88,6 +88,9 @@ impl RegistryActor {
             return;
         };
         let what = format!("registration of function '{}'", f.id);
+        if let Err(reason) = rbac::check_id(&f.id) {
+            return self.refuse_with(worker_id, "invalid_id", &what, &reason);
+        }
         if !conn.policy.allow_function_registration {
             return self.refuse(
                 worker_id,
