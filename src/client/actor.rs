@@ -3,7 +3,7 @@
 //! frames of the current socket; every socket gets a generation number so that events of an
 //! old socket never disturb the new one.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use actix::io::{SinkWrite, WriteHandler};
@@ -87,6 +87,17 @@ pub(crate) enum Command {
     DropConnection,
 }
 
+/// A call waiting for its result.
+struct PendingCall {
+    reply: oneshot::Sender<Result<Option<Value>, InvocationError>>,
+    function_id: String,
+    started: Instant,
+    deadline: Instant,
+}
+
+/// How often local call deadlines are checked.
+const DEADLINE_SWEEP: Duration = Duration::from_millis(25);
+
 struct FunctionReg {
     description: Option<String>,
     metadata: Option<Value>,
@@ -127,7 +138,10 @@ pub(crate) struct ClientActor {
     functions: BTreeMap<String, FunctionReg>,
     triggers: BTreeMap<String, TriggerReg>,
     trigger_types: BTreeMap<String, (String, mpsc::UnboundedSender<TriggerTypeEvent>)>,
-    pending: HashMap<Uuid, oneshot::Sender<Result<Option<Value>, InvocationError>>>,
+    pending: HashMap<Uuid, PendingCall>,
+    /// Local deadlines of pending calls, checked by one periodic sweep (a timer per call costs
+    /// more than the call itself at high rates).
+    deadlines: BTreeSet<(Instant, Uuid)>,
     /// Calls written to the current socket (they can only be answered on it).
     sent: HashSet<Uuid>,
     /// Frames waiting for a socket, with the call id of `invokefunction` frames.
@@ -156,6 +170,7 @@ impl ClientActor {
             triggers: BTreeMap::new(),
             trigger_types: BTreeMap::new(),
             pending: HashMap::new(),
+            deadlines: BTreeSet::new(),
             sent: HashSet::new(),
             queue: VecDeque::new(),
             attempt: 0,
@@ -293,8 +308,8 @@ impl ClientActor {
         self.sink = None;
         // Calls written to the lost socket can never be answered: fail them now.
         for id in std::mem::take(&mut self.sent) {
-            if let Some(reply) = self.pending.remove(&id) {
-                let _ = reply.send(Err(InvocationError {
+            if let Some(call) = self.take_pending(id) {
+                let _ = call.reply.send(Err(InvocationError {
                     code: "connection_lost".into(),
                     message: format!("the connection to the engine was lost ({reason})"),
                     stacktrace: None,
@@ -407,12 +422,12 @@ impl ClientActor {
             }
             M::InvocationResult(r) => {
                 self.sent.remove(&r.invocation_id);
-                if let Some(reply) = self.pending.remove(&r.invocation_id) {
+                if let Some(call) = self.take_pending(r.invocation_id) {
                     let outcome = match r.error {
                         Some(e) => Err(e.into()),
                         None => Ok(r.result),
                     };
-                    let _ = reply.send(outcome);
+                    let _ = call.reply.send(outcome);
                 }
             }
             M::InvokeFunction(inv) => self.serve(inv, ctx),
@@ -552,7 +567,6 @@ impl ClientActor {
         req: TriggerRequest,
         timeout: Duration,
         reply: oneshot::Sender<Result<Option<Value>, InvocationError>>,
-        ctx: &mut Context<Self>,
     ) {
         let id = Uuid::new_v4();
         let frame = protocol::Message::InvokeFunction(InvokeFunction {
@@ -565,31 +579,57 @@ impl ClientActor {
             metadata: req.metadata,
             timeout_ms: req.timeout.map(|t| t.as_millis() as u64),
         });
-        self.pending.insert(id, reply);
-        self.send_call_or_queue(Some(id), frame.encode());
-        let function_id = req.function_id;
         let started = Instant::now();
-        // With an explicit deadline the engine answers at it; the local timer is a safety net
-        // for engines that ignore `timeout_ms`.
+        // With an explicit deadline the engine answers at it; the local deadline is a safety
+        // net for engines that ignore `timeout_ms`.
         let local = if req.timeout.is_some() {
             timeout + LOCAL_GRACE
         } else {
             timeout
         };
-        ctx.run_later(local, move |act, _| {
-            if let Some(reply) = act.pending.remove(&id) {
-                let _ = reply.send(Err(InvocationError {
-                    code: "TIMEOUT".into(),
-                    message: format!(
-                        "invocation of {function_id} timed out after {}ms",
-                        started.elapsed().as_millis()
-                    ),
-                    stacktrace: None,
-                }));
-                act.queue.retain(|(call, _)| *call != Some(id));
-                act.sent.remove(&id);
+        let deadline = started + local;
+        self.pending.insert(
+            id,
+            PendingCall {
+                reply,
+                function_id: req.function_id,
+                started,
+                deadline,
+            },
+        );
+        self.deadlines.insert((deadline, id));
+        self.send_call_or_queue(Some(id), frame.encode());
+    }
+
+    fn take_pending(&mut self, id: Uuid) -> Option<PendingCall> {
+        let call = self.pending.remove(&id)?;
+        self.deadlines.remove(&(call.deadline, id));
+        Some(call)
+    }
+
+    /// Fails every call past its local deadline with `TIMEOUT`.
+    fn expire(&mut self) {
+        let now = Instant::now();
+        while let Some(&(deadline, id)) = self.deadlines.first() {
+            if deadline > now {
+                break;
             }
-        });
+            self.deadlines.pop_first();
+            let Some(call) = self.pending.remove(&id) else {
+                continue;
+            };
+            let _ = call.reply.send(Err(InvocationError {
+                code: "TIMEOUT".into(),
+                message: format!(
+                    "invocation of {} timed out after {}ms",
+                    call.function_id,
+                    call.started.elapsed().as_millis()
+                ),
+                stacktrace: None,
+            }));
+            self.queue.retain(|(c, _)| *c != Some(id));
+            self.sent.remove(&id);
+        }
     }
 
     fn handle_command(&mut self, cmd: Command, ctx: &mut Context<Self>) {
@@ -649,7 +689,7 @@ impl ClientActor {
                 req,
                 timeout,
                 reply,
-            } => self.invoke(req, timeout, reply, ctx),
+            } => self.invoke(req, timeout, reply),
             Command::InvokeVoid {
                 function_id,
                 payload,
@@ -704,8 +744,9 @@ impl ClientActor {
             let _ = sink.write(ws::Message::Close(None));
             sink.close();
         }
-        for (_, reply) in self.pending.drain() {
-            let _ = reply.send(Err(InvocationError {
+        self.deadlines.clear();
+        for (_, call) in self.pending.drain() {
+            let _ = call.reply.send(Err(InvocationError {
                 code: "SHUTDOWN".into(),
                 message: "the client is shutting down".into(),
                 stacktrace: None,
@@ -722,6 +763,7 @@ impl Actor for ClientActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         let beat = self.opts.heartbeat;
         ctx.run_interval(beat, |act, ctx| act.heartbeat(ctx));
+        ctx.run_interval(DEADLINE_SWEEP, |act, _| act.expire());
         self.connect(ctx);
     }
 }

@@ -62,6 +62,8 @@ pub fn start(
             .default_service(web::to(static_file))
     })
     .workers(config.threads)
+    // Frames are small and latency matters: no Nagle delay on replies.
+    .tcp_nodelay(true)
     .disable_signals()
     .shutdown_timeout(2)
     .client_request_timeout(Duration::from_millis(config.handshake_timeout_ms))

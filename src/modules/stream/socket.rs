@@ -78,6 +78,7 @@ pub fn start(
             }))
     })
     .workers(1)
+    .tcp_nodelay(true)
     .disable_signals()
     .shutdown_timeout(2)
     .listen(socket)
