@@ -57,8 +57,10 @@
 
 pub mod client;
 pub mod config;
+pub mod deadlines;
 pub mod engine;
 pub mod error;
+pub mod ids;
 pub mod modules;
 pub mod outbox;
 pub mod protocol;

@@ -62,6 +62,9 @@ where
     ));
 }
 
+/// The key the engine sets in a call's `data` to the caller's worker id (§4.3).
+const CALLER_KEY: &str = "_caller_worker_id";
+
 /// Consecutive invalid frames after which a connection is closed (policy violation).
 const MAX_INVALID_STREAK: u32 = 16;
 
@@ -78,6 +81,8 @@ pub enum SessionKind {
 /// One WebSocket connection.
 pub struct SessionActor {
     worker_id: Uuid,
+    /// `worker_id` as text, injected into every call this connection makes.
+    worker_id_text: String,
     kind: SessionKind,
     registry: Addr<RegistryActor>,
     listener: Arc<ListenerConfig>,
@@ -98,8 +103,10 @@ impl SessionActor {
         peer: PeerInfo,
         shutdown: Shutdown,
     ) -> Self {
+        let worker_id = Uuid::new_v4();
         SessionActor {
-            worker_id: Uuid::new_v4(),
+            worker_id,
+            worker_id_text: worker_id.to_string(),
             kind,
             registry,
             listener,
@@ -156,8 +163,8 @@ impl SessionActor {
             protocol::Message::InvokeFunction(mut inv) => {
                 if let Value::Object(map) = &mut inv.data {
                     map.insert(
-                        "_caller_worker_id".into(),
-                        Value::String(self.worker_id.to_string()),
+                        CALLER_KEY.into(),
+                        Value::String(self.worker_id_text.clone()),
                     );
                 }
                 self.forward(protocol::Message::InvokeFunction(inv));

@@ -3,7 +3,7 @@
 //! frames of the current socket; every socket gets a generation number so that events of an
 //! old socket never disturb the new one.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use actix::io::{SinkWrite, WriteHandler};
@@ -17,7 +17,30 @@ use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use super::{ClientOptions, HandlerFn, InvocationError, TriggerRequest, TriggerTypeEvent};
+use crate::deadlines::Deadlines;
+use crate::ids::IdMap;
 use crate::protocol::{self, Action, Decoded, ErrorBody, InvocationResult, InvokeFunction};
+
+/// TCP connections with Nagle's algorithm off: frames are small and a delayed ACK would hold
+/// a reply back by tens of milliseconds.
+fn nodelay_connector() -> impl actix_service::Service<
+    actix_tls::connect::ConnectInfo<awc::http::Uri>,
+    Response = actix_tls::connect::Connection<awc::http::Uri, actix_web::rt::net::TcpStream>,
+    Error = actix_tls::connect::ConnectError,
+> + Clone {
+    use actix_service::ServiceExt;
+    actix_tls::connect::Connector::new(actix_tls::connect::Resolver::default())
+        .service()
+        .map(
+            |conn: actix_tls::connect::Connection<
+                awc::http::Uri,
+                actix_web::rt::net::TcpStream,
+            >| {
+                let _ = conn.io_ref().set_nodelay(true);
+                conn
+            },
+        )
+}
 
 /// How long after an explicit deadline the client gives up on its own.
 const LOCAL_GRACE: Duration = Duration::from_millis(250);
@@ -92,7 +115,6 @@ struct PendingCall {
     reply: oneshot::Sender<Result<Option<Value>, InvocationError>>,
     function_id: String,
     started: Instant,
-    deadline: Instant,
 }
 
 /// How often local call deadlines are checked.
@@ -138,10 +160,10 @@ pub(crate) struct ClientActor {
     functions: BTreeMap<String, FunctionReg>,
     triggers: BTreeMap<String, TriggerReg>,
     trigger_types: BTreeMap<String, (String, mpsc::UnboundedSender<TriggerTypeEvent>)>,
-    pending: HashMap<Uuid, PendingCall>,
+    pending: IdMap<PendingCall>,
     /// Local deadlines of pending calls, checked by one periodic sweep (a timer per call costs
     /// more than the call itself at high rates).
-    deadlines: BTreeSet<(Instant, Uuid)>,
+    deadlines: Deadlines,
     /// Calls written to the current socket (they can only be answered on it).
     sent: HashSet<Uuid>,
     /// Frames waiting for a socket, with the call id of `invokefunction` frames.
@@ -169,8 +191,8 @@ impl ClientActor {
             functions: BTreeMap::new(),
             triggers: BTreeMap::new(),
             trigger_types: BTreeMap::new(),
-            pending: HashMap::new(),
-            deadlines: BTreeSet::new(),
+            pending: IdMap::default(),
+            deadlines: Deadlines::new(DEADLINE_SWEEP),
             sent: HashSet::new(),
             queue: VecDeque::new(),
             attempt: 0,
@@ -187,6 +209,7 @@ impl ClientActor {
         let timeout = self.opts.connect_timeout;
         let request = awc::Client::builder()
             .timeout(timeout)
+            .connector(awc::Connector::new().connector(nodelay_connector()))
             .finish()
             .ws(self.url.as_str())
             .max_frame_size(self.opts.max_frame_bytes);
@@ -568,7 +591,7 @@ impl ClientActor {
         timeout: Duration,
         reply: oneshot::Sender<Result<Option<Value>, InvocationError>>,
     ) {
-        let id = Uuid::new_v4();
+        let id = crate::ids::next();
         let frame = protocol::Message::InvokeFunction(InvokeFunction {
             invocation_id: Some(id),
             function_id: req.function_id.clone(),
@@ -594,27 +617,19 @@ impl ClientActor {
                 reply,
                 function_id: req.function_id,
                 started,
-                deadline,
             },
         );
-        self.deadlines.insert((deadline, id));
+        self.deadlines.add(deadline, id);
         self.send_call_or_queue(Some(id), frame.encode());
     }
 
     fn take_pending(&mut self, id: Uuid) -> Option<PendingCall> {
-        let call = self.pending.remove(&id)?;
-        self.deadlines.remove(&(call.deadline, id));
-        Some(call)
+        self.pending.remove(&id)
     }
 
     /// Fails every call past its local deadline with `TIMEOUT`.
     fn expire(&mut self) {
-        let now = Instant::now();
-        while let Some(&(deadline, id)) = self.deadlines.first() {
-            if deadline > now {
-                break;
-            }
-            self.deadlines.pop_first();
+        for id in self.deadlines.due(Instant::now()) {
             let Some(call) = self.pending.remove(&id) else {
                 continue;
             };

@@ -17,6 +17,7 @@ use uuid::Uuid;
 use super::invoke::{Caller, Outcome};
 use super::{now_ms, CallRequest, Connect, Owner, RegistryActor};
 use crate::config::ListenerConfig;
+use crate::ids::IdSet;
 use crate::outbox::Outbox;
 use crate::protocol::{self, ErrorBody, ErrorFrame};
 use crate::rbac::{SessionPolicy, PREFIX_SEPARATOR};
@@ -66,9 +67,9 @@ pub(crate) struct Conn {
     pub triggers: HashSet<String>,
     pub trigger_types: HashSet<String>,
     /// Engine ids of calls this connection is serving.
-    pub serving: HashSet<Uuid>,
+    pub serving: IdSet,
     /// Engine ids of calls this connection made, and the caller-side ids in flight.
-    pub calling: HashSet<Uuid>,
+    pub calling: IdSet,
     pub caller_ids: HashSet<Uuid>,
 }
 
@@ -116,8 +117,8 @@ impl RegistryActor {
                 functions: HashSet::new(),
                 triggers: HashSet::new(),
                 trigger_types: HashSet::new(),
-                serving: HashSet::new(),
-                calling: HashSet::new(),
+                serving: IdSet::default(),
+                calling: IdSet::default(),
                 caller_ids: HashSet::new(),
             },
         );

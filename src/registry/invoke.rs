@@ -52,7 +52,6 @@ pub(crate) struct Pending {
     pub caller: Caller,
     pub callee: Callee,
     pub function_id: String,
-    pub deadline: Instant,
     pub timeout_ms: u64,
 }
 
@@ -241,7 +240,7 @@ impl RegistryActor {
             return self.deliver(caller, Err(err.to_body()), ctx);
         };
         let owner = entry.owner;
-        let engine_id = Uuid::new_v4();
+        let engine_id = crate::ids::next();
         let caller_conn = match &caller {
             Caller::Session { worker_id, .. } => Some(*worker_id),
             _ => None,
@@ -316,11 +315,10 @@ impl RegistryActor {
                 caller,
                 callee,
                 function_id: req.function_id.clone(),
-                deadline,
                 timeout_ms: req.timeout.as_millis() as u64,
             },
         );
-        self.deadlines.insert((deadline, engine_id));
+        self.deadlines.add(deadline, engine_id);
         if let Some(c) = caller_conn.and_then(|w| self.conns.get_mut(&w)) {
             c.calling.insert(engine_id);
         }
@@ -359,7 +357,6 @@ impl RegistryActor {
         let Some(p) = self.pending.remove(&engine_id) else {
             return;
         };
-        self.deadlines.remove(&(p.deadline, engine_id));
         if let Callee::Session(callee) = p.callee {
             if let Some(c) = self.conns.get_mut(&callee) {
                 c.serving.remove(&engine_id);
@@ -378,7 +375,6 @@ impl RegistryActor {
         let Some(p) = self.pending.remove(&engine_id) else {
             return;
         };
-        self.deadlines.remove(&(p.deadline, engine_id));
         let err = EngineError::InvocationStopped.to_body();
         match p.caller {
             Caller::Session { .. } => self.deliver_to_session(p.caller, Err(err)),
@@ -431,11 +427,7 @@ impl RegistryActor {
     /// Fails every call past its deadline.
     pub(crate) fn expire_deadlines(&mut self, ctx: &mut Context<Self>) {
         let now = Instant::now();
-        while let Some(&(deadline, engine_id)) = self.deadlines.first() {
-            if deadline > now {
-                break;
-            }
-            self.deadlines.pop_first();
+        for engine_id in self.deadlines.due(now) {
             let Some(p) = self.pending.get(&engine_id) else {
                 continue;
             };

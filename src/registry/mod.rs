@@ -26,9 +26,9 @@ mod invoke;
 mod registration;
 mod triggers;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 use serde_json::Value;
@@ -38,6 +38,8 @@ pub use builtin::{BuiltinCall, BuiltinFunction, TriggerBinding};
 pub use invoke::CallRequest;
 
 use crate::config::ListenerConfig;
+use crate::deadlines::Deadlines;
+use crate::ids::IdMap;
 use crate::outbox::{Delivery, Progress};
 use crate::protocol::{self, ErrorBody};
 use crate::session::ToSession;
@@ -169,13 +171,13 @@ pub(crate) struct Builtin {
 
 /// The registry actor. See the module docs.
 pub struct RegistryActor {
-    pub(crate) conns: HashMap<Uuid, Conn>,
+    pub(crate) conns: IdMap<Conn>,
     pub(crate) functions: HashMap<String, FunctionEntry>,
     pub(crate) builtins: Vec<Builtin>,
     pub(crate) trigger_types: HashMap<String, triggers::TriggerTypeEntry>,
     pub(crate) triggers: HashMap<String, triggers::TriggerEntry>,
-    pub(crate) pending: HashMap<Uuid, Pending>,
-    pub(crate) deadlines: BTreeSet<(Instant, Uuid)>,
+    pub(crate) pending: IdMap<Pending>,
+    pub(crate) deadlines: Deadlines,
     /// Work that needs the actor context, queued where none is at hand (cleanup, trigger
     /// fan-out); run at the end of the current message.
     pub(crate) deferred: Vec<Deferred>,
@@ -204,13 +206,13 @@ impl Default for RegistryActor {
 impl RegistryActor {
     pub fn new() -> Self {
         let mut r = RegistryActor {
-            conns: HashMap::new(),
+            conns: IdMap::default(),
             functions: HashMap::new(),
             builtins: Vec::new(),
             trigger_types: HashMap::new(),
             triggers: HashMap::new(),
-            pending: HashMap::new(),
-            deadlines: BTreeSet::new(),
+            pending: IdMap::default(),
+            deadlines: Deadlines::new(DEADLINE_SWEEP),
             deferred: Vec::new(),
             functions_dirty: false,
         };
