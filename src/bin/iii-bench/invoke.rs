@@ -1,0 +1,443 @@
+//! The `invoke` scenario: caller → engine → callee → back, with our Rust client on both ends.
+//!
+//! The callee registers `bench::echo` (returns its input, minus the engine-injected
+//! `_caller_worker_id`, so both directions carry the same bytes) on its own client thread; the
+//! caller runs on the main thread. After a warm-up it measures sequential latency, then
+//! throughput and latency with N calls in flight. `--direct` runs the same pattern through the
+//! `relay` instead of the engine, which gives the limit the engine is compared against.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use iii::client::{Client, InvocationError, TriggerRequest};
+use serde_json::{json, Value};
+
+use crate::args::Args;
+use crate::procs::{self, Spawned};
+use crate::report::{self, Stats, Table};
+use crate::target::{self, Common, Target, Threads};
+
+pub const HELP: &str = "\
+iii-bench invoke — call latency and throughput through the engine (or the relay baseline)
+
+Usage: iii-bench invoke [options]
+
+A callee worker registers bench::echo (returns its input); a caller worker calls it through the
+engine. Warm-up calls first (not measured), then sequential calls (latency percentiles), then
+a fixed number of calls at each concurrency level (calls/s and latency).
+
+Options:
+  --payload <size>        request payload size: 100, 10k, 10KiB, 1m, 1MiB (default 100)
+  --warmup <n>            warm-up calls, not measured (default 500)
+  --sequential <n>        sequential calls for latency (default 2000)
+  --calls <n>             calls per concurrency level (default 10000)
+                          (above 16 KiB of payload the three defaults shrink in proportion,
+                          to 50 / 200 / 1000 at least, so big payloads still finish quickly)
+  --concurrency <list>    calls in flight per level (default 1,16,64,256)
+  --direct                go through the minimal relay instead of the engine (the limit)
+  --relay-url <ws-url>    with --direct: use a relay already running there
+  --relay-threads <n>     with --direct: socket threads of the spawned relay (default 2)
+  --relay-nodelay on|off  with --direct: TCP_NODELAY on the relay's sockets (default on)
+  --url ws://HOST:PORT    use a running engine instead of spawning one
+  --spawn                 spawn our own engine (the default without --url)
+  -h, --help              this help
+
+Output: one JSON line, then tables. Exit status 1 if any call failed.
+";
+
+pub struct Opts {
+    pub common: Common,
+    pub payload: usize,
+    pub warmup: usize,
+    pub sequential: usize,
+    pub calls: usize,
+    pub levels: Vec<usize>,
+    pub direct: bool,
+    pub relay_url: Option<String>,
+    pub relay_threads: usize,
+    pub relay_nodelay: bool,
+}
+
+impl Opts {
+    pub fn parse(a: &mut Args) -> Result<Opts, String> {
+        let common = Common::parse(a)?;
+        let payload = a.size_or("--payload", 100)?;
+        let o = Opts {
+            common,
+            payload,
+            warmup: a.usize_or("--warmup", scaled(500, 50, payload))?,
+            sequential: a.usize_or("--sequential", scaled(2000, 200, payload))?,
+            calls: a.usize_or("--calls", scaled(10_000, 1000, payload))?,
+            levels: a.list_or("--concurrency", &[1, 16, 64, 256])?,
+            direct: a.flag("--direct"),
+            relay_url: a.value("--relay-url")?,
+            relay_threads: a.usize_or("--relay-threads", 2)?,
+            relay_nodelay: match a.value("--relay-nodelay")?.as_deref() {
+                None | Some("on") | Some("true") => true,
+                Some("off") | Some("false") => false,
+                Some(other) => {
+                    return Err(format!("--relay-nodelay takes on or off, got {other:?}"))
+                }
+            },
+        };
+        if o.relay_url.is_some() && !o.direct {
+            return Err("--relay-url only makes sense with --direct".into());
+        }
+        if o.levels.contains(&0) {
+            return Err("--concurrency levels must be at least 1".into());
+        }
+        Ok(o)
+    }
+}
+
+/// A default count for a payload size: `full` up to 16 KiB, then proportionally fewer (the
+/// same bytes per phase), but never fewer than `floor`. Explicit options are not scaled.
+fn scaled(full: usize, floor: usize, payload: usize) -> usize {
+    const BUDGET_PAYLOAD: usize = 16 << 10;
+    if payload <= BUDGET_PAYLOAD {
+        return full;
+    }
+    (full * BUDGET_PAYLOAD / payload).clamp(floor, full)
+}
+
+/// What the traffic goes through, kept alive for the run.
+enum Hop {
+    Engine(Target),
+    Relay {
+        url: String,
+        spawned: Option<Box<Spawned>>,
+        threads: usize,
+        nodelay: bool,
+    },
+}
+
+impl Hop {
+    fn urls(&self) -> (String, String) {
+        match self {
+            Hop::Engine(t) => (t.url().to_string(), t.url().to_string()),
+            Hop::Relay { url, .. } => {
+                (format!("{url}/?role=caller"), format!("{url}/?role=callee"))
+            }
+        }
+    }
+
+    fn pid(&self) -> Option<u32> {
+        match self {
+            Hop::Engine(t) => t.pid(),
+            Hop::Relay { spawned, .. } => spawned.as_ref().map(|s| s.pid()),
+        }
+    }
+
+    fn json(&self) -> Value {
+        match self {
+            Hop::Engine(t) => t.json(),
+            Hop::Relay {
+                url,
+                spawned,
+                threads,
+                nodelay,
+            } => json!({
+                "kind": "direct",
+                "spawned": spawned.is_some(),
+                "url": url,
+                "pid": spawned.as_ref().map(|s| s.pid()),
+                "relay_threads": if spawned.is_some() { json!(threads) } else { Value::Null },
+                "relay_nodelay": if spawned.is_some() { json!(nodelay) } else { Value::Null },
+            }),
+        }
+    }
+
+    fn label(&self) -> &'static str {
+        match self {
+            Hop::Engine(_) => "engine",
+            Hop::Relay { .. } => "direct (relay)",
+        }
+    }
+}
+
+/// The request payload: `{"blob":"xxx…"}`, `bytes` long once serialized (at least the braces).
+fn payload(bytes: usize) -> Value {
+    let overhead = r#"{"blob":""}"#.len();
+    json!({ "blob": "x".repeat(bytes.saturating_sub(overhead)) })
+}
+
+/// One measured run: latencies, wall time, failures, CPU used by the hop and by the bench.
+struct Run {
+    in_flight: usize,
+    calls: usize,
+    elapsed: Duration,
+    stats: Stats,
+    errors: usize,
+    first_error: Option<String>,
+    hop_cpu: Option<Duration>,
+    bench_cpu: Option<Duration>,
+}
+
+impl Run {
+    fn calls_per_s(&self) -> f64 {
+        self.calls as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    fn json(&self) -> Value {
+        let per_call = |d: Option<Duration>| {
+            d.map(|d| report::r1(d.as_secs_f64() * 1e6 / self.calls.max(1) as f64))
+        };
+        json!({
+            "in_flight": self.in_flight,
+            "calls": self.calls,
+            "elapsed_ms": report::ms(self.elapsed),
+            "calls_per_s": self.calls_per_s().round(),
+            "latency": self.stats.json(),
+            "errors": self.errors,
+            "first_error": self.first_error,
+            "hop_cpu_us_per_call": per_call(self.hop_cpu),
+            "bench_cpu_us_per_call": per_call(self.bench_cpu),
+        })
+    }
+
+    fn row(&self, label: String) -> Vec<String> {
+        let per_call = |d: Option<Duration>| {
+            d.map(|d| format!("{:.1}", d.as_secs_f64() * 1e6 / self.calls.max(1) as f64))
+                .unwrap_or_else(|| "-".into())
+        };
+        vec![
+            label,
+            self.calls.to_string(),
+            report::thousands(self.calls_per_s()),
+            self.stats.p50_us.to_string(),
+            self.stats.p90_us.to_string(),
+            self.stats.p99_us.to_string(),
+            self.stats.max_us.to_string(),
+            self.errors.to_string(),
+            per_call(self.hop_cpu),
+            per_call(self.bench_cpu),
+        ]
+    }
+}
+
+/// `total` calls with `in_flight` of them outstanding at any time, all from this thread.
+async fn measure(
+    caller: &Client,
+    in_flight: usize,
+    total: usize,
+    data: &Value,
+    hop_pid: Option<u32>,
+) -> Run {
+    let next = Rc::new(Cell::new(0usize));
+    let cpu = |pid: Option<u32>| pid.and_then(procs::cpu_time);
+    let (hop0, me0) = (cpu(hop_pid), cpu(Some(std::process::id())));
+    let started = Instant::now();
+    let lanes = (0..in_flight.min(total.max(1))).map(|_| {
+        let next = next.clone();
+        let caller = caller.clone();
+        async move {
+            let mut samples = Vec::with_capacity(total / in_flight + 1);
+            let mut errors = 0usize;
+            let mut first_error: Option<String> = None;
+            while next.get() < total {
+                next.set(next.get() + 1);
+                let t = Instant::now();
+                let outcome = caller.trigger("bench::echo", data.clone()).await;
+                samples.push(report::us(t.elapsed()));
+                if let Err(e) = outcome {
+                    errors += 1;
+                    first_error.get_or_insert_with(|| e.to_string());
+                }
+            }
+            (samples, errors, first_error)
+        }
+    });
+    let results = futures_util::future::join_all(lanes).await;
+    let elapsed = started.elapsed();
+    let (hop1, me1) = (cpu(hop_pid), cpu(Some(std::process::id())));
+    let mut samples = Vec::with_capacity(total);
+    let mut errors = 0;
+    let mut first_error = None;
+    for (s, e, f) in results {
+        samples.extend(s);
+        errors += e;
+        if first_error.is_none() {
+            first_error = f;
+        }
+    }
+    Run {
+        in_flight,
+        calls: samples.len(),
+        elapsed,
+        stats: Stats::of(&mut samples),
+        errors,
+        first_error,
+        hop_cpu: hop0.zip(hop1).map(|(a, b)| b.saturating_sub(a)),
+        bench_cpu: me0.zip(me1).map(|(a, b)| b.saturating_sub(a)),
+    }
+}
+
+/// Waits until `bench::echo` answers (its registration is asynchronous).
+async fn wait_for_echo(caller: &Client) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut last: Option<InvocationError> = None;
+    while Instant::now() < deadline {
+        let req = TriggerRequest {
+            function_id: "bench::echo".into(),
+            payload: json!({"probe": true}),
+            timeout: None,
+            metadata: None,
+        };
+        let probe = tokio::time::timeout(Duration::from_secs(2), caller.trigger_with(req)).await;
+        match probe {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) => last = Some(e),
+            Err(_) => {}
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err(format!(
+        "bench::echo never became callable: {}",
+        last.map(|e| e.to_string())
+            .unwrap_or_else(|| "no answer".into())
+    ))
+}
+
+/// Runs the scenario; `Ok(false)` when calls failed.
+pub async fn run(o: Opts) -> Result<bool, String> {
+    let hop = if o.direct {
+        match &o.relay_url {
+            Some(u) => Hop::Relay {
+                url: u.trim_end_matches('/').to_string(),
+                spawned: None,
+                threads: o.relay_threads,
+                nodelay: o.relay_nodelay,
+            },
+            None => {
+                let r = Spawned::relay(o.relay_threads, o.relay_nodelay)?;
+                Hop::Relay {
+                    url: r.url.clone(),
+                    spawned: Some(Box::new(r)),
+                    threads: o.relay_threads,
+                    nodelay: o.relay_nodelay,
+                }
+            }
+        }
+    } else {
+        Hop::Engine(o.common.target()?)
+    };
+    let (caller_url, callee_url) = hop.urls();
+    let threads = Threads::new(1);
+    let callee = target::connect_on(
+        &threads.pick(0),
+        callee_url,
+        target::bench_options("bench-callee"),
+        |c| {
+            c.register_function("bench::echo", |mut input: Value| async move {
+                if let Some(o) = input.as_object_mut() {
+                    o.remove("_caller_worker_id");
+                }
+                Ok(input)
+            });
+        },
+    )
+    .await
+    .map_err(|e| format!("callee: {e}"))?;
+    let data = payload(o.payload);
+    let pid = hop.pid();
+    // A fresh caller per measured phase: our client arms one timer per call (its local
+    // deadline, 30 s) on the caller's actor, and actix polls every armed timer of an actor on
+    // each wake-up, so a caller gets slower with every call made in the last 30 s. A fresh
+    // caller keeps one phase's calls from slowing the next phase down.
+    let fresh_caller = || async {
+        let caller = Client::connect(&caller_url, target::bench_options("bench-caller"))
+            .await
+            .map_err(|e| format!("caller: {e}"))?;
+        wait_for_echo(&caller).await?;
+        Ok::<Client, String>(caller)
+    };
+    let caller = fresh_caller().await?;
+    let warm = measure(&caller, 1, o.warmup, &data, pid).await;
+    caller.shutdown().await;
+    let caller = fresh_caller().await?;
+    let sequential = measure(&caller, 1, o.sequential, &data, pid).await;
+    caller.shutdown().await;
+    let mut levels = Vec::new();
+    for &n in &o.levels {
+        let caller = fresh_caller().await?;
+        levels.push(measure(&caller, n, o.calls, &data, pid).await);
+        caller.shutdown().await;
+    }
+    callee.shutdown().await;
+    drop(threads);
+
+    let errors: usize = std::iter::once(&warm)
+        .chain(std::iter::once(&sequential))
+        .chain(levels.iter())
+        .map(|r| r.errors)
+        .sum();
+    let result = json!({
+        "scenario": "invoke",
+        "target": hop.json(),
+        "params": {
+            "payload_bytes": o.payload,
+            "request_json_bytes": data.to_string().len(),
+            "warmup_calls": o.warmup,
+            "sequential_calls": o.sequential,
+            "calls_per_level": o.calls,
+            "concurrency": o.levels,
+            "client": "iii::client::Client (callee on its own thread; a fresh caller per phase on the main thread)",
+        },
+        "machine": report::machine(),
+        "warmup": {"calls": warm.calls, "errors": warm.errors, "elapsed_ms": report::ms(warm.elapsed)},
+        "sequential": sequential.json(),
+        "levels": levels.iter().map(Run::json).collect::<Vec<_>>(),
+        "errors": errors,
+        "ok": errors == 0,
+    });
+    let mut table = Table::new(
+        format!(
+            "invoke via {} — payload {} B, {} warm-up calls; latency in µs; CPU µs per call",
+            hop.label(),
+            o.payload,
+            o.warmup
+        ),
+        &[
+            "in flight",
+            "calls",
+            "calls/s",
+            "p50",
+            "p90",
+            "p99",
+            "max",
+            "errors",
+            "hop cpu",
+            "bench cpu",
+        ],
+    );
+    table.row(sequential.row("1 (sequential)".into()));
+    for r in &levels {
+        table.row(r.row(r.in_flight.to_string()));
+    }
+    report::emit(result, &[table]);
+    if errors > 0 {
+        if let Hop::Engine(t) = &hop {
+            let log = t.log();
+            if !log.is_empty() {
+                eprintln!("---- engine log ----\n{log}---- end of engine log ----");
+            }
+        }
+    }
+    Ok(errors == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_has_the_requested_size_and_counts_scale() {
+        assert_eq!(payload(100).to_string().len(), 100);
+        assert_eq!(payload(10 << 10).to_string().len(), 10 << 10);
+        assert_eq!(scaled(10_000, 1000, 100), 10_000);
+        assert_eq!(scaled(10_000, 1000, 16 << 10), 10_000);
+        assert_eq!(scaled(10_000, 1000, 64 << 10), 2500);
+        assert_eq!(scaled(10_000, 1000, 1 << 20), 1000);
+    }
+}
