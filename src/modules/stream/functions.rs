@@ -1,4 +1,4 @@
-//! The `stream::*` functions (`PROTOCOL.md` §6.1) over a [`Backend`]: input parsing, the exact
+//! The `stream::*` functions (`PROTOCOL.md` §6.1) over a [`Store`]: input parsing, the exact
 //! upstream result shapes and error codes, and the change each write produces. Pure and
 //! synchronous; the stream actor calls [`call`] and fans the returned [`Change`] out.
 
@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::ops;
-use super::store::{MemoryStore, Store, StoreError};
+use super::store::{Store, StoreError};
 use crate::protocol::ErrorBody;
 
 /// Longest stream, group or item name accepted.
@@ -23,61 +23,6 @@ pub const FUNCTIONS: &[(&str, &str)] = &[
     ("stream::update", "Apply update ops atomically: {stream_name, group_id, item_id, ops} -> {old_value, new_value, errors?}"),
     ("stream::send", "Send a custom event to subscribers: {stream_name, group_id, type, data, id?}"),
 ];
-
-/// Where the items live.
-pub enum Backend {
-    Durable(Store),
-    Memory(MemoryStore),
-}
-
-impl Backend {
-    fn get(&self, s: &str, g: &str, i: &str) -> Option<&Value> {
-        match self {
-            Backend::Durable(st) => st.get(s, g, i),
-            Backend::Memory(m) => m.get(s, g, i),
-        }
-    }
-
-    fn set(&mut self, s: &str, g: &str, i: &str, v: Value) -> Result<Option<Value>, StoreError> {
-        match self {
-            Backend::Durable(st) => st.set(s, g, i, v),
-            Backend::Memory(m) => Ok(m.set(s, g, i, v)),
-        }
-    }
-
-    fn delete(&mut self, s: &str, g: &str, i: &str) -> Result<Option<Value>, StoreError> {
-        match self {
-            Backend::Durable(st) => st.delete(s, g, i),
-            Backend::Memory(m) => Ok(m.delete(s, g, i)),
-        }
-    }
-
-    pub fn list(&self, s: &str, g: &str) -> Vec<Value> {
-        match self {
-            Backend::Durable(st) => st.list(s, g),
-            Backend::Memory(m) => m.list(s, g),
-        }
-    }
-
-    fn list_groups(&self, s: &str) -> Vec<String> {
-        match self {
-            Backend::Durable(st) => st.list_groups(s),
-            Backend::Memory(m) => m.list_groups(s),
-        }
-    }
-
-    fn list_all(&self) -> Vec<(String, Vec<String>)> {
-        match self {
-            Backend::Durable(st) => st.list_all(),
-            Backend::Memory(m) => m.list_all(),
-        }
-    }
-
-    /// The stored value (used for item joins on the consumer socket).
-    pub fn value(&self, s: &str, g: &str, i: &str) -> Option<Value> {
-        self.get(s, g, i).cloned()
-    }
-}
 
 /// A change to announce to triggers and subscribers.
 #[derive(Debug, Clone, PartialEq)]
@@ -174,7 +119,7 @@ fn store_error(code: &str, prefix: &str, e: StoreError) -> ErrorBody {
 }
 
 /// Runs one `stream::*` function. A successful write also returns the change it made.
-pub fn call(backend: &mut Backend, function_id: &str, data: Value) -> (Outcome, Option<Change>) {
+pub fn call(backend: &mut Store, function_id: &str, data: Value) -> (Outcome, Option<Change>) {
     match run(backend, function_id, data) {
         Ok((value, change)) => (Ok(value), change),
         Err(e) => (Err(e), None),
@@ -182,7 +127,7 @@ pub fn call(backend: &mut Backend, function_id: &str, data: Value) -> (Outcome, 
 }
 
 fn run(
-    backend: &mut Backend,
+    backend: &mut Store,
     f: &str,
     data: Value,
 ) -> Result<(Option<Value>, Option<Change>), ErrorBody> {
@@ -272,7 +217,7 @@ fn run(
 }
 
 fn update(
-    backend: &mut Backend,
+    backend: &mut Store,
     f: &str,
     data: Value,
 ) -> Result<(Option<Value>, Option<Change>), ErrorBody> {
@@ -317,11 +262,11 @@ fn write_change(stream: &str, group: &str, item: &str, existed: bool, data: Valu
 mod tests {
     use super::*;
 
-    fn mem() -> Backend {
-        Backend::Memory(MemoryStore::default())
+    fn mem() -> Store {
+        Store::in_memory()
     }
 
-    fn ok(b: &mut Backend, f: &str, data: Value) -> (Option<Value>, Option<Change>) {
+    fn ok(b: &mut Store, f: &str, data: Value) -> (Option<Value>, Option<Change>) {
         let (out, change) = call(b, f, data);
         (out.unwrap_or_else(|e| panic!("{f}: {e:?}")), change)
     }

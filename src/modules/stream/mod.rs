@@ -36,8 +36,8 @@ use crate::registry::{
     now_ms, BuiltinCall, BuiltinDone, BuiltinFunction, Call, CallRequest, FireTrigger,
     RegisterBuiltins, RegistryActor, TriggerBinding, TriggerRejected,
 };
-use functions::{Backend, Change};
-use store::{FsyncPolicy, MemoryStore, Store, StoreOptions};
+use functions::Change;
+use store::{FsyncPolicy, Store, StoreOptions};
 
 pub use socket::ConsumerFrame;
 
@@ -142,7 +142,7 @@ struct ConsumerConn {
 
 /// The stream actor. See the module docs.
 pub struct StreamActor {
-    backend: Backend,
+    store: Store,
     registry: Addr<RegistryActor>,
     sync_every_second: bool,
     bindings: HashMap<String, Binding>,
@@ -166,12 +166,12 @@ pub fn start(
     shutdown: crate::session::Shutdown,
 ) -> Result<StreamModule, String> {
     let kv = &config.adapter.kv;
-    let (backend, sync_every_second) = match kv.store_method {
+    let (store, sync_every_second) = match kv.store_method {
         StoreMethod::InMemory => {
             log::warn!(
                 "iii-stream: store_method is in_memory; stream data will not survive a restart"
             );
-            (Backend::Memory(MemoryStore::default()), false)
+            (Store::in_memory(), false)
         }
         StoreMethod::FileBased => {
             let fsync = match kv.fsync {
@@ -184,13 +184,13 @@ pub fn start(
                 compact_threshold_bytes: kv.compact_threshold_bytes,
             };
             let store = Store::open(opts).map_err(|e| format!("cannot open the store: {e}"))?;
-            (Backend::Durable(store), fsync == FsyncPolicy::EverySecond)
+            (store, fsync == FsyncPolicy::EverySecond)
         }
     };
     let arbiter = Arbiter::new();
     let reg = registry.clone();
     let actor = StreamActor::start_in_arbiter(&arbiter.handle(), move |_| StreamActor {
-        backend,
+        store,
         registry: reg,
         sync_every_second,
         bindings: HashMap::new(),
@@ -232,7 +232,7 @@ impl StreamModule {
 
 impl StreamActor {
     fn handle_call(&mut self, call: BuiltinCall, ctx: &mut Context<Self>) {
-        let (outcome, change) = functions::call(&mut self.backend, &call.function_id, call.data);
+        let (outcome, change) = functions::call(&mut self.store, &call.function_id, call.data);
         if let Err(e) = &outcome {
             if e.code.starts_with("STREAM_") {
                 log::error!("{}: {}", call.function_id, e.message);
@@ -491,9 +491,9 @@ impl StreamActor {
         } else {
             match &sub.item {
                 Some(item) => {
-                    json!({"type": "sync", "data": self.backend.value(&sub.stream, &sub.group, item)})
+                    json!({"type": "sync", "data": self.store.get(&sub.stream, &sub.group, item)})
                 }
-                None => json!({"type": "sync", "data": self.backend.list(&sub.stream, &sub.group)}),
+                None => json!({"type": "sync", "data": self.store.list(&sub.stream, &sub.group)}),
             }
         };
         let frame = json!({"type": "stream", "timestamp": now_ms(), "streamName": sub.stream,
@@ -512,9 +512,7 @@ impl StreamActor {
     }
 
     fn maintenance(&mut self) {
-        let Backend::Durable(store) = &mut self.backend else {
-            return;
-        };
+        let store = &mut self.store;
         if self.sync_every_second {
             if let Err(e) = store.sync() {
                 log::error!("stream store: fsync failed: {e}");
@@ -614,12 +612,10 @@ impl Handler<Consumer> for StreamActor {
 impl Handler<Close> for StreamActor {
     type Result = ();
     fn handle(&mut self, _: Close, ctx: &mut Self::Context) {
-        let backend = std::mem::replace(&mut self.backend, Backend::Memory(MemoryStore::default()));
-        if let Backend::Durable(store) = backend {
-            match store.close() {
-                Ok(()) => log::info!("stream store flushed and closed"),
-                Err(e) => log::error!("stream store: closing failed: {e}"),
-            }
+        let store = std::mem::replace(&mut self.store, Store::in_memory());
+        match store.close() {
+            Ok(()) => log::info!("stream store flushed and closed"),
+            Err(e) => log::error!("stream store: closing failed: {e}"),
         }
         ctx.stop();
     }

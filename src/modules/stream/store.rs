@@ -183,13 +183,20 @@ fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Stor
     }
 }
 
-/// The open store. Dropping it releases the directory lock (without the final fsync that
+/// The open store: the contents in memory, and (unless it is an in-memory store) the directory
+/// that keeps them. Dropping it releases the directory lock (without the final fsync that
 /// [`Store::close`] does).
 pub struct Store {
+    data: Data,
+    /// `None` for [`Store::in_memory`]: nothing is written and nothing can fail.
+    disk: Option<Disk>,
+}
+
+/// The persistent side of a [`Store`].
+struct Disk {
     dir: PathBuf,
     fsync: FsyncPolicy,
     compact_threshold: u64,
-    data: Data,
     log: LogFile,
     /// Sequence number of the last record written.
     last_seq: u64,
@@ -202,13 +209,15 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
-            .field("dir", &self.dir)
-            .field("items", &self.data.len())
-            .field("last_seq", &self.last_seq)
-            .field("log", &self.log.path())
-            .field("log_len", &self.log.len())
-            .finish_non_exhaustive()
+        let mut d = f.debug_struct("Store");
+        d.field("items", &self.data.len());
+        if let Some(disk) = &self.disk {
+            d.field("dir", &disk.dir)
+                .field("last_seq", &disk.last_seq)
+                .field("log", &disk.log.path())
+                .field("log_len", &disk.log.len());
+        }
+        d.finish_non_exhaustive()
     }
 }
 
@@ -228,17 +237,28 @@ impl Store {
             dir.display(),
             data.len()
         );
-        Ok(Store {
+        let disk = Disk {
             dir,
             fsync: opts.fsync,
             compact_threshold: opts.compact_threshold_bytes,
-            data,
             log,
             last_seq,
             snapshot_seq,
             snapshot_len,
             _lock: lock,
+        };
+        Ok(Store {
+            data,
+            disk: Some(disk),
         })
+    }
+
+    /// A store without a directory (`store_method: in_memory`): nothing survives the process.
+    pub fn in_memory() -> Store {
+        Store {
+            data: Data::default(),
+            disk: None,
+        }
     }
 
     /// The stored value, if any.
@@ -255,12 +275,14 @@ impl Store {
         item: &str,
         value: Value,
     ) -> Result<Option<Value>, StoreError> {
-        self.append(&EntryRef::Set {
-            stream,
-            group,
-            item,
-            value: &value,
-        })?;
+        if let Some(disk) = &mut self.disk {
+            disk.append(&EntryRef::Set {
+                stream,
+                group,
+                item,
+                value: &value,
+            })?;
+        }
         Ok(self.data.insert(stream, group, item, value))
     }
 
@@ -274,11 +296,13 @@ impl Store {
         if self.data.get(stream, group, item).is_none() {
             return Ok(None);
         }
-        self.append(&EntryRef::Delete {
-            stream,
-            group,
-            item,
-        })?;
+        if let Some(disk) = &mut self.disk {
+            disk.append(&EntryRef::Delete {
+                stream,
+                group,
+                item,
+            })?;
+        }
         Ok(self.data.remove(stream, group, item))
     }
 
@@ -299,40 +323,58 @@ impl Store {
 
     /// fsyncs the log if anything was written since the last fsync.
     pub fn sync(&mut self) -> Result<(), StoreError> {
-        self.log.sync()
+        match &mut self.disk {
+            Some(disk) => disk.log.sync(),
+            None => Ok(()),
+        }
     }
 
     /// True when the log is larger than the compaction threshold and than the snapshot.
     pub fn needs_compaction(&self) -> bool {
-        let len = self.log.len();
-        len > self.compact_threshold && len > self.snapshot_len
+        self.disk.as_ref().is_some_and(|d| {
+            let len = d.log.len();
+            len > d.compact_threshold && len > d.snapshot_len
+        })
     }
 
     /// Writes a snapshot of everything, starts a fresh log and removes the older files. Also
     /// the way to resume writing after [`StoreError::Poisoned`].
     pub fn compact(&mut self) -> Result<(), StoreError> {
-        let seq = self.last_seq;
-        let current = self.log.base() == seq && self.snapshot_seq == seq;
-        if current && self.log.len() == 0 && !self.log.is_poisoned() {
+        let Some(disk) = &mut self.disk else {
+            return Ok(());
+        };
+        let seq = disk.last_seq;
+        let current = disk.log.base() == seq && disk.snapshot_seq == seq;
+        if current && disk.log.len() == 0 && !disk.log.is_poisoned() {
             return Ok(());
         }
-        let snapshot_len = files::write_snapshot(&self.dir, seq, &self.data)?;
-        self.snapshot_seq = seq;
-        self.snapshot_len = snapshot_len;
-        self.log = LogFile::create(&self.dir, seq)?;
-        files::remove_obsolete(&self.dir, seq);
+        let snapshot_len = files::write_snapshot(&disk.dir, seq, &self.data)?;
+        disk.snapshot_seq = seq;
+        disk.snapshot_len = snapshot_len;
+        disk.log = LogFile::create(&disk.dir, seq)?;
+        files::remove_obsolete(&disk.dir, seq);
         log::info!(
             "compacted stream store {}: snapshot at sequence number {seq}, {snapshot_len} bytes",
-            self.dir.display()
+            disk.dir.display()
         );
         Ok(())
     }
 
     /// fsyncs the log and releases the lock.
     pub fn close(mut self) -> Result<(), StoreError> {
-        self.log.sync()
+        self.sync()
     }
+}
 
+impl Store {
+    /// The persistent side, for tests that look at the files' state.
+    #[cfg(test)]
+    fn disk(&self) -> &Disk {
+        self.disk.as_ref().expect("a store with a directory")
+    }
+}
+
+impl Disk {
     /// Frames `entry` with the next sequence number and writes it (and fsyncs under `Always`).
     fn append(&mut self, entry: &EntryRef<'_>) -> Result<(), StoreError> {
         let seq = self.last_seq + 1;
@@ -343,39 +385,6 @@ impl Store {
         }
         self.last_seq = seq;
         Ok(())
-    }
-}
-
-/// The same contents without a directory (`store_method: in_memory`): nothing survives the
-/// process, and nothing can fail.
-#[derive(Debug, Default)]
-pub struct MemoryStore {
-    data: Data,
-}
-
-impl MemoryStore {
-    pub fn get(&self, stream: &str, group: &str, item: &str) -> Option<&Value> {
-        self.data.get(stream, group, item)
-    }
-
-    pub fn set(&mut self, stream: &str, group: &str, item: &str, value: Value) -> Option<Value> {
-        self.data.insert(stream, group, item, value)
-    }
-
-    pub fn delete(&mut self, stream: &str, group: &str, item: &str) -> Option<Value> {
-        self.data.remove(stream, group, item)
-    }
-
-    pub fn list(&self, stream: &str, group: &str) -> Vec<Value> {
-        self.data.list(stream, group)
-    }
-
-    pub fn list_groups(&self, stream: &str) -> Vec<String> {
-        self.data.list_groups(stream)
-    }
-
-    pub fn list_all(&self) -> Vec<(String, Vec<String>)> {
-        self.data.list_all()
     }
 }
 
@@ -517,7 +526,7 @@ mod tests {
         let mut store = open(dir);
         let mut starts = Vec::new();
         for i in 0..5 {
-            starts.push(store.log.len());
+            starts.push(store.disk().log.len());
             let value = json!({"i": i, "pad": "x".repeat(i * 7)});
             store.set("s", "g", &format!("k{i}"), value).expect("set");
         }
@@ -571,7 +580,7 @@ mod tests {
         );
         store.set("todo", "todos", "a", json!(4)).expect("set");
         assert_eq!(store.list("todo", "todos"), vec![json!(2), json!(4)]);
-        assert_eq!(store.last_seq, 7);
+        assert_eq!(store.disk().last_seq, 7);
     }
 
     #[test]
@@ -579,10 +588,10 @@ mod tests {
         let dir = tempdir();
         let mut store = open(dir.path());
         store.set("s", "g", "a", json!(1)).expect("set");
-        let len = store.log.len();
+        let len = store.disk().log.len();
         assert_eq!(store.delete("s", "g", "missing").expect("delete"), None);
         assert_eq!(store.delete("s", "nope", "a").expect("delete"), None);
-        assert_eq!((store.log.len(), store.last_seq), (len, 1));
+        assert_eq!((store.disk().log.len(), store.disk().last_seq), (len, 1));
         store.delete("s", "g", "a").expect("delete");
         assert!(store.list_all().is_empty());
     }
@@ -603,11 +612,11 @@ mod tests {
             }
         }
         let before = dump(&store);
-        let seq = store.last_seq;
+        let seq = store.disk().last_seq;
         store.close().expect("close");
         let store = open(dir.path());
         assert_eq!(dump(&store), before);
-        assert_eq!(store.last_seq, seq);
+        assert_eq!(store.disk().last_seq, seq);
     }
 
     #[test]
@@ -635,9 +644,9 @@ mod tests {
             opts.fsync = fsync;
             let mut store = Store::open(opts.clone()).expect("open");
             store.set("s", "g", "a", json!(1)).expect("set");
-            assert_eq!(store.log.is_dirty(), fsync != FsyncPolicy::Always);
+            assert_eq!(store.disk().log.is_dirty(), fsync != FsyncPolicy::Always);
             store.sync().expect("sync");
-            assert!(!store.log.is_dirty());
+            assert!(!store.disk().log.is_dirty());
             drop(store);
             let store = Store::open(opts).expect("reopen");
             assert_eq!(store.get("s", "g", "a"), Some(&json!(1)));
@@ -695,7 +704,7 @@ mod tests {
             fs::write(&log, &bytes[..cut]).expect("write");
             let store = open(dir.path());
             assert_eq!(store.list("s", "g"), first_values(4), "cut at {cut}");
-            assert_eq!(store.last_seq, 4);
+            assert_eq!(store.disk().last_seq, 4);
             drop(store);
             assert_eq!(fs::metadata(&log).expect("stat").len(), last as u64);
         }
@@ -795,13 +804,17 @@ mod tests {
             }
             // The log stays within the threshold, or within the snapshot's size when that is
             // larger (rewriting a snapshot bigger than the log would not pay off).
-            let bound = opts.compact_threshold_bytes.max(store.snapshot_len);
+            let bound = opts.compact_threshold_bytes.max(store.disk().snapshot_len);
             assert!(
-                store.log.len() <= bound,
+                store.disk().log.len() <= bound,
                 "log {} > {bound}",
-                store.log.len()
+                store.disk().log.len()
             );
-            assert!(store.snapshot_len < 8192, "snapshot {}", store.snapshot_len);
+            assert!(
+                store.disk().snapshot_len < 8192,
+                "snapshot {}",
+                store.disk().snapshot_len
+            );
         }
         assert!(compactions > 3, "only {compactions} compactions");
         let before = dump(&store);
@@ -814,7 +827,7 @@ mod tests {
         );
         let store = Store::open(opts).expect("reopen");
         assert_eq!(dump(&store), before);
-        assert_eq!(store.last_seq, writes);
+        assert_eq!(store.disk().last_seq, writes);
     }
 
     #[test]
@@ -829,7 +842,7 @@ mod tests {
         store.set("s", "g", "a", json!(1)).expect("set");
         store.compact().expect("compact");
         store.compact().expect("compact again");
-        assert_eq!(store.snapshot_seq, 1);
+        assert_eq!(store.disk().snapshot_seq, 1);
         assert!(!store.needs_compaction());
     }
 
@@ -842,7 +855,7 @@ mod tests {
                 .set("s", "g", &format!("k{i}"), json!(i))
                 .expect("set");
         }
-        files::write_snapshot(dir.path(), store.last_seq, &store.data).expect("snapshot");
+        files::write_snapshot(dir.path(), store.disk().last_seq, &store.data).expect("snapshot");
         drop(store); // crash before the new log exists
         let mut store = open(dir.path());
         assert_eq!(store.list("s", "g").len(), 10);
@@ -894,7 +907,7 @@ mod tests {
         let store = open(dir.path());
         let expected: Vec<Value> = (0..15).map(|i| json!(i)).collect();
         assert_eq!(store.list("s", "g"), expected);
-        assert_eq!(store.snapshot_seq, 10);
+        assert_eq!(store.disk().snapshot_seq, 10);
         assert!(files::list_dir(dir.path()).expect("list").temps.is_empty());
     }
 
@@ -1031,8 +1044,13 @@ mod tests {
         let dir = tempdir();
         let mut store = open(dir.path());
         store.set("s", "g", "a", json!(1)).expect("set");
-        let read_only = File::open(store.log.path()).expect("open read-only");
-        store.log.replace_file(read_only);
+        let read_only = File::open(store.disk().log.path()).expect("open read-only");
+        store
+            .disk
+            .as_mut()
+            .expect("a store with a directory")
+            .log
+            .replace_file(read_only);
         let err = store.set("s", "g", "a", json!(2)).expect_err("write fails");
         assert!(matches!(err, StoreError::Io { .. }), "{err}");
         assert!(err.to_string().contains("append to log"), "{err}");
@@ -1041,7 +1059,7 @@ mod tests {
         let err = store.delete("s", "g", "a").expect_err("poisoned");
         assert!(matches!(err, StoreError::Poisoned { .. }), "{err}");
         assert_eq!(store.get("s", "g", "a"), Some(&json!(1)));
-        assert_eq!(store.last_seq, 1);
+        assert_eq!(store.disk().last_seq, 1);
         store.compact().expect("compaction starts a fresh log");
         store.set("s", "g", "a", json!(3)).expect("set");
         store.close().expect("close");
