@@ -21,7 +21,7 @@ fn rust_worker_path() -> PathBuf {
     let path = dir.join("examples").join("todo-worker");
     assert!(
         path.exists(),
-        "{} is missing: cargo build --example todo-worker",
+        "{} is missing: build it with `cargo build --examples` (scripts/test does)",
         path.display()
     );
     path
