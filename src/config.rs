@@ -8,7 +8,6 @@
 //! unknown keys refused, so every error names the file, the entry, the key, the reason and the
 //! line. Nothing here starts anything.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
@@ -556,13 +555,6 @@ fn validate(cfg: &EngineConfig) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-impl EngineConfig {
-    /// The resolved socket address of listener `i` for logs (host may be `localhost`).
-    pub fn listener_addr(&self, i: usize) -> Option<SocketAddr> {
-        self.listeners.get(i)?.bind_addr().parse().ok()
-    }
 }
 
 // ---- entry deserialisation: dispatch on `name` / `class` so errors keep their path and line ----

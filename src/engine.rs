@@ -8,7 +8,6 @@
 //! Fallible setup (binding ports, opening the data directory) happens here, before anything
 //! is announced as ready; an error names the module and the reason.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -20,7 +19,6 @@ use crate::registry::RegistryActor;
 
 /// A running engine.
 pub struct Engine {
-    registry: Addr<RegistryActor>,
     stream: Option<stream::StreamModule>,
     listeners: Vec<(worker::Listener, bool)>,
     exec: Vec<exec::ExecModule>,
@@ -44,7 +42,6 @@ impl Engine {
         let registry =
             RegistryActor::start_in_arbiter(&registry_arbiter.handle(), |_| RegistryActor::new());
         let mut engine = Engine {
-            registry: registry.clone(),
             stream: None,
             listeners: Vec::new(),
             exec: Vec::new(),
@@ -115,16 +112,6 @@ impl Engine {
             std::net::IpAddr::V6(ip) => format!("[{ip}]"),
         };
         format!("ws://{ip}:{}", l.addr.port())
-    }
-
-    /// The registry, for in-process clients of the engine.
-    pub fn registry(&self) -> Addr<RegistryActor> {
-        self.registry.clone()
-    }
-
-    /// The bound address of every listener, in config order.
-    pub fn listener_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners.iter().map(|(l, _)| l.addr).collect()
     }
 
     /// What `--ready-file` receives: the bound addresses, for tests and tools.

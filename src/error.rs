@@ -29,8 +29,6 @@ pub enum EngineError {
     DuplicateInvocationId(String),
     #[error("Failed to deserialize input for {function_id}: {reason}")]
     Deserialization { function_id: String, reason: String },
-    #[error("{message}")]
-    Coded { code: String, message: String },
 }
 
 impl EngineError {
@@ -45,15 +43,6 @@ impl EngineError {
             EngineError::InvalidMessage(_) => "invalid_message",
             EngineError::DuplicateInvocationId(_) => "duplicate_invocation_id",
             EngineError::Deserialization { .. } => "deserialization_error",
-            EngineError::Coded { code, .. } => code,
-        }
-    }
-
-    /// A free-form error with an explicit code (used by built-in functions).
-    pub fn coded(code: impl Into<String>, message: impl Into<String>) -> Self {
-        EngineError::Coded {
-            code: code.into(),
-            message: message.into(),
         }
     }
 

@@ -105,7 +105,6 @@ pub(crate) enum Command {
         function_id: String,
         payload: Value,
     },
-    Raw(String),
     Shutdown,
     DropConnection,
 }
@@ -720,9 +719,6 @@ impl ClientActor {
                     timeout_ms: None,
                 });
                 self.send_or_queue(frame.encode());
-            }
-            Command::Raw(text) => {
-                self.send(text);
             }
             Command::Shutdown => self.shutdown(ctx),
             Command::DropConnection => self.on_lost("dropped on request".into(), ctx),

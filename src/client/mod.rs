@@ -374,11 +374,6 @@ impl Client {
         });
     }
 
-    /// Sends a raw frame (tests use this to send what SDKs never would).
-    pub fn send_raw(&self, text: String) {
-        self.addr.do_send(Command::Raw(text));
-    }
-
     /// Closes the connection for good; pending calls fail with `SHUTDOWN`.
     pub async fn shutdown(&self) {
         let _ = self.addr.send(Command::Shutdown).await;

@@ -127,20 +127,6 @@ pub struct TriggerRejected {
     pub error: ErrorBody,
 }
 
-/// Counters for tests and diagnostics.
-#[derive(Message)]
-#[rtype(result = "Stats")]
-pub struct GetStats;
-
-/// See [`GetStats`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Stats {
-    pub connections: usize,
-    pub functions: usize,
-    pub triggers: usize,
-    pub pending_invocations: usize,
-}
-
 /// Who serves a function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Owner {
@@ -279,15 +265,6 @@ impl RegistryActor {
         }
         self.run_deferred(ctx);
     }
-
-    fn stats(&self) -> Stats {
-        Stats {
-            connections: self.conns.len(),
-            functions: self.functions.len(),
-            triggers: self.triggers.len(),
-            pending_invocations: self.pending.len(),
-        }
-    }
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -377,12 +354,5 @@ impl Handler<TriggerRejected> for RegistryActor {
     type Result = ();
     fn handle(&mut self, msg: TriggerRejected, _ctx: &mut Self::Context) {
         self.reject_trigger(&msg.trigger_id, msg.error);
-    }
-}
-
-impl Handler<GetStats> for RegistryActor {
-    type Result = MessageResult<GetStats>;
-    fn handle(&mut self, _: GetStats, _ctx: &mut Self::Context) -> Self::Result {
-        MessageResult(self.stats())
     }
 }

@@ -228,23 +228,21 @@ impl RegistryActor {
             t.trigger_type,
             error.message
         );
+        let Some(owner) = t.owner else {
+            return;
+        };
+        // The registering worker knows its function by the id it sent (prefix stripped).
+        let function_id = match self.conns.get(&owner) {
+            Some(c) => c.policy.unprefixed(&t.function_id).to_string(),
+            None => return,
+        };
         let frame = protocol::Message::TriggerRegistrationResult(TriggerRegistrationResult {
             id: id.to_string(),
             trigger_type: t.trigger_type.clone(),
-            function_id: t.function_id.clone(),
+            function_id,
             error: Some(ErrorBody::new("trigger_registration_failed", error.message)),
         });
-        if let Some(owner) = t.owner {
-            let frame = match (&frame, self.conns.get(&owner)) {
-                (protocol::Message::TriggerRegistrationResult(f), Some(c)) => {
-                    let mut f = f.clone();
-                    f.function_id = c.policy.unprefixed(&f.function_id).to_string();
-                    protocol::Message::TriggerRegistrationResult(f)
-                }
-                _ => frame,
-            };
-            self.send_frame(owner, frame);
-        }
+        self.send_frame(owner, frame);
     }
 
     /// Drops a departed connection's bindings and the trigger types it provided.
