@@ -187,6 +187,10 @@ async fn callee_re_registers_after_reconnect() {
     .await
     .expect("reconnected")
     .unwrap();
+    // Connected is seen when the welcome arrives; the reattach and replay that follow it are
+    // still in flight. One round trip on the new connection makes sure they have landed (a call
+    // routed earlier would hit the retired connection and get invocation_stopped, correctly).
+    common::barrier(&callee).await;
     assert_eq!(
         wait_callable(&caller, "echo::me", json!({"x": 2})).await["echo"],
         json!(2)
