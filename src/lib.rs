@@ -63,6 +63,7 @@ pub mod error;
 pub mod ids;
 pub mod modules;
 pub mod outbox;
+pub mod payload;
 pub mod protocol;
 pub mod rbac;
 pub mod registry;

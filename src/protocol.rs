@@ -11,8 +11,10 @@
 //! is recognised and ignored rather than reported as an error.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use uuid::Uuid;
+
+pub use crate::payload::Payload;
 
 /// `{code, message, stacktrace?}` — the error carried by an `invocationresult`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,10 +72,9 @@ pub struct InvokeFunction {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub invocation_id: Option<Uuid>,
     pub function_id: String,
-    /// Read by [`decode`] directly from the frame (absent = `null`), so that large payloads are
-    /// moved rather than rebuilt.
-    #[serde(skip_deserializing, default)]
-    pub data: Value,
+    /// Kept as the JSON text it arrived as (absent = `null`); see [`Payload`].
+    #[serde(default)]
+    pub data: Payload,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -92,9 +93,9 @@ pub struct InvokeFunction {
 pub struct InvocationResult {
     pub invocation_id: Uuid,
     pub function_id: String,
-    /// Read by [`decode`] directly from the frame; `null` means "no result" and is omitted.
-    #[serde(skip_deserializing, default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<Value>,
+    /// Kept as JSON text; `null` means "no result" and is omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Payload>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorBody>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -250,14 +251,26 @@ const IGNORED_TYPES: &[&str] = &[
     "localinvocationstats",
 ];
 
-/// Reads one text frame (already trimmed and non-empty).
+/// Just the discriminator of a frame; every other member is skipped without being built.
+#[derive(Deserialize)]
+struct Kind {
+    #[serde(rename = "type")]
+    ty: Option<Value>,
+}
+
+/// Reads one text frame (already trimmed and non-empty). The text is read twice: once for its
+/// `type`, then straight into that frame's struct, with `data` and `result` kept as text.
 pub fn decode(text: &str) -> Result<Decoded, DecodeError> {
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| invalid(format!("invalid JSON: {e}")))?;
-    let Value::Object(mut obj) = value else {
-        return Err(invalid("a frame must be a JSON object".to_string()));
-    };
-    let ty = match obj.remove("type") {
+    if !text.starts_with('{') {
+        // (serde would read a struct from an array, so look at the shape first.)
+        return Err(match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            Ok(_) => invalid("a frame must be a JSON object".to_string()),
+            Err(e) => invalid(format!("invalid JSON: {e}")),
+        });
+    }
+    let kind =
+        serde_json::from_str::<Kind>(text).map_err(|e| invalid(format!("invalid JSON: {e}")))?;
+    let ty = match kind.ty {
         Some(Value::String(s)) => s,
         Some(_) => return Err(invalid("\"type\" must be a string".to_string())),
         None => return Err(invalid("missing \"type\"".to_string())),
@@ -266,18 +279,18 @@ pub fn decode(text: &str) -> Result<Decoded, DecodeError> {
         return Ok(Decoded::Ignored(ignored));
     }
     let msg = match ty.as_str() {
-        "registerfunction" => typed(&ty, obj).map(Message::RegisterFunction),
-        "unregisterfunction" => typed(&ty, obj).map(Message::UnregisterFunction),
-        "invokefunction" => decode_invoke(obj),
-        "invocationresult" => decode_result(obj),
-        "registertriggertype" => typed(&ty, obj).map(Message::RegisterTriggerType),
-        "registertrigger" => typed(&ty, obj).map(Message::RegisterTrigger),
-        "unregistertrigger" => typed(&ty, obj).map(Message::UnregisterTrigger),
-        "triggerregistrationresult" => typed(&ty, obj).map(Message::TriggerRegistrationResult),
-        "registerservice" => typed(&ty, obj).map(Message::RegisterService),
-        "reattach" => typed(&ty, obj).map(Message::Reattach),
-        "workerregistered" => typed(&ty, obj).map(Message::WorkerRegistered),
-        "error" => typed(&ty, obj).map(Message::Error),
+        "registerfunction" => typed(&ty, text).map(Message::RegisterFunction),
+        "unregisterfunction" => typed(&ty, text).map(Message::UnregisterFunction),
+        "invokefunction" => decode_invoke(text),
+        "invocationresult" => typed(&ty, text).map(Message::InvocationResult),
+        "registertriggertype" => typed(&ty, text).map(Message::RegisterTriggerType),
+        "registertrigger" => typed(&ty, text).map(Message::RegisterTrigger),
+        "unregistertrigger" => typed(&ty, text).map(Message::UnregisterTrigger),
+        "triggerregistrationresult" => typed(&ty, text).map(Message::TriggerRegistrationResult),
+        "registerservice" => typed(&ty, text).map(Message::RegisterService),
+        "reattach" => typed(&ty, text).map(Message::Reattach),
+        "workerregistered" => typed(&ty, text).map(Message::WorkerRegistered),
+        "error" => typed(&ty, text).map(Message::Error),
         "ping" => Ok(Message::Ping),
         "pong" => Ok(Message::Pong),
         other => Err(DecodeError {
@@ -289,45 +302,35 @@ pub fn decode(text: &str) -> Result<Decoded, DecodeError> {
     Ok(Decoded::Message(msg))
 }
 
-fn decode_invoke(mut obj: Map<String, Value>) -> Result<Message, DecodeError> {
-    let readable_id = obj
-        .get("invocation_id")
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    let function_id = obj
-        .get("function_id")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    let data = obj.remove("data").unwrap_or(Value::Null);
-    match serde_json::from_value::<InvokeFunction>(Value::Object(obj)) {
-        Ok(mut inv) => {
-            inv.data = data;
-            Ok(Message::InvokeFunction(inv))
+fn decode_invoke(text: &str) -> Result<Message, DecodeError> {
+    match serde_json::from_str::<InvokeFunction>(text) {
+        Ok(inv) => Ok(Message::InvokeFunction(inv)),
+        Err(e) => {
+            /// What can still be read of a broken call, to answer its caller.
+            #[derive(Deserialize)]
+            struct Ids {
+                invocation_id: Option<Value>,
+                function_id: Option<Value>,
+            }
+            let ids = serde_json::from_str::<Ids>(text).ok();
+            let readable_id = ids
+                .as_ref()
+                .and_then(|i| i.invocation_id.as_ref()?.as_str().map(str::to_string));
+            let function_id = ids
+                .as_ref()
+                .and_then(|i| i.function_id.as_ref()?.as_str().map(str::to_string))
+                .unwrap_or_default();
+            Err(DecodeError {
+                code: "invalid_message",
+                message: format!("invalid invokefunction: {e}"),
+                invocation: readable_id.map(|id| (id, function_id)),
+            })
         }
-        Err(e) => Err(DecodeError {
-            code: "invalid_message",
-            message: format!("invalid invokefunction: {e}"),
-            invocation: readable_id.map(|id| (id, function_id)),
-        }),
     }
 }
 
-fn decode_result(mut obj: Map<String, Value>) -> Result<Message, DecodeError> {
-    let result = match obj.remove("result") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(v),
-    };
-    let mut res: InvocationResult = typed("invocationresult", obj)?;
-    res.result = result;
-    Ok(Message::InvocationResult(res))
-}
-
-fn typed<T: serde::de::DeserializeOwned>(
-    ty: &str,
-    obj: Map<String, Value>,
-) -> Result<T, DecodeError> {
-    serde_json::from_value(Value::Object(obj)).map_err(|e| invalid(format!("invalid {ty}: {e}")))
+fn typed<T: serde::de::DeserializeOwned>(ty: &str, text: &str) -> Result<T, DecodeError> {
+    serde_json::from_str(text).map_err(|e| invalid(format!("invalid {ty}: {e}")))
 }
 
 fn invalid(message: String) -> DecodeError {
@@ -384,7 +387,7 @@ mod tests {
         };
         assert_eq!(i.invocation_id, None);
         assert_eq!(i.action, Some(Action::Void));
-        assert_eq!(i.data["pid"], json!(8603));
+        assert_eq!(i.data.to_value()["pid"], json!(8603));
 
         // Python 0.25 puts "type" last and adds fields the engine ignores.
         let m = msg(
@@ -404,7 +407,10 @@ mod tests {
         let Message::InvocationResult(r) = m else {
             panic!()
         };
-        assert_eq!(r.result, Some(json!({"lang":"python"})));
+        assert_eq!(
+            r.result.map(|p| p.to_value()),
+            Some(json!({"lang":"python"}))
+        );
 
         let m = msg(
             r#"{"type":"invocationresult","invocation_id":"223850e8-3190-4d25-b35f-13cd72416bf3","function_id":"x","error":{"code":"invocation_failed","message":"boom","stacktrace":"Error: boom"}}"#,
@@ -475,7 +481,7 @@ mod tests {
             Message::InvokeFunction(InvokeFunction {
                 invocation_id: Some(id),
                 function_id: "a::b".into(),
-                data: json!({"x":[1,2,{"y":null}]}),
+                data: json!({"x":[1,2,{"y":null}]}).into(),
                 traceparent: Some("00-1-2-01".into()),
                 baggage: None,
                 action: Some(Action::Enqueue { queue: "q".into() }),
@@ -563,6 +569,6 @@ mod tests {
         let Message::InvokeFunction(i) = m else {
             panic!()
         };
-        assert_eq!(i.data, Value::Null);
+        assert!(i.data.is_null());
     }
 }

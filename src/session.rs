@@ -18,7 +18,7 @@ use actix::prelude::*;
 use actix_http::ws::Item;
 use actix_web_actors::ws;
 use bytes::{Bytes, BytesMut};
-use serde_json::{json, Value};
+use serde_json::json;
 use uuid::Uuid;
 
 use crate::config::ListenerConfig;
@@ -61,9 +61,6 @@ where
         },
     ));
 }
-
-/// The key the engine sets in a call's `data` to the caller's worker id (§4.3).
-const CALLER_KEY: &str = "_caller_worker_id";
 
 /// Consecutive invalid frames after which a connection is closed (policy violation).
 const MAX_INVALID_STREAK: u32 = 16;
@@ -161,12 +158,7 @@ impl SessionActor {
             protocol::Message::Ping => self.send(ctx, &protocol::Message::Pong),
             protocol::Message::Pong => {}
             protocol::Message::InvokeFunction(mut inv) => {
-                if let Value::Object(map) = &mut inv.data {
-                    map.insert(
-                        CALLER_KEY.into(),
-                        Value::String(self.worker_id_text.clone()),
-                    );
-                }
+                inv.data = inv.data.with_caller(&self.worker_id_text);
                 self.forward(protocol::Message::InvokeFunction(inv));
             }
             other => self.forward(other),

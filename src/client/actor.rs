@@ -19,6 +19,7 @@ use uuid::Uuid;
 use super::{ClientOptions, HandlerFn, InvocationError, TriggerRequest, TriggerTypeEvent};
 use crate::deadlines::Deadlines;
 use crate::ids::IdMap;
+use crate::payload::Payload;
 use crate::protocol::{self, Action, Decoded, ErrorBody, InvocationResult, InvokeFunction};
 
 /// TCP connections with Nagle's algorithm off: frames are small and a delayed ACK would hold
@@ -447,7 +448,7 @@ impl ClientActor {
                 if let Some(call) = self.take_pending(r.invocation_id) {
                     let outcome = match r.error {
                         Some(e) => Err(e.into()),
-                        None => Ok(r.result),
+                        None => Ok(r.result.map(|p| p.to_value())),
                     };
                     let _ = call.reply.send(outcome);
                 }
@@ -539,7 +540,7 @@ impl ClientActor {
             }
             return;
         };
-        let fut = (f.handler)(inv.data);
+        let fut = (f.handler)(inv.data.to_value());
         // Handlers run as tasks on this thread, started in arrival order (actix's own
         // spawned-future list would start a burst of them in reverse).
         let addr = ctx.address();
@@ -570,7 +571,7 @@ impl ClientActor {
             return;
         };
         let (result, error) = match done.outcome {
-            Ok(v) => (Some(v).filter(|v| !v.is_null()), None),
+            Ok(v) => (Some(v).filter(|v| !v.is_null()).map(Payload::from), None),
             Err(e) => (None, Some(e)),
         };
         let frame = protocol::Message::InvocationResult(InvocationResult {
@@ -594,7 +595,7 @@ impl ClientActor {
         let frame = protocol::Message::InvokeFunction(InvokeFunction {
             invocation_id: Some(id),
             function_id: req.function_id.clone(),
-            data: req.payload,
+            data: req.payload.into(),
             traceparent: None,
             baggage: None,
             action: None,
@@ -711,7 +712,7 @@ impl ClientActor {
                 let frame = protocol::Message::InvokeFunction(InvokeFunction {
                     invocation_id: None,
                     function_id,
-                    data: payload,
+                    data: payload.into(),
                     traceparent: None,
                     baggage: None,
                     action: Some(Action::Void),

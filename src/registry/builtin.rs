@@ -12,13 +12,15 @@ use actix::prelude::*;
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::payload::Payload;
+
 /// A call of an engine-hosted function. Answer with `BuiltinDone { engine_id, .. }`.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct BuiltinCall {
     pub engine_id: Uuid,
     pub function_id: String,
-    pub data: Value,
+    pub data: Payload,
 }
 
 /// A trigger of a type the module provides was bound or unbound.

@@ -174,7 +174,7 @@ impl RegistryActor {
         ctx: &mut Context<Self>,
     ) {
         let policy = match outcome {
-            Ok(Some(v)) => SessionPolicy::from_auth_result(v),
+            Ok(Some(v)) => SessionPolicy::from_auth_result(v.to_value()),
             Ok(None) => Err("auth function returned no result".to_string()),
             Err(e) if e.code == "invocation_timeout" => Err(format!(
                 "auth function {function_id} did not answer in time"

@@ -20,6 +20,7 @@ use crate::protocol::ErrorBody;
 use crate::rbac::{self, Decision};
 
 type Outcome = Result<Option<Value>, ErrorBody>;
+use crate::payload::Payload;
 
 const FUNCTIONS: &[(&str, &str)] = &[
     (
@@ -63,9 +64,9 @@ fn bad_input(function_id: &str, e: impl std::fmt::Display) -> ErrorBody {
     .to_body()
 }
 
-fn parse<T: for<'de> Deserialize<'de>>(function_id: &str, data: Value) -> Result<T, ErrorBody> {
-    let data = if data.is_null() { json!({}) } else { data };
-    serde_json::from_value(data).map_err(|e| bad_input(function_id, e))
+fn parse<T: for<'de> Deserialize<'de>>(function_id: &str, data: &Payload) -> Result<T, ErrorBody> {
+    let text = if data.is_null() { "{}" } else { data.as_str() };
+    serde_json::from_str(text).map_err(|e| bad_input(function_id, e))
 }
 
 #[derive(Deserialize, Default)]
@@ -158,11 +159,21 @@ impl RegistryActor {
     pub(crate) fn call_engine_function(
         &mut self,
         function_id: &str,
-        data: Value,
+        data: &Payload,
+        from: Option<Uuid>,
+    ) -> Result<Option<Payload>, ErrorBody> {
+        self.engine_function(function_id, data, from)
+            .map(|v| v.map(|v| Payload::from_value(&v)))
+    }
+
+    fn engine_function(
+        &mut self,
+        function_id: &str,
+        data: &Payload,
         from: Option<Uuid>,
     ) -> Outcome {
         match function_id {
-            "engine::workers::register" => self.workers_register(data, from),
+            "engine::workers::register" => self.workers_register(data.to_value(), from),
             "engine::functions::list" => {
                 let input: ListFunctionsInput = parse(function_id, data)?;
                 Ok(Some(self.functions_list(&input, from)))
@@ -295,7 +306,7 @@ impl RegistryActor {
 
     /// `{function_id}` → one detail; `{function_ids: [≤32]}` → `{functions: [...]}`. A session
     /// is told `FORBIDDEN` before existence is checked, so hidden ids leak nothing.
-    fn functions_info(&self, function_id: &str, data: Value, from: Option<Uuid>) -> Outcome {
+    fn functions_info(&self, function_id: &str, data: &Payload, from: Option<Uuid>) -> Outcome {
         #[derive(Deserialize)]
         struct Input {
             function_id: Option<String>,

@@ -10,16 +10,18 @@
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::{BuiltinCall, Deferred, Owner, RegistryActor, DEFAULT_INTERNAL_TIMEOUT};
 use crate::error::EngineError;
+use crate::payload::Payload;
 use crate::protocol::{self, Action, ErrorBody, InvocationResult, InvokeFunction};
 use crate::rbac::{self, Decision};
 
 /// The result of a call as the registry sees it.
-pub(crate) type Outcome = Result<Option<Value>, ErrorBody>;
+pub(crate) type Outcome = Result<Option<Payload>, ErrorBody>;
 
 /// A continuation run on the registry when an internal call finishes.
 pub(crate) type Then = Box<dyn FnOnce(&mut RegistryActor, &mut Context<RegistryActor>, Outcome)>;
@@ -59,7 +61,7 @@ pub(crate) struct Pending {
 #[derive(Debug, Clone)]
 pub struct CallRequest {
     pub function_id: String,
-    pub data: Value,
+    pub data: Payload,
     pub metadata: Option<Value>,
     pub traceparent: Option<String>,
     pub baggage: Option<String>,
@@ -69,10 +71,10 @@ pub struct CallRequest {
 }
 
 impl CallRequest {
-    pub fn new(function_id: impl Into<String>, data: Value) -> Self {
+    pub fn new(function_id: impl Into<String>, data: impl Into<Payload>) -> Self {
         CallRequest {
             function_id: function_id.into(),
-            data,
+            data: data.into(),
             metadata: None,
             traceparent: None,
             baggage: None,
@@ -217,13 +219,23 @@ impl RegistryActor {
         let Some(caller) = self.session_caller(worker_id, id, &inv) else {
             return;
         };
-        let mut payload = inv.data;
-        if let Value::Object(map) = &mut payload {
-            map.remove("_caller_worker_id");
+        /// What the middleware receives (§7.6).
+        #[derive(Serialize)]
+        struct Input<'a> {
+            function_id: &'a str,
+            payload: &'a Payload,
+            action: &'a Option<Action>,
+            context: &'a Value,
         }
+        let data = Payload::from_serialize(&Input {
+            function_id: &inv.function_id,
+            payload: &inv.data.without_caller(),
+            action: &inv.action,
+            context: &context,
+        });
         let req = CallRequest {
             function_id: middleware,
-            data: json!({"function_id": inv.function_id, "payload": payload, "action": inv.action, "context": context}),
+            data,
             metadata: inv.metadata,
             traceparent: inv.traceparent,
             baggage: inv.baggage,
@@ -247,7 +259,7 @@ impl RegistryActor {
         };
         match owner {
             Owner::Engine => {
-                let outcome = self.call_engine_function(&req.function_id, req.data, req.from);
+                let outcome = self.call_engine_function(&req.function_id, &req.data, req.from);
                 self.deliver(caller, outcome, ctx);
             }
             Owner::Builtin(index) => {

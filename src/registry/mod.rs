@@ -41,6 +41,7 @@ use crate::config::ListenerConfig;
 use crate::deadlines::Deadlines;
 use crate::ids::IdMap;
 use crate::outbox::{Delivery, Progress};
+use crate::payload::Payload;
 use crate::protocol::{self, ErrorBody};
 use crate::session::ToSession;
 use connections::Conn;
@@ -88,7 +89,7 @@ pub struct Disconnect {
 
 /// An internal call (no caller connection); resolves with the function's result.
 #[derive(Message)]
-#[rtype(result = "Result<Option<Value>, ErrorBody>")]
+#[rtype(result = "Result<Option<Payload>, ErrorBody>")]
 pub struct Call(pub CallRequest);
 
 /// An engine-hosted module announces its functions and trigger types.
@@ -107,7 +108,7 @@ pub struct RegisterBuiltins {
 #[rtype(result = "()")]
 pub struct BuiltinDone {
     pub engine_id: Uuid,
-    pub outcome: Result<Option<Value>, ErrorBody>,
+    pub outcome: Result<Option<Payload>, ErrorBody>,
 }
 
 /// A trigger provider fires: call `function_id` with `data`; the result is discarded.
@@ -115,7 +116,7 @@ pub struct BuiltinDone {
 #[rtype(result = "()")]
 pub struct FireTrigger {
     pub function_id: String,
-    pub data: Value,
+    pub data: Payload,
     pub metadata: Option<Value>,
 }
 
@@ -178,7 +179,7 @@ pub(crate) enum Deferred {
     /// Call a function bound to a trigger; the result is discarded.
     Fire {
         function_id: String,
-        data: Value,
+        data: Payload,
         metadata: Option<Value>,
     },
 }
@@ -307,7 +308,7 @@ impl Handler<Disconnect> for RegistryActor {
 }
 
 impl Handler<Call> for RegistryActor {
-    type Result = ResponseFuture<Result<Option<Value>, ErrorBody>>;
+    type Result = ResponseFuture<Result<Option<Payload>, ErrorBody>>;
     fn handle(&mut self, msg: Call, ctx: &mut Self::Context) -> Self::Result {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let then = move |_: &mut Self, _: &mut Context<Self>, outcome: Outcome| {

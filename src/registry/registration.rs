@@ -49,7 +49,7 @@ impl RegistryActor {
         let deadline = Duration::from_millis(conn.listener.auth_timeout_ms);
         let req = CallRequest::new(hook.clone(), input).timeout(deadline);
         let then = move |act: &mut Self, ctx: &mut Context<Self>, outcome: Outcome| {
-            let overrides = match outcome {
+            let overrides = match outcome.map(|o| o.map(|p| p.to_value())) {
                 Ok(Some(Value::Object(map))) => Some(map),
                 Ok(other) => {
                     let got = other.map_or("nothing".to_string(), |v| v.to_string());

@@ -271,6 +271,7 @@ impl RegistryActor {
 
     /// Calls every function bound to an engine-provided trigger type.
     pub(crate) fn fire_engine_trigger(&mut self, trigger_type: &str, payload: Value) {
+        let payload = crate::payload::Payload::from_value(&payload);
         let targets: Vec<(String, Option<Value>)> = self
             .triggers
             .values()

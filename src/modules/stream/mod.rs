@@ -31,6 +31,7 @@ use serde_json::{json, Value};
 
 use crate::config::{FsyncMode, StoreMethod, StreamConfig};
 use crate::outbox::{Delivery, Outbox, Progress};
+use crate::payload::Payload;
 use crate::protocol::ErrorBody;
 use crate::registry::{
     now_ms, BuiltinCall, BuiltinDone, BuiltinFunction, Call, CallRequest, FireTrigger,
@@ -131,7 +132,7 @@ impl Binding {
 #[derive(Default)]
 struct ConditionQueue {
     busy: bool,
-    events: VecDeque<Value>,
+    events: VecDeque<Payload>,
 }
 
 struct ConsumerConn {
@@ -232,7 +233,9 @@ impl StreamModule {
 
 impl StreamActor {
     fn handle_call(&mut self, call: BuiltinCall, ctx: &mut Context<Self>) {
-        let (outcome, change) = functions::call(&mut self.store, &call.function_id, call.data);
+        let (outcome, change) =
+            functions::call(&mut self.store, &call.function_id, call.data.to_value());
+        let outcome = outcome.map(|v| v.map(|v| Payload::from_value(&v)));
         if let Err(e) = &outcome {
             if e.code.starts_with("STREAM_") {
                 log::error!("{}: {}", call.function_id, e.message);
@@ -249,7 +252,7 @@ impl StreamActor {
 
     /// Fires matching triggers and pushes the change to matching subscriptions.
     fn announce(&mut self, change: &Change, ctx: &mut Context<Self>) {
-        let payload = change.payload(now_ms());
+        let payload = Payload::from_value(&change.payload(now_ms()));
         let mut conditioned = Vec::new();
         for (id, b) in self.bindings.iter().filter(|(_, b)| b.matches(change)) {
             if b.condition.is_some() {
@@ -275,8 +278,8 @@ impl StreamActor {
         }
     }
 
-    fn push_to_consumers(&mut self, change: &Change, payload: &Value) {
-        let frame: Arc<str> = Arc::from(payload.to_string());
+    fn push_to_consumers(&mut self, change: &Change, payload: &Payload) {
+        let frame: Arc<str> = Arc::from(payload.as_str());
         let mut stalled = Vec::new();
         for (conn_id, conn) in self.consumers.iter_mut() {
             let hits = conn
@@ -341,7 +344,7 @@ impl StreamActor {
             .send(Call(CallRequest::new(condition.clone(), payload)));
         ctx.spawn(check.into_actor(self).map(move |res, act, ctx| {
             match res {
-                Ok(Ok(Some(Value::Bool(false)))) => {}
+                Ok(Ok(Some(p))) if p.as_str() == "false" => {}
                 Ok(Ok(_)) => act.registry.do_send(fire),
                 Ok(Err(e)) => log::warn!(
                     "trigger {id}: condition {condition} failed ({}); event skipped",
@@ -442,6 +445,7 @@ impl StreamActor {
     }
 
     fn fire_kind(&self, kind: BindingKind, payload: Value) {
+        let payload = Payload::from_value(&payload);
         for b in self.bindings.values().filter(|b| b.kind == kind) {
             self.registry.do_send(FireTrigger {
                 function_id: b.function_id.clone(),
@@ -471,7 +475,7 @@ impl StreamActor {
                     .send(Call(CallRequest::new(function_id, payload.clone())))
                     .await;
                 if let Ok(Ok(Some(v))) = res {
-                    if v.get("unauthorized") == Some(&Value::Bool(true)) {
+                    if v.to_value().get("unauthorized") == Some(&Value::Bool(true)) {
                         return false;
                     }
                 }

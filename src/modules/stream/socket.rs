@@ -102,7 +102,9 @@ async fn upgrade(
                            "addr": req.peer_addr().map(|a| a.to_string())});
         let req_call = CallRequest::new(function_id.clone(), input).timeout(Duration::from_secs(5));
         match state.registry.send(Call(req_call)).await {
-            Ok(Ok(Some(v))) => context = v.get("context").cloned().unwrap_or(Value::Null),
+            Ok(Ok(Some(v))) => {
+                context = v.to_value().get("context").cloned().unwrap_or(Value::Null)
+            }
             Ok(Ok(None)) => {}
             Ok(Err(e)) => {
                 log::warn!(
