@@ -54,12 +54,31 @@ pub struct ListenerConfig {
     pub auth_timeout_ms: u64,
     pub max_frame_bytes: usize,
     pub max_message_bytes: usize,
-    /// Frames the engine queues for one connection before it checks whether the connection is
-    /// still draining them.
+    /// Frames read from one connection and not yet handled; at this many the engine stops
+    /// reading the connection's socket until it has caught up (never refuses them).
     pub max_queued_frames: usize,
-    /// A connection with a full queue that has not drained anything for this long is not
-    /// reading its socket: it is closed and its calls fail (`invocation_stopped`).
+    /// The same limit in bytes (also bounds what a connection may send while its auth function
+    /// or a registration hook runs).
+    pub max_queued_bytes: usize,
+    /// Calls one connection may have in flight; at this many its socket is not read until
+    /// some are answered.
+    pub max_inflight_calls: usize,
+    /// Bytes queued for one connection and not yet written to it; past this the engine stops
+    /// reading the connection (it is not reading its replies), and past 4× it is disconnected.
+    pub max_outbound_bytes: usize,
+    /// Bytes held for all connections of this listener together: unfinished fragmented
+    /// messages and frames not yet handled. A connection that would pass it waits (or, with an
+    /// unfinished message that cannot fit, is closed with 1013).
+    pub max_inflight_bytes: usize,
+    /// A connection over its outbound limit that has not written anything for this long is
+    /// not reading its socket: it is closed and its calls fail (`invocation_stopped`).
     pub write_stall_timeout_ms: u64,
+    /// Longest `timeout_ms` a session on an RBAC listener may ask for.
+    pub max_invocation_timeout_ms: u64,
+    /// Triggers one session on an RBAC listener may have registered at once.
+    pub max_triggers_per_session: usize,
+    /// Functions one session on an RBAC listener may have registered at once.
+    pub max_functions_per_session: usize,
     /// The engine pings every connection this often...
     pub heartbeat_interval_ms: u64,
     /// ...and closes one that sent nothing (not even a pong) for this long.
@@ -81,8 +100,15 @@ impl Default for ListenerConfig {
             auth_timeout_ms: 5_000,
             max_frame_bytes: 16 << 20,
             max_message_bytes: 64 << 20,
-            max_queued_frames: 16_384,
+            max_queued_frames: 256,
+            max_queued_bytes: 4 << 20,
+            max_inflight_calls: 1024,
+            max_outbound_bytes: 16 << 20,
+            max_inflight_bytes: 256 << 20,
             write_stall_timeout_ms: 10_000,
+            max_invocation_timeout_ms: 30_000,
+            max_triggers_per_session: 100,
+            max_functions_per_session: 1000,
             heartbeat_interval_ms: 20_000,
             idle_timeout_ms: 60_000,
             threads: 2,
@@ -91,6 +117,16 @@ impl Default for ListenerConfig {
 }
 
 impl ListenerConfig {
+    /// The flow-control limits of one connection on this listener.
+    pub fn flow_limits(&self) -> crate::flow::Limits {
+        crate::flow::Limits {
+            queued_frames: self.max_queued_frames.max(1),
+            queued_bytes: self.max_queued_bytes.max(1),
+            inflight_calls: self.max_inflight_calls.max(1),
+            outbound_bytes: self.max_outbound_bytes.max(1),
+        }
+    }
+
     /// The address to bind.
     pub fn bind_addr(&self) -> String {
         if self.host.contains(':') && !self.host.starts_with('[') {
@@ -526,14 +562,21 @@ fn validate(cfg: &EngineConfig) -> Result<(), String> {
                 "{at}: config.max_message_bytes must be >= max_frame_bytes > 0"
             ));
         }
-        if l.threads == 0
-            || l.heartbeat_interval_ms == 0
-            || l.idle_timeout_ms == 0
-            || l.max_queued_frames == 0
-        {
-            return Err(format!(
-                "{at}: threads, heartbeat_interval_ms, idle_timeout_ms and max_queued_frames must be > 0"
-            ));
+        let zero = [
+            ("threads", l.threads as u64),
+            ("heartbeat_interval_ms", l.heartbeat_interval_ms),
+            ("idle_timeout_ms", l.idle_timeout_ms),
+            ("max_queued_frames", l.max_queued_frames as u64),
+            ("max_queued_bytes", l.max_queued_bytes as u64),
+            ("max_inflight_calls", l.max_inflight_calls as u64),
+            ("max_outbound_bytes", l.max_outbound_bytes as u64),
+            ("max_inflight_bytes", l.max_inflight_bytes as u64),
+            ("max_invocation_timeout_ms", l.max_invocation_timeout_ms),
+        ]
+        .into_iter()
+        .find(|(_, v)| *v == 0);
+        if let Some((key, _)) = zero {
+            return Err(format!("{at}: config.{key} must be > 0"));
         }
     }
     for e in &cfg.exec {

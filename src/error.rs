@@ -19,8 +19,6 @@ pub enum EngineError {
         function_id: String,
         timeout_ms: u64,
     },
-    #[error("could not deliver the call to the worker serving {0}")]
-    ChannelSendFailed(String),
     #[error("function '{function_id}' not allowed ({hint})")]
     Forbidden { function_id: String, hint: String },
     #[error("{0}")]
@@ -38,7 +36,6 @@ impl EngineError {
             EngineError::FunctionNotFound(_) => "function_not_found",
             EngineError::InvocationStopped => "invocation_stopped",
             EngineError::InvocationTimeout { .. } => "invocation_timeout",
-            EngineError::ChannelSendFailed(_) => "channel_send_failed",
             EngineError::Forbidden { .. } => "FORBIDDEN",
             EngineError::InvalidMessage(_) => "invalid_message",
             EngineError::DuplicateInvocationId(_) => "duplicate_invocation_id",

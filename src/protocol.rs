@@ -10,10 +10,15 @@
 //! SDKs send but this engine has no use for (`unregistertriggertype`, the 0.25+ observe family)
 //! is recognised and ignored rather than reported as an error.
 
+use std::sync::Arc;
+
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::payload::push_json_str;
 pub use crate::payload::Payload;
 
 /// `{code, message, stacktrace?}` — the error carried by an `invocationresult`.
@@ -86,6 +91,10 @@ pub struct InvokeFunction {
     /// Engine extension: per-call deadline in milliseconds (upstream SDKs never send it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// Not on the wire as such: the worker id the engine writes into an object `data` as
+    /// `_caller_worker_id` when it encodes the frame for the callee (§4.3).
+    #[serde(skip)]
+    pub caller: Option<Arc<str>>,
 }
 
 /// `invocationresult` (both directions).
@@ -200,13 +209,38 @@ pub enum Message {
 }
 
 impl Message {
-    /// Serialises the frame as JSON text.
+    /// Serialises the frame as JSON text. The two frames that carry payloads are written by
+    /// hand, the payload copied in verbatim (and `_caller_worker_id` spliced into it).
     pub fn encode(&self) -> String {
-        // Serialising these types cannot fail: every map key is a string.
-        serde_json::to_string(self).unwrap_or_else(|e| {
-            log::error!("could not encode a frame: {e}");
-            String::from("{}")
-        })
+        match self {
+            Message::InvokeFunction(i) => encode_invoke(i),
+            Message::InvocationResult(r) => encode_result(r),
+            // Serialising these types cannot fail: every map key is a string.
+            other => serde_json::to_string(other).unwrap_or_else(|e| {
+                log::error!("could not encode a frame: {e}");
+                String::from("{}")
+            }),
+        }
+    }
+
+    /// About how many bytes this frame takes on the wire: exact for payloads, a fixed
+    /// allowance for the rest. Flow control counts this (the same value on both sides).
+    pub fn estimated_len(&self) -> usize {
+        const FRAME: usize = 160;
+        FRAME
+            + match self {
+                Message::InvokeFunction(i) => i.data.len() + i.function_id.len(),
+                Message::InvocationResult(r) => {
+                    r.result.as_ref().map_or(0, Payload::len)
+                        + r.function_id.len()
+                        + r.error.as_ref().map_or(0, |e| {
+                            e.message.len() + e.stacktrace.as_ref().map_or(0, String::len)
+                        })
+                }
+                Message::RegisterTrigger(t) => t.id.len() + t.function_id.len() + 256,
+                Message::Error(e) => e.error.message.len(),
+                _ => 0,
+            }
     }
 
     /// An `invocationresult` carrying an error.
@@ -251,6 +285,103 @@ const IGNORED_TYPES: &[&str] = &[
     "localinvocationstats",
 ];
 
+/// Appends `,"key":<value>` for an optional serialisable member.
+fn push_member<T: Serialize>(out: &mut String, key: &str, value: &Option<T>) {
+    if let Some(v) = value {
+        out.push_str(",\"");
+        out.push_str(key);
+        out.push_str("\":");
+        out.push_str(&serde_json::to_string(v).unwrap_or_else(|_| "null".into()));
+    }
+}
+
+fn push_str_member(out: &mut String, key: &str, value: Option<&str>) {
+    if let Some(v) = value {
+        out.push_str(",\"");
+        out.push_str(key);
+        out.push_str("\":");
+        push_json_str(out, v);
+    }
+}
+
+fn push_uuid(out: &mut String, key: &str, id: &Uuid) {
+    out.push_str(",\"");
+    out.push_str(key);
+    out.push_str("\":\"");
+    out.push_str(id.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
+    out.push('"');
+}
+
+fn encode_invoke(i: &InvokeFunction) -> String {
+    let mut out = String::with_capacity(i.data.len() + i.function_id.len() + 160);
+    out.push_str("{\"type\":\"invokefunction\"");
+    if let Some(id) = &i.invocation_id {
+        push_uuid(&mut out, "invocation_id", id);
+    }
+    push_str_member(&mut out, "function_id", Some(&i.function_id));
+    out.push_str(",\"data\":");
+    i.data.write_json(&mut out, i.caller.as_deref());
+    push_str_member(&mut out, "traceparent", i.traceparent.as_deref());
+    push_str_member(&mut out, "baggage", i.baggage.as_deref());
+    push_member(&mut out, "action", &i.action);
+    push_member(&mut out, "metadata", &i.metadata);
+    push_member(&mut out, "timeout_ms", &i.timeout_ms);
+    out.push('}');
+    out
+}
+
+fn encode_result(r: &InvocationResult) -> String {
+    let len = r.result.as_ref().map_or(0, Payload::len);
+    let mut out = String::with_capacity(len + r.function_id.len() + 160);
+    out.push_str("{\"type\":\"invocationresult\"");
+    push_uuid(&mut out, "invocation_id", &r.invocation_id);
+    push_str_member(&mut out, "function_id", Some(&r.function_id));
+    if let Some(result) = &r.result {
+        out.push_str(",\"result\":");
+        result.write_json(&mut out, None);
+    }
+    push_member(&mut out, "error", &r.error);
+    push_str_member(&mut out, "traceparent", r.traceparent.as_deref());
+    push_str_member(&mut out, "baggage", r.baggage.as_deref());
+    out.push('}');
+    out
+}
+
+/// `invokefunction` as read off the wire, its `data` borrowed from the frame.
+#[derive(Deserialize)]
+struct InvokeWire<'a> {
+    #[serde(default)]
+    invocation_id: Option<Uuid>,
+    function_id: String,
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
+    #[serde(default)]
+    traceparent: Option<String>,
+    #[serde(default)]
+    baggage: Option<String>,
+    #[serde(default)]
+    action: Option<Action>,
+    #[serde(default)]
+    metadata: Option<Value>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+}
+
+/// `invocationresult` as read off the wire, its `result` borrowed from the frame.
+#[derive(Deserialize)]
+struct ResultWire<'a> {
+    invocation_id: Uuid,
+    function_id: String,
+    #[serde(default, borrow)]
+    result: Option<&'a RawValue>,
+    #[serde(default)]
+    error: Option<ErrorBody>,
+    #[serde(default)]
+    traceparent: Option<String>,
+    #[serde(default)]
+    baggage: Option<String>,
+}
+
 /// Just the discriminator of a frame; every other member is skipped without being built.
 #[derive(Deserialize)]
 struct Kind {
@@ -259,8 +390,15 @@ struct Kind {
 }
 
 /// Reads one text frame (already trimmed and non-empty). The text is read twice: once for its
-/// `type`, then straight into that frame's struct, with `data` and `result` kept as text.
+/// `type`, then straight into that frame's struct, with `data` and `result` kept as text
+/// (copied; see [`decode_shared`]).
 pub fn decode(text: &str) -> Result<Decoded, DecodeError> {
+    decode_shared(text, None)
+}
+
+/// [`decode`] for text that lives in `backing` (a received frame): `data` and `result` become
+/// views into it instead of copies.
+pub fn decode_shared(text: &str, backing: Option<&Bytes>) -> Result<Decoded, DecodeError> {
     if !text.starts_with('{') {
         // (serde would read a struct from an array, so look at the shape first.)
         return Err(match serde_json::from_str::<serde::de::IgnoredAny>(text) {
@@ -281,8 +419,17 @@ pub fn decode(text: &str) -> Result<Decoded, DecodeError> {
     let msg = match ty.as_str() {
         "registerfunction" => typed(&ty, text).map(Message::RegisterFunction),
         "unregisterfunction" => typed(&ty, text).map(Message::UnregisterFunction),
-        "invokefunction" => decode_invoke(text),
-        "invocationresult" => typed(&ty, text).map(Message::InvocationResult),
+        "invokefunction" => decode_invoke(text, backing),
+        "invocationresult" => typed::<ResultWire>(&ty, text).map(|r| {
+            Message::InvocationResult(InvocationResult {
+                invocation_id: r.invocation_id,
+                function_id: r.function_id,
+                result: r.result.map(|raw| Payload::from_raw(raw, backing)),
+                error: r.error,
+                traceparent: r.traceparent,
+                baggage: r.baggage,
+            })
+        }),
         "registertriggertype" => typed(&ty, text).map(Message::RegisterTriggerType),
         "registertrigger" => typed(&ty, text).map(Message::RegisterTrigger),
         "unregistertrigger" => typed(&ty, text).map(Message::UnregisterTrigger),
@@ -302,9 +449,21 @@ pub fn decode(text: &str) -> Result<Decoded, DecodeError> {
     Ok(Decoded::Message(msg))
 }
 
-fn decode_invoke(text: &str) -> Result<Message, DecodeError> {
-    match serde_json::from_str::<InvokeFunction>(text) {
-        Ok(inv) => Ok(Message::InvokeFunction(inv)),
+fn decode_invoke(text: &str, backing: Option<&Bytes>) -> Result<Message, DecodeError> {
+    match serde_json::from_str::<InvokeWire>(text) {
+        Ok(w) => Ok(Message::InvokeFunction(InvokeFunction {
+            invocation_id: w.invocation_id,
+            function_id: w.function_id,
+            data: w
+                .data
+                .map_or_else(Payload::null, |raw| Payload::from_raw(raw, backing)),
+            traceparent: w.traceparent,
+            baggage: w.baggage,
+            action: w.action,
+            metadata: w.metadata,
+            timeout_ms: w.timeout_ms,
+            caller: None,
+        })),
         Err(e) => {
             /// What can still be read of a broken call, to answer its caller.
             #[derive(Deserialize)]
@@ -329,7 +488,7 @@ fn decode_invoke(text: &str) -> Result<Message, DecodeError> {
     }
 }
 
-fn typed<T: serde::de::DeserializeOwned>(ty: &str, text: &str) -> Result<T, DecodeError> {
+fn typed<'a, T: Deserialize<'a>>(ty: &str, text: &'a str) -> Result<T, DecodeError> {
     serde_json::from_str(text).map_err(|e| invalid(format!("invalid {ty}: {e}")))
 }
 
@@ -487,6 +646,15 @@ mod tests {
                 action: Some(Action::Enqueue { queue: "q".into() }),
                 metadata: Some(json!({"m":1})),
                 timeout_ms: Some(500),
+                caller: None,
+            }),
+            Message::InvocationResult(InvocationResult {
+                invocation_id: id,
+                function_id: "a::\"b\"".into(),
+                result: Some(json!([1, "two", {"3": null}]).into()),
+                error: Some(ErrorBody::new("c", "m\n")),
+                traceparent: None,
+                baggage: Some("k=v".into()),
             }),
             Message::RegisterTrigger(RegisterTrigger {
                 id: "t".into(),
@@ -517,6 +685,55 @@ mod tests {
         for f in frames {
             assert_eq!(msg(&f.encode()), f);
         }
+    }
+
+    #[test]
+    fn hand_written_frames_match_serde_and_carry_the_caller() {
+        let id = Uuid::parse_str("71d1352a-84c8-4961-8a99-35c4d5459276").unwrap();
+        let inv = InvokeFunction {
+            invocation_id: Some(id),
+            function_id: "todos::list".into(),
+            data: json!({"a": [1, {"b": "c"}]}).into(),
+            traceparent: Some("00-1-2-01".into()),
+            baggage: None,
+            action: Some(Action::Void),
+            metadata: None,
+            timeout_ms: Some(5),
+            caller: None,
+        };
+        let text = Message::InvokeFunction(inv.clone()).encode();
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            v,
+            json!({"type": "invokefunction", "invocation_id": id.to_string(),
+                   "function_id": "todos::list", "data": {"a": [1, {"b": "c"}]},
+                   "traceparent": "00-1-2-01", "action": {"type": "void"}, "timeout_ms": 5})
+        );
+        let with = InvokeFunction {
+            caller: Some(Arc::from("w-1")),
+            ..inv
+        };
+        let v: Value = serde_json::from_str(&Message::InvokeFunction(with).encode()).unwrap();
+        assert_eq!(
+            v["data"],
+            json!({"a": [1, {"b": "c"}], "_caller_worker_id": "w-1"})
+        );
+    }
+
+    #[test]
+    fn payloads_decoded_from_a_shared_frame_are_views() {
+        let frame = Bytes::from(
+            r#"{"type":"invocationresult","invocation_id":"223850e8-3190-4d25-b35f-13cd72416bf3","function_id":"f","result":{"big":[1,2,3]}}"#,
+        );
+        let text = std::str::from_utf8(&frame).unwrap();
+        let Ok(Decoded::Message(Message::InvocationResult(r))) = decode_shared(text, Some(&frame))
+        else {
+            panic!()
+        };
+        let result = r.result.unwrap();
+        assert_eq!(result.as_str(), r#"{"big":[1,2,3]}"#);
+        let start = frame.len() - result.len() - 1;
+        assert_eq!(result.as_bytes().as_ptr(), frame[start..].as_ptr());
     }
 
     #[test]

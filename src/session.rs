@@ -9,7 +9,15 @@
 //! `invocationresult` when a broken call's id can be read), and the `_caller_worker_id`
 //! injection of §4.3. When it stops, the registry is told (`Disconnect`) and cleans up.
 //!
-//! A session on `/otel` only drains telemetry: it is never registered as a worker.
+//! Flow control ([`Flow`]): the socket is read only while the connection's counts in the engine
+//! are under their limits (see `flow.rs`). Until the registry accepts the connection (its auth
+//! function may still run) the frames it sends are kept as raw text, counted against its
+//! queued-bytes limit, and handed over in order once it is accepted. Unfinished fragmented
+//! messages are charged to the listener's [`Budget`]; one that does not fit closes the socket
+//! with 1013.
+//!
+//! A session on `/otel` only drains telemetry: it is never registered as a worker. On a listener
+//! with `rbac` it is authenticated like any connection first (and read only once accepted).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,7 +30,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::config::ListenerConfig;
-use crate::outbox::Progress;
+use crate::flow::{Budget, Flow};
 use crate::protocol::{self, Decoded, ErrorBody, ErrorFrame};
 use crate::registry::{Connect, Disconnect, FromWorker, PeerInfo, RegistryActor};
 
@@ -38,6 +46,16 @@ pub enum ToSession {
     Reject(ErrorBody),
     /// Close the connection, for the logged reason.
     Close(String),
+}
+
+impl ToSession {
+    /// What flow control counts for this message while it waits for the session.
+    pub fn wire_len(&self) -> usize {
+        match self {
+            ToSession::Frame(f) => f.estimated_len(),
+            _ => 128,
+        }
+    }
 }
 
 /// Flips to `true` when the engine shuts down; every socket then closes with 1001.
@@ -79,16 +97,20 @@ pub enum SessionKind {
 pub struct SessionActor {
     worker_id: Uuid,
     /// `worker_id` as text, injected into every call this connection makes.
-    worker_id_text: String,
+    worker_id_text: Arc<str>,
     kind: SessionKind,
     registry: Addr<RegistryActor>,
     listener: Arc<ListenerConfig>,
     peer: Option<PeerInfo>,
     last_inbound: Instant,
-    /// A fragmented message being reassembled: (is_text, bytes so far).
+    /// A fragmented message being reassembled: (is_text, bytes so far), charged to `budget`.
     partial: Option<(bool, BytesMut)>,
     invalid_streak: u32,
-    progress: Progress,
+    flow: Arc<Flow>,
+    budget: Arc<Budget>,
+    /// The registry accepted the connection; until then frames wait in `early`.
+    accepted: bool,
+    early: std::collections::VecDeque<Bytes>,
     shutdown: Option<Shutdown>,
 }
 
@@ -98,12 +120,17 @@ impl SessionActor {
         registry: Addr<RegistryActor>,
         listener: Arc<ListenerConfig>,
         peer: PeerInfo,
+        flow: Arc<Flow>,
+        budget: Arc<Budget>,
         shutdown: Shutdown,
     ) -> Self {
         let worker_id = Uuid::new_v4();
+        // A telemetry socket of an RBAC listener is not read before its auth function agrees.
+        let gated_telemetry = kind == SessionKind::Telemetry && listener.rbac.is_some();
+        flow.hold(gated_telemetry);
         SessionActor {
             worker_id,
-            worker_id_text: worker_id.to_string(),
+            worker_id_text: Arc::from(worker_id.to_string()),
             kind,
             registry,
             listener,
@@ -111,9 +138,18 @@ impl SessionActor {
             last_inbound: Instant::now(),
             partial: None,
             invalid_streak: 0,
-            progress: Progress::default(),
+            accepted: kind == SessionKind::Telemetry && !gated_telemetry,
+            flow,
+            budget,
+            early: std::collections::VecDeque::new(),
             shutdown: Some(shutdown),
         }
+    }
+
+    /// Does this session report to the registry (every worker socket, and telemetry sockets
+    /// that need authenticating)?
+    fn registered(&self) -> bool {
+        self.kind == SessionKind::Worker || self.listener.rbac.is_some()
     }
 
     fn heartbeat(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
@@ -135,41 +171,90 @@ impl SessionActor {
     }
 
     /// One complete text message (or a binary one holding JSON).
-    fn handle_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
+    fn handle_text(&mut self, text: &str, backing: &Bytes, ctx: &mut ws::WebsocketContext<Self>) {
         let text = text.trim();
         if text.is_empty() || self.kind == SessionKind::Telemetry {
             return;
         }
-        match protocol::decode(text) {
+        if !self.accepted {
+            // Kept raw until the registry accepts the connection; counted, so a flood waits.
+            self.flow.frame_in(text.len());
+            self.early.push_back(backing.slice_ref(text.as_bytes()));
+            return;
+        }
+        self.process(text, backing, false, ctx);
+    }
+
+    /// Decodes and handles one frame (payloads stay views into `backing`); `counted` when
+    /// [`Flow::frame_in`] already counted it.
+    fn process(
+        &mut self,
+        text: &str,
+        backing: &Bytes,
+        counted: bool,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
+        let forwarded = match protocol::decode_shared(text, Some(backing)) {
             Ok(Decoded::Message(msg)) => {
                 self.invalid_streak = 0;
-                self.handle_message(msg, ctx);
+                self.handle_message(msg, text.len(), counted, ctx)
             }
             Ok(Decoded::Ignored(ty)) => {
                 self.invalid_streak = 0;
                 log::debug!("worker {}: ignoring a {ty} frame", self.worker_id);
+                false
             }
-            Err(e) => self.reject_frame(e, ctx),
+            Err(e) => {
+                self.reject_frame(e, ctx);
+                false
+            }
+        };
+        if counted && !forwarded {
+            self.flow.frame_done(text.len());
         }
     }
 
-    fn handle_message(&mut self, msg: protocol::Message, ctx: &mut ws::WebsocketContext<Self>) {
-        match msg {
-            protocol::Message::Ping => self.send(ctx, &protocol::Message::Pong),
-            protocol::Message::Pong => {}
+    /// Handles a decoded frame; returns whether it went to the registry.
+    fn handle_message(
+        &mut self,
+        msg: protocol::Message,
+        bytes: usize,
+        counted: bool,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) -> bool {
+        let msg = match msg {
+            protocol::Message::Ping => {
+                self.send(ctx, &protocol::Message::Pong);
+                return false;
+            }
+            protocol::Message::Pong => return false,
             protocol::Message::InvokeFunction(mut inv) => {
-                inv.data = inv.data.with_caller(&self.worker_id_text);
-                self.forward(protocol::Message::InvokeFunction(inv));
+                inv.caller = Some(self.worker_id_text.clone());
+                protocol::Message::InvokeFunction(inv)
             }
-            other => self.forward(other),
+            other => other,
+        };
+        if !counted {
+            self.flow.frame_in(bytes);
         }
-    }
-
-    fn forward(&self, msg: protocol::Message) {
         self.registry.do_send(FromWorker {
             worker_id: self.worker_id,
             msg,
+            bytes,
         });
+        true
+    }
+
+    /// The registry accepted the connection: handle what arrived meanwhile, in order.
+    fn on_accepted(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        self.accepted = true;
+        self.flow.hold(false);
+        while let Some(frame) = self.early.pop_front() {
+            // Checked when it arrived; a frame that is not UTF-8 never gets here.
+            if let Ok(text) = std::str::from_utf8(&frame) {
+                self.process(text, &frame, true, ctx);
+            }
+        }
     }
 
     /// Answers a frame that could not be used, and closes after too many in a row.
@@ -205,7 +290,7 @@ impl SessionActor {
             return;
         }
         match std::str::from_utf8(&data) {
-            Ok(text) => self.handle_text(text, ctx),
+            Ok(text) => self.handle_text(text, &data, ctx),
             Err(_) => self.reject_frame(
                 protocol::DecodeError {
                     code: "invalid_message",
@@ -226,6 +311,7 @@ impl SessionActor {
             Item::Last(b) => (None, b, true),
         };
         if let Some(is_text) = first {
+            self.release_partial();
             self.partial = Some((is_text, BytesMut::new()));
         }
         let Some((is_text, buf)) = self.partial.as_mut() else {
@@ -247,17 +333,26 @@ impl SessionActor {
             );
             return close(ctx, ws::CloseCode::Size, "message too big");
         }
+        if !self.budget.try_take(chunk.len()) {
+            log::warn!(
+                "worker {}: the listener holds {} bytes of unfinished messages (max_inflight_bytes {}); closing this one",
+                self.worker_id,
+                self.budget.used(),
+                self.listener.max_inflight_bytes
+            );
+            return close(
+                ctx,
+                ws::CloseCode::Again,
+                "engine busy: too much unfinished data on this listener",
+            );
+        }
         buf.extend_from_slice(&chunk);
         if last {
             let is_text = *is_text;
-            let data = self
-                .partial
-                .take()
-                .map(|(_, b)| b.freeze())
-                .unwrap_or_default();
+            let data = self.take_partial().unwrap_or_default();
             if is_text {
                 match std::str::from_utf8(&data) {
-                    Ok(text) => self.handle_text(text, ctx),
+                    Ok(text) => self.handle_text(text, &data, ctx),
                     Err(_) => close(
                         ctx,
                         ws::CloseCode::Invalid,
@@ -268,6 +363,19 @@ impl SessionActor {
                 self.handle_binary(data, ctx);
             }
         }
+    }
+}
+
+impl SessionActor {
+    /// The finished message, its bytes given back to the listener's budget.
+    fn take_partial(&mut self) -> Option<Bytes> {
+        let (_, buf) = self.partial.take()?;
+        self.budget.give(buf.len());
+        Some(buf.freeze())
+    }
+
+    fn release_partial(&mut self) {
+        let _ = self.take_partial();
     }
 }
 
@@ -283,26 +391,32 @@ impl Actor for SessionActor {
     type Context = ws::WebsocketContext<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(self.listener.max_queued_frames);
+        // Flow control bounds what waits here; the mailbox itself is not the limit.
+        ctx.set_mailbox_capacity(1024);
         let interval = Duration::from_millis(self.listener.heartbeat_interval_ms);
         ctx.run_interval(interval, |act, ctx| act.heartbeat(ctx));
         if let Some(shutdown) = self.shutdown.take() {
             close_on_shutdown(ctx, shutdown);
         }
-        if self.kind == SessionKind::Worker {
+        if self.registered() {
             let peer = self.peer.take().unwrap_or_default();
             self.registry.do_send(Connect {
                 worker_id: self.worker_id,
                 session: ctx.address().recipient(),
                 listener: self.listener.clone(),
                 peer,
-                progress: self.progress.clone(),
+                flow: self.flow.clone(),
+                telemetry: self.kind == SessionKind::Telemetry,
             });
         }
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
-        if self.kind == SessionKind::Worker {
+        self.release_partial();
+        for frame in self.early.drain(..) {
+            self.flow.frame_done(frame.len());
+        }
+        if self.registered() {
             self.registry.do_send(Disconnect {
                 worker_id: self.worker_id,
             });
@@ -341,7 +455,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for SessionActor {
             }
         };
         match msg {
-            ws::Message::Text(text) => self.handle_text(&text, ctx),
+            ws::Message::Text(text) => self.handle_text(&text, text.as_bytes(), ctx),
             ws::Message::Binary(data) => self.handle_binary(data, ctx),
             ws::Message::Continuation(item) => self.handle_continuation(item, ctx),
             ws::Message::Ping(payload) => ctx.pong(&payload),
@@ -363,15 +477,18 @@ impl Handler<ToSession> for SessionActor {
     type Result = ();
 
     fn handle(&mut self, msg: ToSession, ctx: &mut Self::Context) {
-        self.progress.stamp();
+        self.flow.out_written(msg.wire_len());
         match msg {
             ToSession::Frame(frame) => self.send(ctx, &frame),
             ToSession::Accepted { reattach_token } => {
-                let welcome = protocol::Message::WorkerRegistered(protocol::WorkerRegistered {
-                    worker_id: self.worker_id,
-                    reattach_token,
-                });
-                self.send(ctx, &welcome);
+                if self.kind == SessionKind::Worker {
+                    let welcome = protocol::Message::WorkerRegistered(protocol::WorkerRegistered {
+                        worker_id: self.worker_id,
+                        reattach_token,
+                    });
+                    self.send(ctx, &welcome);
+                }
+                self.on_accepted(ctx);
             }
             ToSession::Reject(error) => {
                 self.send(ctx, &protocol::Message::Error(ErrorFrame { error }));

@@ -51,7 +51,7 @@ async fn silent_peer_is_closed_by_the_heartbeat() {
 #[actix::test]
 async fn worker_that_never_reads_is_disconnected_and_others_keep_going() {
     let engine = EngineProc::start(&config(
-        "      max_queued_frames: 64\n      write_stall_timeout_ms: 500\n",
+        "      max_outbound_bytes: 1048576\n      write_stall_timeout_ms: 500\n",
     ));
     // The stuck worker registers a function, then never reads its socket again.
     let mut stuck = RawWs::connect(&engine.url(0)).await;

@@ -601,6 +601,7 @@ impl ClientActor {
             action: None,
             metadata: req.metadata,
             timeout_ms: req.timeout.map(|t| t.as_millis() as u64),
+            caller: None,
         });
         let started = Instant::now();
         // With an explicit deadline the engine answers at it; the local deadline is a safety
@@ -718,6 +719,7 @@ impl ClientActor {
                     action: Some(Action::Void),
                     metadata: None,
                     timeout_ms: None,
+                    caller: None,
                 });
                 self.send_or_queue(frame.encode());
             }

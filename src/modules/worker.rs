@@ -18,6 +18,7 @@ use actix_web_actors::ws;
 use serde_json::{Map, Value};
 
 use crate::config::ListenerConfig;
+use crate::flow::{Budget, Flow, Gated};
 use crate::registry::{PeerInfo, RegistryActor};
 use crate::session::{SessionActor, SessionKind, Shutdown};
 
@@ -27,6 +28,8 @@ struct ListenerState {
     config: Arc<ListenerConfig>,
     registry: Addr<RegistryActor>,
     static_dir: Option<PathBuf>,
+    /// Bytes held for all of this listener's sockets (`max_inflight_bytes`).
+    budget: Arc<Budget>,
     shutdown: Shutdown,
 }
 
@@ -50,6 +53,7 @@ pub fn start(
     }
     let state = ListenerState {
         static_dir: config.static_dir.clone(),
+        budget: Budget::new(config.max_inflight_bytes),
         config: config.clone(),
         registry,
         shutdown,
@@ -111,14 +115,17 @@ fn upgrade(
     state: &ListenerState,
     kind: SessionKind,
 ) -> actix_web::Result<HttpResponse> {
+    let flow = Flow::new(state.config.flow_limits(), state.budget.clone());
     let session = SessionActor::new(
         kind,
         state.registry.clone(),
         state.config.clone(),
         peer_info(&req),
+        flow.clone(),
+        state.budget.clone(),
         state.shutdown.clone(),
     );
-    ws::WsResponseBuilder::new(session, &req, payload)
+    ws::WsResponseBuilder::new(session, &req, Gated::new(payload, flow))
         .frame_size(state.config.max_frame_bytes)
         .start()
 }

@@ -1,10 +1,12 @@
 //! Connections as the registry sees them: connect, the auth function (§7.2), the order in which
 //! a connection's frames are handled, reattach (§2.5) and cleanup (§2.6).
 //!
-//! A connection's frames are handled strictly in arrival order. While its auth function or a
-//! registration hook runs, the connection is *held*: later frames wait in its backlog and are
-//! handled when the hold ends (the hook's deadline bounds the wait). Cleanup runs exactly once
-//! and only removes what the connection still owns.
+//! A connection's frames are handled strictly in arrival order. Its session keeps them until the
+//! auth function accepted it; while a registration hook runs, the connection is *held*: later
+//! frames wait in its backlog and are handled when the hold ends (the hook's deadline bounds
+//! the wait). Waiting frames stay counted by the connection's flow control, so a connection
+//! that keeps sending while held is simply not read any more. Cleanup runs exactly once and
+//! only removes what the connection still owns.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -23,8 +25,6 @@ use crate::protocol::{self, ErrorBody, ErrorFrame};
 use crate::rbac::{SessionPolicy, PREFIX_SEPARATOR};
 use crate::session::ToSession;
 
-/// Frames a connection may send while it is held (auth, hooks); more and it is closed.
-const MAX_BACKLOG: usize = 1024;
 /// How often a connection waiting for its auth function to be registered checks again.
 const AUTH_RETRY: Duration = Duration::from_millis(100);
 /// Registration prefixes an auth function may not hand out (they would shadow the engine).
@@ -59,7 +59,10 @@ pub(crate) struct Conn {
     /// A registration hook is running: later frames wait in `backlog`.
     pub held: bool,
     pub policy: SessionPolicy,
-    pub backlog: VecDeque<protocol::Message>,
+    /// Frames waiting while the connection is held, with their sizes.
+    pub backlog: VecDeque<(protocol::Message, usize)>,
+    /// A telemetry socket: authenticated, never a worker.
+    pub telemetry: bool,
     pub connected_at_ms: u64,
     pub meta: WorkerMeta,
     /// Function ids registered by this connection (it may since have lost some to others).
@@ -87,7 +90,8 @@ impl RegistryActor {
             session,
             listener,
             peer,
-            progress,
+            flow,
+            telemetry,
         } = msg;
         let auth = listener
             .rbac
@@ -101,17 +105,19 @@ impl RegistryActor {
         let input = json!({"headers": peer.headers, "query_params": peer.query_params, "ip_address": peer.ip});
         let auth_timeout = Duration::from_millis(listener.auth_timeout_ms);
         let stall_ms = listener.write_stall_timeout_ms;
+        let hard_cap = listener.max_outbound_bytes.saturating_mul(4);
         self.conns.insert(
             worker_id,
             Conn {
                 listener,
                 peer,
-                outbox: Outbox::new(session, progress, stall_ms),
+                outbox: Outbox::new(session, flow, stall_ms, hard_cap),
                 token: Uuid::new_v4(),
                 state: ConnState::Authenticating,
                 held: false,
                 policy,
                 backlog: VecDeque::new(),
+                telemetry,
                 connected_at_ms: now_ms(),
                 meta: WorkerMeta::default(),
                 functions: HashSet::new(),
@@ -234,6 +240,15 @@ impl RegistryActor {
         }
         conn.state = ConnState::Live;
         let token = conn.token;
+        if conn.telemetry {
+            self.send_to(
+                worker_id,
+                ToSession::Accepted {
+                    reattach_token: token,
+                },
+            );
+            return;
+        }
         if !self.send_to(
             worker_id,
             ToSession::Accepted {
@@ -252,24 +267,19 @@ impl RegistryActor {
         &mut self,
         worker_id: Uuid,
         msg: protocol::Message,
+        bytes: usize,
         ctx: &mut Context<Self>,
     ) {
         let Some(conn) = self.conns.get_mut(&worker_id) else {
             return;
         };
         if conn.state == ConnState::Authenticating || conn.held {
-            if conn.backlog.len() >= MAX_BACKLOG {
-                log::warn!("worker {worker_id}: more than {MAX_BACKLOG} frames waiting on auth or a hook; closing");
-                conn.outbox
-                    .force(ToSession::Close("too many frames while held".into()));
-                self.cleanup(worker_id);
-            } else {
-                conn.backlog.push_back(msg);
-            }
+            conn.backlog.push_back((msg, bytes));
         } else if !conn.backlog.is_empty() {
-            conn.backlog.push_back(msg);
+            conn.backlog.push_back((msg, bytes));
             self.drain_backlog(worker_id, ctx);
         } else {
+            conn.outbox.flow().frame_done(bytes);
             self.dispatch(worker_id, msg, ctx);
         }
     }
@@ -300,9 +310,10 @@ impl RegistryActor {
             if conn.held || conn.state != ConnState::Live {
                 return;
             }
-            let Some(msg) = conn.backlog.pop_front() else {
+            let Some((msg, bytes)) = conn.backlog.pop_front() else {
                 return;
             };
+            conn.outbox.flow().frame_done(bytes);
             self.dispatch(worker_id, msg, ctx);
         }
     }
@@ -314,7 +325,9 @@ impl RegistryActor {
 
     /// [`refuse`](Self::refuse) with a specific error code.
     pub(crate) fn refuse_with(&mut self, worker_id: Uuid, code: &str, what: &str, reason: &str) {
-        log::warn!("worker {worker_id}: {what} denied: {reason}");
+        if self.denials.allow() {
+            log::warn!("worker {worker_id}: {what} denied: {reason}");
+        }
         let body = ErrorBody::new(code, format!("{what} denied: {reason}"));
         self.send_frame(
             worker_id,
@@ -372,7 +385,7 @@ impl RegistryActor {
         }
         self.cleanup_triggers(worker_id, &conn);
         self.functions_dirty |= !conn.functions.is_empty();
-        if conn.state == ConnState::Live {
+        if conn.state == ConnState::Live && !conn.telemetry {
             log::info!("worker {worker_id}: disconnected; its functions, triggers and calls are cleaned up");
             self.fire_engine_trigger(
                 "engine::workers-available",

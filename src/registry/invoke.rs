@@ -55,6 +55,8 @@ pub(crate) struct Pending {
     pub callee: Callee,
     pub function_id: String,
     pub timeout_ms: u64,
+    /// The connection whose frame started the call: it holds one of its in-flight slots.
+    pub origin: Option<Uuid>,
 }
 
 /// A call to route.
@@ -68,6 +70,11 @@ pub struct CallRequest {
     pub timeout: Duration,
     /// The connection that made the call (`None` for internal calls).
     pub from: Option<Uuid>,
+    /// The connection charged for the call while it is in flight (flow control); the caller,
+    /// also for its calls that go through middleware.
+    pub origin: Option<Uuid>,
+    /// Written into an object `data` as `_caller_worker_id` for a worker callee (§4.3).
+    pub caller: Option<std::sync::Arc<str>>,
 }
 
 impl CallRequest {
@@ -80,6 +87,8 @@ impl CallRequest {
             baggage: None,
             timeout: DEFAULT_INTERNAL_TIMEOUT,
             from: None,
+            origin: None,
+            caller: None,
         }
     }
 
@@ -110,10 +119,12 @@ impl RegistryActor {
         if let Decision::Deny { rule, hint } =
             rbac::decide_invoke(&conn.policy, expose, &inv.function_id, meta)
         {
-            log::warn!(
-                "worker {worker_id}: call to {} denied by rule {rule:?} ({hint})",
-                inv.function_id
-            );
+            if self.denials.allow() {
+                log::warn!(
+                    "worker {worker_id}: call to {} denied by rule {rule:?} ({hint})",
+                    inv.function_id
+                );
+            }
             let err = EngineError::Forbidden {
                 function_id: inv.function_id.clone(),
                 hint: hint.to_string(),
@@ -174,6 +185,8 @@ impl RegistryActor {
             baggage: inv.baggage,
             timeout,
             from: Some(worker_id),
+            origin: Some(worker_id),
+            caller: inv.caller,
         };
         self.call(req, caller, ctx);
     }
@@ -229,7 +242,7 @@ impl RegistryActor {
         }
         let data = Payload::from_serialize(&Input {
             function_id: &inv.function_id,
-            payload: &inv.data.without_caller(),
+            payload: &inv.data,
             action: &inv.action,
             context: &context,
         });
@@ -241,6 +254,8 @@ impl RegistryActor {
             baggage: inv.baggage,
             timeout,
             from: None,
+            origin: Some(worker_id),
+            caller: None,
         };
         self.call(req, caller, ctx);
     }
@@ -269,11 +284,9 @@ impl RegistryActor {
                     function_id: req.function_id,
                     data: req.data,
                 };
-                if self.builtins[index].calls.try_send(call).is_err() {
-                    let err =
-                        EngineError::ChannelSendFailed(self.builtins[index].owner.to_string());
-                    self.complete(engine_id, Err(err.to_body()), ctx);
-                }
+                // Unbounded on purpose: what a module has waiting is bounded by its callers'
+                // flow control (calls in flight per connection), never by refusing a call.
+                self.builtins[index].calls.do_send(call);
             }
             Owner::Session(callee) => {
                 self.park(
@@ -299,6 +312,7 @@ impl RegistryActor {
                     action: None,
                     metadata: req.metadata,
                     timeout_ms: None,
+                    caller: req.caller,
                 });
                 if !self.send_frame(callee, frame) {
                     // The callee was cleaned up, which already failed this call.
@@ -328,11 +342,15 @@ impl RegistryActor {
                 callee,
                 function_id: req.function_id.clone(),
                 timeout_ms: req.timeout.as_millis() as u64,
+                origin: req.origin,
             },
         );
         self.deadlines.add(deadline, engine_id);
         if let Some(c) = caller_conn.and_then(|w| self.conns.get_mut(&w)) {
             c.calling.insert(engine_id);
+        }
+        if let Some(c) = req.origin.and_then(|w| self.conns.get(&w)) {
+            c.outbox.flow().call_started();
         }
     }
 
@@ -369,6 +387,7 @@ impl RegistryActor {
         let Some(p) = self.pending.remove(&engine_id) else {
             return;
         };
+        self.release_origin(&p);
         if let Callee::Session(callee) = p.callee {
             if let Some(c) = self.conns.get_mut(&callee) {
                 c.serving.remove(&engine_id);
@@ -387,11 +406,19 @@ impl RegistryActor {
         let Some(p) = self.pending.remove(&engine_id) else {
             return;
         };
+        self.release_origin(&p);
         let err = EngineError::InvocationStopped.to_body();
         match p.caller {
             Caller::Session { .. } => self.deliver_to_session(p.caller, Err(err)),
             Caller::Discard => {}
             Caller::Then(then) => self.deferred.push(Deferred::Then(then, Err(err))),
+        }
+    }
+
+    /// Gives the call's in-flight slot back to the connection that started it.
+    fn release_origin(&self, p: &Pending) {
+        if let Some(c) = p.origin.and_then(|w| self.conns.get(&w)) {
+            c.outbox.flow().call_finished();
         }
     }
 

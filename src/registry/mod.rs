@@ -39,8 +39,10 @@ pub use invoke::CallRequest;
 
 use crate::config::ListenerConfig;
 use crate::deadlines::Deadlines;
+use crate::flow::Flow;
 use crate::ids::IdMap;
-use crate::outbox::{Delivery, Progress};
+use crate::lograte::LogLimiter;
+use crate::outbox::Delivery;
 use crate::payload::Payload;
 use crate::protocol::{self, ErrorBody};
 use crate::session::ToSession;
@@ -50,6 +52,8 @@ use invoke::{Caller, Outcome, Pending};
 
 /// How often pending calls are checked against their deadlines.
 const DEADLINE_SWEEP: Duration = Duration::from_millis(50);
+/// Stalled sockets are looked for every this many deadline sweeps (one second).
+const STALL_CHECK_TICKS: u64 = 20;
 /// Deadline for internal calls that do not name one.
 pub const DEFAULT_INTERNAL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -69,7 +73,9 @@ pub struct Connect {
     pub session: Recipient<ToSession>,
     pub listener: Arc<ListenerConfig>,
     pub peer: PeerInfo,
-    pub progress: Progress,
+    pub flow: Arc<Flow>,
+    /// A telemetry (`/otel`) socket that only needs authenticating.
+    pub telemetry: bool,
 }
 
 /// One decoded frame from a connection.
@@ -78,6 +84,8 @@ pub struct Connect {
 pub struct FromWorker {
     pub worker_id: Uuid,
     pub msg: protocol::Message,
+    /// The frame's size, as counted by the connection's flow control.
+    pub bytes: usize,
 }
 
 /// The connection is gone.
@@ -170,6 +178,9 @@ pub struct RegistryActor {
     pub(crate) deferred: Vec<Deferred>,
     /// The set of function ids changed since `engine::functions-available` last fired.
     functions_dirty: bool,
+    ticks: u64,
+    /// Denied calls and registrations: logged a few per second, the rest counted.
+    pub(crate) denials: LogLimiter,
 }
 
 /// See [`RegistryActor::deferred`].
@@ -202,32 +213,57 @@ impl RegistryActor {
             deadlines: Deadlines::new(DEADLINE_SWEEP),
             deferred: Vec::new(),
             functions_dirty: false,
+            ticks: 0,
+            denials: LogLimiter::new("denied calls and registrations", 20),
         };
         r.install_engine_functions();
         r
     }
 
     /// Sends to a session; one whose peer stopped reading its socket is dropped (see
-    /// [`Outbox`]).
+    /// [`Outbox`](crate::outbox::Outbox)).
     pub(crate) fn send_to(&mut self, worker_id: Uuid, msg: ToSession) -> bool {
         let Some(conn) = self.conns.get_mut(&worker_id) else {
             return false;
         };
-        match conn.outbox.send(msg) {
+        let bytes = msg.wire_len();
+        match conn.outbox.send(msg, bytes) {
             Delivery::Sent => true,
             Delivery::Stalled { ms } => {
-                log::warn!(
-                    "worker {worker_id}: not reading its socket (queue full, nothing drained for {ms} ms); disconnecting it"
-                );
-                conn.outbox
-                    .force(ToSession::Close("not reading its socket".into()));
-                self.cleanup(worker_id);
+                self.drop_slow(worker_id, &format!("nothing drained for {ms} ms"));
+                false
+            }
+            Delivery::Overflow { queued } => {
+                self.drop_slow(worker_id, &format!("{queued} bytes queued for it"));
                 false
             }
             Delivery::Closed => {
                 self.cleanup(worker_id);
                 false
             }
+        }
+    }
+
+    /// Disconnects a connection that does not read what the engine sends it.
+    fn drop_slow(&mut self, worker_id: Uuid, why: &str) {
+        log::warn!("worker {worker_id}: not reading its socket ({why}); disconnecting it");
+        if let Some(conn) = self.conns.get(&worker_id) {
+            conn.outbox
+                .force(ToSession::Close("not reading its socket".into()));
+        }
+        self.cleanup(worker_id);
+    }
+
+    /// Drops connections that stopped draining what is queued for them (checked when
+    /// something is sent, and here for those nothing is sent to any more).
+    fn check_stalls(&mut self) {
+        let stalled: Vec<(Uuid, u64)> = self
+            .conns
+            .iter_mut()
+            .filter_map(|(id, c)| c.outbox.stalled_for().map(|ms| (*id, ms)))
+            .collect();
+        for (id, ms) in stalled {
+            self.drop_slow(id, &format!("nothing drained for {ms} ms"));
         }
     }
 
@@ -257,9 +293,15 @@ impl RegistryActor {
         }
     }
 
-    /// The periodic tick: deadlines, and `engine::functions-available` when ids changed.
+    /// The periodic tick: deadlines, stalled sockets (once a second), and
+    /// `engine::functions-available` when ids changed.
     fn tick(&mut self, ctx: &mut Context<Self>) {
         self.expire_deadlines(ctx);
+        self.ticks = self.ticks.wrapping_add(1);
+        if self.ticks.is_multiple_of(STALL_CHECK_TICKS) {
+            self.check_stalls();
+            self.denials.roll();
+        }
         if self.functions_dirty {
             self.functions_dirty = false;
             self.fire_functions_available();
@@ -294,7 +336,7 @@ impl Handler<Connect> for RegistryActor {
 impl Handler<FromWorker> for RegistryActor {
     type Result = ();
     fn handle(&mut self, msg: FromWorker, ctx: &mut Self::Context) {
-        self.handle_frame(msg.worker_id, msg.msg, ctx);
+        self.handle_frame(msg.worker_id, msg.msg, msg.bytes, ctx);
         self.run_deferred(ctx);
     }
 }

@@ -127,7 +127,8 @@ impl RegistryActor {
                     config: t.config.clone(),
                     metadata: t.metadata.clone(),
                 };
-                self.builtins[i].bindings.try_send(bind).is_ok()
+                self.builtins[i].bindings.do_send(bind);
+                true
             }
             Provider::Session(p) => {
                 let frame = protocol::Message::RegisterTrigger(RegisterTrigger {
@@ -157,9 +158,9 @@ impl RegistryActor {
         let trigger_type = t.trigger_type.clone();
         match self.trigger_types.get(&trigger_type).map(|e| e.provider) {
             Some(Provider::Builtin(i)) => {
-                let _ = self.builtins[i]
+                self.builtins[i]
                     .bindings
-                    .try_send(TriggerBinding::Unbind { id: id.to_string() });
+                    .do_send(TriggerBinding::Unbind { id: id.to_string() });
             }
             Some(Provider::Session(p)) => {
                 let frame = protocol::Message::UnregisterTrigger(protocol::UnregisterTrigger {

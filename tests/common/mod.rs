@@ -1,7 +1,8 @@
 //! Shared e2e harness: starts the real `iii` binary on free ports (127.0.0.1, port 0) with a
 //! temporary working directory, reads the bound addresses from its ready file, and stops or
 //! kills it. The engine's log goes to `engine.log` in that directory and is printed when a test
-//! fails, so a failure shows what the engine saw.
+//! fails, so a failure shows what the engine saw. `III_ENGINE_BIN` runs the tests against
+//! another engine binary (an older build, to see a regression test fail there).
 #![allow(dead_code)]
 
 pub mod sdk;
@@ -98,6 +99,25 @@ impl EngineProc {
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
+
+    /// The engine's resident memory now and at its peak, in MiB (from /proc).
+    pub fn rss_mib(&self) -> (u64, u64) {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+                .map_or(0, |kib| kib / 1024)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// How many lines of the engine log contain `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.log().lines().filter(|l| l.contains(needle)).count()
+    }
 }
 
 impl Drop for EngineProc {
@@ -121,7 +141,8 @@ fn spawn(dir: &Path, extra_env: &[(&str, &str)]) -> (Child, Value) {
         .append(true)
         .open(dir.join("engine.log"))
         .expect("log file");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_iii"));
+    let bin = std::env::var("III_ENGINE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_iii").into());
+    let mut cmd = Command::new(bin);
     cmd.current_dir(dir)
         .arg("--config")
         .arg("iii-config.yaml")
@@ -180,6 +201,34 @@ pub struct RawWs {
     framed: actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>,
 }
 
+/// The writing half of a split [`RawWs`].
+pub type RawSink = futures_util::stream::SplitSink<
+    actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>,
+    awc::ws::Message,
+>;
+/// The reading half of a split [`RawWs`].
+pub type RawStream =
+    futures_util::stream::SplitStream<actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>>;
+
+/// The next JSON frame on a reading half (other frames skipped); `None` on timeout or close.
+pub async fn read_json(stream: &mut RawStream, within: Duration) -> Option<Value> {
+    use futures_util::StreamExt;
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(Ok(awc::ws::Frame::Text(b)))) | Ok(Some(Ok(awc::ws::Frame::Binary(b)))) => {
+                if let Ok(v) = serde_json::from_slice(&b) {
+                    return Some(v);
+                }
+            }
+            Ok(Some(Ok(awc::ws::Frame::Close(_)))) | Ok(Some(Err(_))) | Ok(None) | Err(_) => {
+                return None
+            }
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+}
+
 /// What arrived on a [`RawWs`].
 #[derive(Debug)]
 pub enum RawEvent {
@@ -200,9 +249,24 @@ impl RawWs {
         RawWs { framed }
     }
 
+    /// Separate halves, to write and read at the same time.
+    pub fn split(self) -> (RawSink, RawStream) {
+        use futures_util::StreamExt;
+        self.framed.split()
+    }
+
     pub async fn send(&mut self, msg: awc::ws::Message) {
         use futures_util::SinkExt;
         self.framed.send(msg).await.expect("send");
+    }
+
+    /// Sends unless that takes longer than `within` (the engine stopped reading) or fails.
+    pub async fn send_timeout(&mut self, msg: awc::ws::Message, within: Duration) -> bool {
+        use futures_util::SinkExt;
+        matches!(
+            tokio::time::timeout(within, self.framed.send(msg)).await,
+            Ok(Ok(()))
+        )
     }
 
     pub async fn text(&mut self, text: impl Into<String>) {

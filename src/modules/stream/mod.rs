@@ -30,7 +30,8 @@ use actix::prelude::*;
 use serde_json::{json, Value};
 
 use crate::config::{FsyncMode, StoreMethod, StreamConfig};
-use crate::outbox::{Delivery, Outbox, Progress};
+use crate::flow::Flow;
+use crate::outbox::{Delivery, Outbox};
 use crate::payload::Payload;
 use crate::protocol::ErrorBody;
 use crate::registry::{
@@ -44,7 +45,7 @@ pub use socket::ConsumerFrame;
 
 /// How often the log is fsynced (`fsync: every_second`) and compaction is considered.
 const MAINTENANCE: Duration = Duration::from_secs(1);
-/// A consumer socket that drains nothing for this long while its queue is full is dropped.
+/// A consumer socket that drains nothing for this long while over its limit is dropped.
 const CONSUMER_STALL_MS: u64 = 10_000;
 
 /// The trigger types this module provides.
@@ -75,7 +76,7 @@ pub enum Consumer {
     Connected {
         conn: u64,
         frames: Recipient<ConsumerFrame>,
-        progress: Progress,
+        flow: Arc<Flow>,
         context: Value,
     },
     Join {
@@ -85,6 +86,8 @@ pub enum Consumer {
     Leave {
         conn: u64,
         subscription_id: String,
+        /// The frame's size, counted by the socket's flow control until handled here.
+        bytes: usize,
     },
     Gone {
         conn: u64,
@@ -280,7 +283,7 @@ impl StreamActor {
 
     fn push_to_consumers(&mut self, change: &Change, payload: &Payload) {
         let frame: Arc<str> = Arc::from(payload.as_str());
-        let mut stalled = Vec::new();
+        let mut dropped = Vec::new();
         for (conn_id, conn) in self.consumers.iter_mut() {
             let hits = conn
                 .subs
@@ -294,25 +297,43 @@ impl StreamActor {
                 })
                 .count();
             for _ in 0..hits {
-                match conn.outbox.send(ConsumerFrame(frame.clone())) {
-                    Delivery::Sent => {}
-                    Delivery::Stalled { ms } => {
-                        log::warn!("stream consumer {conn_id}: slow consumer (nothing drained for {ms} ms); closing it");
-                        stalled.push(*conn_id);
-                        break;
-                    }
-                    Delivery::Closed => {
-                        stalled.push(*conn_id);
-                        break;
-                    }
+                if !deliver(*conn_id, conn, ConsumerFrame::Text(frame.clone())) {
+                    dropped.push(*conn_id);
+                    break;
                 }
             }
         }
-        for conn in stalled {
-            if let Some(c) = self.consumers.get(&conn) {
-                c.outbox.force(ConsumerFrame::close());
-            }
+        for conn in dropped {
             self.consumer_gone(conn);
+        }
+    }
+
+    /// Sends to one consumer; a slow or gone one is dropped.
+    fn send_consumer(&mut self, conn_id: u64, frame: ConsumerFrame) {
+        let Some(conn) = self.consumers.get_mut(&conn_id) else {
+            return;
+        };
+        if !deliver(conn_id, conn, frame) {
+            self.consumer_gone(conn_id);
+        }
+    }
+
+    /// Consumers that stopped draining what is queued for them, found once a second.
+    fn check_stalled_consumers(&mut self) {
+        let stalled: Vec<u64> = self
+            .consumers
+            .iter_mut()
+            .filter_map(|(id, c)| {
+                let ms = c.outbox.stalled_for()?;
+                log::warn!(
+                    "stream consumer {id}: slow consumer (nothing drained for {ms} ms); closing it"
+                );
+                c.outbox.force(ConsumerFrame::Close("slow consumer"));
+                Some(*id)
+            })
+            .collect();
+        for id in stalled {
+            self.consumer_gone(id);
         }
     }
 
@@ -397,10 +418,11 @@ impl StreamActor {
             Consumer::Connected {
                 conn,
                 frames,
-                progress,
+                flow,
                 context,
             } => {
-                let outbox = Outbox::new(frames, progress, CONSUMER_STALL_MS);
+                let hard_cap = socket::OUTBOUND_PAUSE * 4;
+                let outbox = Outbox::new(frames, flow, CONSUMER_STALL_MS, hard_cap);
                 self.consumers.insert(
                     conn,
                     ConsumerConn {
@@ -414,11 +436,12 @@ impl StreamActor {
             Consumer::Leave {
                 conn,
                 subscription_id,
+                bytes,
             } => {
-                let sub = self
-                    .consumers
-                    .get_mut(&conn)
-                    .and_then(|c| c.subs.remove(&subscription_id));
+                let sub = self.consumers.get_mut(&conn).and_then(|c| {
+                    c.outbox.flow().frame_done(bytes);
+                    c.subs.remove(&subscription_id)
+                });
                 if let Some(sub) = sub {
                     self.run_leave(conn, &sub);
                 }
@@ -505,17 +528,15 @@ impl StreamActor {
         let Some(c) = self.consumers.get_mut(&conn) else {
             return;
         };
+        c.outbox.flow().call_finished();
         if authorized {
             c.subs.insert(sub.id.clone(), sub);
         }
-        if let Delivery::Stalled { .. } | Delivery::Closed =
-            c.outbox.send(ConsumerFrame(Arc::from(frame.to_string())))
-        {
-            self.consumer_gone(conn);
-        }
+        self.send_consumer(conn, ConsumerFrame::Text(Arc::from(frame.to_string())));
     }
 
     fn maintenance(&mut self) {
+        self.check_stalled_consumers();
         let store = &mut self.store;
         if self.sync_every_second {
             if let Err(e) = store.sync() {
@@ -526,6 +547,25 @@ impl StreamActor {
             if let Err(e) = store.compact() {
                 log::error!("stream store: compaction failed: {e}");
             }
+        }
+    }
+}
+
+/// Queues a frame for a consumer; false when the consumer must be dropped (it is told to close).
+fn deliver(conn_id: u64, conn: &mut ConsumerConn, frame: ConsumerFrame) -> bool {
+    let bytes = frame.wire_len();
+    match conn.outbox.send(frame, bytes) {
+        Delivery::Sent => true,
+        Delivery::Closed => false,
+        Delivery::Stalled { ms } => {
+            log::warn!("stream consumer {conn_id}: slow consumer (nothing drained for {ms} ms); closing it");
+            conn.outbox.force(ConsumerFrame::Close("slow consumer"));
+            false
+        }
+        Delivery::Overflow { queued } => {
+            log::warn!("stream consumer {conn_id}: slow consumer ({queued} bytes queued for it); closing it");
+            conn.outbox.force(ConsumerFrame::Close("slow consumer"));
+            false
         }
     }
 }

@@ -8,6 +8,10 @@
 //! actor when it is gone (which runs `stream:leave` for its subscriptions). With an
 //! `auth_function`, the function is called before the upgrade with
 //! `{headers, path, query_params, addr}`; a failure refuses the upgrade (401).
+//!
+//! Flow control (`flow.rs`): a socket is not read while it has [`JOINS_IN_FLIGHT`] joins
+//! waiting for their `sync`, or more than [`OUTBOUND_PAUSE`] bytes queued for it; one that lets
+//! 4× that pile up, or drains nothing for 10 s while over it, is closed as a slow consumer.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,8 +26,8 @@ use serde_json::{json, Value};
 
 use super::{Consumer, StreamActor, Subscription};
 use crate::config::StreamConfig;
+use crate::flow::{Budget, Flow, Gated, Limits};
 use crate::modules::worker::{peer_info, query_params};
-use crate::outbox::Progress;
 use crate::registry::{Call, CallRequest, RegistryActor};
 use crate::session::{close_on_shutdown, Shutdown};
 
@@ -31,17 +35,39 @@ use crate::session::{close_on_shutdown, Shutdown};
 const MAX_FRAME: usize = 1 << 20;
 const HEARTBEAT: Duration = Duration::from_secs(20);
 const IDLE: Duration = Duration::from_secs(60);
-/// Frames queued for one consumer before the stall check starts.
-const QUEUE: usize = 4096;
+/// Joins one socket may have waiting for their `sync` before it is not read any more.
+pub const JOINS_IN_FLIGHT: usize = 4;
+/// Bytes queued for one consumer before it is not read any more (4× this: closed).
+pub const OUTBOUND_PAUSE: usize = 8 << 20;
+/// Bytes of frames held for all consumer sockets together.
+const INFLIGHT_BYTES: usize = 64 << 20;
 
-/// A frame for a consumer socket; an empty one means "close".
+/// What the stream actor tells a consumer socket.
 #[derive(Message, Clone)]
 #[rtype(result = "()")]
-pub struct ConsumerFrame(pub Arc<str>);
+pub enum ConsumerFrame {
+    /// Send this text frame.
+    Text(Arc<str>),
+    /// Close the socket (code 1008) for this reason.
+    Close(&'static str),
+}
 
 impl ConsumerFrame {
-    pub fn close() -> Self {
-        ConsumerFrame(Arc::from(""))
+    /// What flow control counts for this message.
+    pub fn wire_len(&self) -> usize {
+        match self {
+            ConsumerFrame::Text(t) => t.len(),
+            ConsumerFrame::Close(_) => 64,
+        }
+    }
+}
+
+fn limits() -> Limits {
+    Limits {
+        queued_frames: 64,
+        queued_bytes: 1 << 20,
+        inflight_calls: JOINS_IN_FLIGHT,
+        outbound_bytes: OUTBOUND_PAUSE,
     }
 }
 
@@ -50,6 +76,7 @@ struct State {
     stream: Addr<StreamActor>,
     registry: Addr<RegistryActor>,
     auth_function: Option<String>,
+    budget: Arc<Budget>,
     shutdown: Shutdown,
 }
 
@@ -67,6 +94,7 @@ pub fn start(
         stream,
         registry,
         auth_function: config.auth_function.clone(),
+        budget: Budget::new(INFLIGHT_BYTES),
         shutdown,
     };
     let server = HttpServer::new(move || {
@@ -118,15 +146,16 @@ async fn upgrade(
             Err(_) => return Ok(HttpResponse::ServiceUnavailable().finish()),
         }
     }
+    let flow = Flow::new(limits(), state.budget.clone());
     let session = ConsumerSession {
         conn: NEXT_CONN.fetch_add(1, Ordering::Relaxed),
         stream: state.stream.clone(),
         context: Some(context),
-        progress: Progress::default(),
+        flow: flow.clone(),
         last_inbound: Instant::now(),
         shutdown: Some(state.shutdown.clone()),
     };
-    ws::WsResponseBuilder::new(session, &req, payload)
+    ws::WsResponseBuilder::new(session, &req, Gated::new(payload, flow))
         .frame_size(MAX_FRAME)
         .start()
 }
@@ -153,7 +182,7 @@ struct ConsumerSession {
     conn: u64,
     stream: Addr<StreamActor>,
     context: Option<Value>,
-    progress: Progress,
+    flow: Arc<Flow>,
     last_inbound: Instant,
     shutdown: Option<Shutdown>,
 }
@@ -161,19 +190,27 @@ struct ConsumerSession {
 impl ConsumerSession {
     fn handle_text(&mut self, text: &str) {
         match serde_json::from_str::<ClientFrame>(text) {
-            Ok(ClientFrame::Join(d)) => self.stream.do_send(Consumer::Join {
-                conn: self.conn,
-                sub: Subscription {
-                    id: d.subscription_id,
-                    stream: d.stream_name,
-                    group: d.group_id,
-                    item: d.id.filter(|i| !i.is_empty()),
-                },
-            }),
-            Ok(ClientFrame::Leave(d)) => self.stream.do_send(Consumer::Leave {
-                conn: self.conn,
-                subscription_id: d.subscription_id,
-            }),
+            Ok(ClientFrame::Join(d)) => {
+                // Answered by the stream actor with a `sync` (which ends the call).
+                self.flow.call_started();
+                self.stream.do_send(Consumer::Join {
+                    conn: self.conn,
+                    sub: Subscription {
+                        id: d.subscription_id,
+                        stream: d.stream_name,
+                        group: d.group_id,
+                        item: d.id.filter(|i| !i.is_empty()),
+                    },
+                })
+            }
+            Ok(ClientFrame::Leave(d)) => {
+                self.flow.frame_in(text.len());
+                self.stream.do_send(Consumer::Leave {
+                    conn: self.conn,
+                    subscription_id: d.subscription_id,
+                    bytes: text.len(),
+                })
+            }
             Err(e) => log::warn!("stream consumer {}: ignored a frame: {e}", self.conn),
         }
     }
@@ -183,7 +220,7 @@ impl Actor for ConsumerSession {
     type Context = ws::WebsocketContext<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(QUEUE);
+        ctx.set_mailbox_capacity(1024);
         if let Some(shutdown) = self.shutdown.take() {
             close_on_shutdown(ctx, shutdown);
         }
@@ -199,7 +236,7 @@ impl Actor for ConsumerSession {
         self.stream.do_send(Consumer::Connected {
             conn: self.conn,
             frames: ctx.address().recipient(),
-            progress: self.progress.clone(),
+            flow: self.flow.clone(),
             context: self.context.take().unwrap_or(Value::Null),
         });
     }
@@ -245,15 +282,16 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for ConsumerSession {
 impl Handler<ConsumerFrame> for ConsumerSession {
     type Result = ();
     fn handle(&mut self, frame: ConsumerFrame, ctx: &mut Self::Context) {
-        self.progress.stamp();
-        if frame.0.is_empty() {
-            ctx.close(Some(ws::CloseReason {
-                code: ws::CloseCode::Policy,
-                description: Some("slow consumer".into()),
-            }));
-            ctx.stop();
-        } else {
-            ctx.text(frame.0.to_string());
+        self.flow.out_written(frame.wire_len());
+        match frame {
+            ConsumerFrame::Text(text) => ctx.text(&*text),
+            ConsumerFrame::Close(reason) => {
+                ctx.close(Some(ws::CloseReason {
+                    code: ws::CloseCode::Policy,
+                    description: Some(reason.into()),
+                }));
+                ctx.stop();
+            }
         }
     }
 }

@@ -1,0 +1,388 @@
+//! Flow control for one socket: what a connection has inside the engine, and whether the engine
+//! reads its socket.
+//!
+//! The engine never refuses work because one of its queues is momentarily full. Instead each
+//! socket's reader is gated: while a connection has too much in the engine — frames read but
+//! not yet handled, calls started but not yet answered, replies queued but not yet written — the
+//! engine stops reading its socket, TCP's window fills and the sender slows down. Reading resumes
+//! once every count is back under half its limit (so a busy connection is not woken for every
+//! single frame).
+//!
+//! A [`Flow`] is shared by the socket actor (which reads frames and writes replies) and the
+//! actor that owns the connection's work (the registry for worker sockets, the stream actor for
+//! consumer sockets); the counters are atomics, so neither side waits for the other.
+//! [`Gated`] wraps the socket's byte stream and stops pulling bytes while the flow is paused.
+//!
+//! A listener-wide [`Budget`] bounds the bytes of frames held in the engine by all of a
+//! listener's sockets together (unfinished fragmented messages and frames not yet handled): a
+//! socket that would push it past its limit is paused (or, for an unfinished message that cannot
+//! fit, closed).
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::task::AtomicWaker;
+use futures_util::Stream;
+
+use crate::outbox::mono_ms;
+
+/// How often a socket paused only by its listener's [`Budget`] looks again (the budget has no
+/// list of waiters to wake).
+const BUDGET_RECHECK: Duration = Duration::from_millis(5);
+
+/// The limits of one connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Frames read and not yet handled.
+    pub queued_frames: usize,
+    /// Bytes of frames read and not yet handled.
+    pub queued_bytes: usize,
+    /// Calls started by this connection and not yet answered.
+    pub inflight_calls: usize,
+    /// Bytes queued for this connection and not yet written to its socket.
+    pub outbound_bytes: usize,
+}
+
+/// Bytes held by all sockets of one listener.
+#[derive(Debug)]
+pub struct Budget {
+    used: AtomicUsize,
+    max: usize,
+}
+
+impl Budget {
+    pub fn new(max: usize) -> Arc<Budget> {
+        Arc::new(Budget {
+            used: AtomicUsize::new(0),
+            max,
+        })
+    }
+
+    /// Takes `bytes` if they fit (or if nothing is held, so one message larger than the whole
+    /// budget can still pass alone).
+    pub fn try_take(&self, bytes: usize) -> bool {
+        let mut used = self.used.load(SeqCst);
+        loop {
+            if used > 0 && used + bytes > self.max {
+                return false;
+            }
+            match self
+                .used
+                .compare_exchange_weak(used, used + bytes, SeqCst, SeqCst)
+            {
+                Ok(_) => return true,
+                Err(now) => used = now,
+            }
+        }
+    }
+
+    /// Takes `bytes` whatever the budget says (frames already read must be accounted).
+    pub fn take(&self, bytes: usize) {
+        self.used.fetch_add(bytes, SeqCst);
+    }
+
+    pub fn give(&self, bytes: usize) {
+        let _ = self
+            .used
+            .fetch_update(SeqCst, SeqCst, |u| Some(u.saturating_sub(bytes)));
+    }
+
+    pub fn used(&self) -> usize {
+        self.used.load(SeqCst)
+    }
+
+    fn over(&self) -> bool {
+        self.used.load(SeqCst) > self.max
+    }
+}
+
+/// The counters of one connection. See the module docs.
+#[derive(Debug)]
+pub struct Flow {
+    limits: Limits,
+    budget: Arc<Budget>,
+    queued_frames: AtomicUsize,
+    queued_bytes: AtomicUsize,
+    inflight: AtomicUsize,
+    outbound: AtomicUsize,
+    /// The reader was stopped and waits for a wake-up.
+    paused: AtomicBool,
+    /// Held closed regardless of the counts (a telemetry socket before its auth finished).
+    held: AtomicBool,
+    waker: AtomicWaker,
+    /// When the socket actor last wrote something out (`mono_ms`).
+    progress: AtomicU64,
+}
+
+impl Flow {
+    pub fn new(limits: Limits, budget: Arc<Budget>) -> Arc<Flow> {
+        Arc::new(Flow {
+            limits,
+            budget,
+            queued_frames: AtomicUsize::new(0),
+            queued_bytes: AtomicUsize::new(0),
+            inflight: AtomicUsize::new(0),
+            outbound: AtomicUsize::new(0),
+            paused: AtomicBool::new(false),
+            held: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
+            progress: AtomicU64::new(mono_ms()),
+        })
+    }
+
+    /// A flow with no limits worth the name, for sockets the engine does not gate.
+    pub fn unlimited() -> Arc<Flow> {
+        let max = usize::MAX / 4;
+        Flow::new(
+            Limits {
+                queued_frames: max,
+                queued_bytes: max,
+                inflight_calls: max,
+                outbound_bytes: max,
+            },
+            Budget::new(max),
+        )
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    fn over(&self) -> bool {
+        let l = &self.limits;
+        self.held.load(SeqCst)
+            || self.queued_frames.load(SeqCst) >= l.queued_frames
+            || self.queued_bytes.load(SeqCst) >= l.queued_bytes
+            || self.inflight.load(SeqCst) >= l.inflight_calls
+            || self.outbound.load(SeqCst) >= l.outbound_bytes
+            || self.budget.over()
+    }
+
+    /// Every count at or under half its limit (and the budget not exhausted).
+    fn relieved(&self) -> bool {
+        let l = &self.limits;
+        !self.held.load(SeqCst)
+            && self.queued_frames.load(SeqCst) <= l.queued_frames / 2
+            && self.queued_bytes.load(SeqCst) <= l.queued_bytes / 2
+            && self.inflight.load(SeqCst) <= l.inflight_calls / 2
+            && self.outbound.load(SeqCst) <= l.outbound_bytes / 2
+            && !self.budget.over()
+    }
+
+    /// Is reading paused right now?
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(SeqCst)
+    }
+
+    /// Called by the reader before it pulls more bytes.
+    pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.paused.load(SeqCst) {
+            if !self.over() {
+                return Poll::Ready(());
+            }
+            self.paused.store(true, SeqCst);
+        }
+        self.waker.register(cx.waker());
+        if self.relieved() {
+            self.paused.store(false, SeqCst);
+            return Poll::Ready(());
+        }
+        if self.budget.over() {
+            // Nobody wakes a socket for the listener's budget: look again shortly.
+            let waker = cx.waker().clone();
+            actix::spawn(async move {
+                tokio::time::sleep(BUDGET_RECHECK).await;
+                waker.wake();
+            });
+        }
+        Poll::Pending
+    }
+
+    /// Wakes the reader if it is paused and may go on.
+    fn recheck(&self) {
+        if self.paused.load(SeqCst) && self.relieved() {
+            self.waker.wake();
+        }
+    }
+
+    /// Holds the reader closed (or lets it go).
+    pub fn hold(&self, held: bool) {
+        self.held.store(held, SeqCst);
+        if !held {
+            self.recheck();
+        }
+    }
+
+    /// The socket read a frame of `bytes` that the engine now holds.
+    pub fn frame_in(&self, bytes: usize) {
+        self.queued_frames.fetch_add(1, SeqCst);
+        self.queued_bytes.fetch_add(bytes, SeqCst);
+        self.budget.take(bytes);
+    }
+
+    /// The engine handled a frame counted by [`Flow::frame_in`].
+    pub fn frame_done(&self, bytes: usize) {
+        sub(&self.queued_frames, 1);
+        sub(&self.queued_bytes, bytes);
+        self.budget.give(bytes);
+        self.recheck();
+    }
+
+    /// A call made by this connection is now in flight.
+    pub fn call_started(&self) {
+        self.inflight.fetch_add(1, SeqCst);
+    }
+
+    /// A call counted by [`Flow::call_started`] finished.
+    pub fn call_finished(&self) {
+        sub(&self.inflight, 1);
+        self.recheck();
+    }
+
+    /// Calls in flight.
+    pub fn inflight(&self) -> usize {
+        self.inflight.load(SeqCst)
+    }
+
+    /// `bytes` were queued for the socket; returns the new total queued.
+    pub fn out_queued(&self, bytes: usize) -> usize {
+        self.outbound.fetch_add(bytes, SeqCst) + bytes
+    }
+
+    /// The socket actor took `bytes` off its queue and wrote them out.
+    pub fn out_written(&self, bytes: usize) {
+        self.progress.store(mono_ms(), SeqCst);
+        sub(&self.outbound, bytes);
+        self.recheck();
+    }
+
+    /// Bytes queued for the socket.
+    pub fn outbound(&self) -> usize {
+        self.outbound.load(SeqCst)
+    }
+
+    /// When the socket actor last wrote something out (`mono_ms`).
+    pub fn last_progress(&self) -> u64 {
+        self.progress.load(SeqCst)
+    }
+
+    /// Frames read and not yet handled.
+    pub fn queued_frames(&self) -> usize {
+        self.queued_frames.load(SeqCst)
+    }
+}
+
+fn sub(counter: &AtomicUsize, n: usize) {
+    let _ = counter.fetch_update(SeqCst, SeqCst, |c| Some(c.saturating_sub(n)));
+}
+
+/// A byte stream that is not read while its [`Flow`] is paused.
+pub struct Gated<S> {
+    inner: S,
+    flow: Arc<Flow>,
+}
+
+impl<S> Gated<S> {
+    pub fn new(inner: S, flow: Arc<Flow>) -> Self {
+        Gated { inner, flow }
+    }
+}
+
+impl<S: Stream + Unpin> Stream for Gated<S> {
+    type Item = S::Item;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        if self.flow.poll_ready(cx).is_pending() {
+            return Poll::Pending;
+        }
+        Pin::new(&mut self.inner).poll_next(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::task::noop_waker;
+
+    fn flow() -> Arc<Flow> {
+        Flow::new(
+            Limits {
+                queued_frames: 4,
+                queued_bytes: 1000,
+                inflight_calls: 2,
+                outbound_bytes: 100,
+            },
+            Budget::new(10_000),
+        )
+    }
+
+    fn ready(f: &Flow) -> bool {
+        let waker = noop_waker();
+        f.poll_ready(&mut Context::from_waker(&waker)).is_ready()
+    }
+
+    #[test]
+    fn pauses_at_a_limit_and_resumes_at_half() {
+        let f = flow();
+        for _ in 0..3 {
+            f.frame_in(10);
+        }
+        assert!(ready(&f));
+        f.frame_in(10);
+        assert!(!ready(&f) && f.is_paused());
+        f.frame_done(10);
+        assert!(!ready(&f), "3 of 4 queued: still over half");
+        f.frame_done(10);
+        assert!(ready(&f) && !f.is_paused());
+    }
+
+    #[test]
+    fn every_count_can_pause() {
+        let f = flow();
+        f.call_started();
+        f.call_started();
+        assert!(!ready(&f));
+        f.call_finished();
+        assert!(ready(&f));
+        assert_eq!(f.out_queued(150), 150);
+        assert!(!ready(&f));
+        f.out_written(100);
+        assert!(ready(&f));
+        f.hold(true);
+        assert!(!ready(&f));
+        f.hold(false);
+        f.out_written(50);
+        assert!(ready(&f));
+        f.frame_in(2000);
+        assert!(!ready(&f));
+    }
+
+    #[test]
+    fn the_budget_is_shared_and_lets_one_big_message_through() {
+        let b = Budget::new(100);
+        assert!(
+            b.try_take(500),
+            "nothing held: one oversized message may pass"
+        );
+        assert!(!b.try_take(1));
+        b.give(500);
+        assert!(b.try_take(60) && b.try_take(40) && !b.try_take(1));
+        let f = Flow::new(
+            Limits {
+                queued_frames: 100,
+                queued_bytes: 1 << 20,
+                inflight_calls: 100,
+                outbound_bytes: 1 << 20,
+            },
+            b.clone(),
+        );
+        f.frame_in(10);
+        assert!(b.over());
+        f.frame_done(10);
+        b.give(100);
+        assert_eq!(b.used(), 0);
+    }
+}
