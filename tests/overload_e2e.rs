@@ -227,7 +227,7 @@ async fn a_flood_that_reads_slowly_is_slowed_down_not_buffered() {
                     break;
                 }
                 sent += 1;
-                if sent % 64 == 0 && sink.flush().await.is_err() {
+                if sent.is_multiple_of(64) && sink.flush().await.is_err() {
                     break;
                 }
             }
@@ -241,7 +241,7 @@ async fn a_flood_that_reads_slowly_is_slowed_down_not_buffered() {
             .is_some()
         {
             read += 1;
-            if read % 100 == 0 {
+            if read.is_multiple_of(100) {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
@@ -295,7 +295,7 @@ async fn a_forbidden_flood_is_cheap_and_quiet() {
                 if sink.feed(WsMessage::Text(f.into())).await.is_err() {
                     break;
                 }
-                if i % 64 == 0 && sink.flush().await.is_err() {
+                if i.is_multiple_of(64) && sink.flush().await.is_err() {
                     break;
                 }
             }
