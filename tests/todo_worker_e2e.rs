@@ -282,3 +282,26 @@ async fn repo_config_brings_the_app_up_from_a_clean_worker_dir() {
         .unwrap();
     assert!(String::from_utf8_lossy(&page).contains("Todo App"));
 }
+
+/// Three tabs each create 100 todos at once through the JavaScript worker: every create
+/// succeeds (none refused because a queue inside the engine was full) and all 300 are listed.
+#[actix::test]
+async fn three_tabs_creating_at_once_lose_nothing() {
+    let engine = EngineProc::start(TODO_CONFIG);
+    let _worker = start_worker("js", &engine.url(0));
+    let tabs = [tab(&engine).await, tab(&engine).await, tab(&engine).await];
+    let creates = tabs.iter().enumerate().flat_map(|(t, c)| {
+        (0..100).map(move |i| {
+            let c = c.clone();
+            async move {
+                c.trigger("todos::create", json!({"title": format!("tab {t} #{i}")}))
+                    .await
+            }
+        })
+    });
+    let results = futures_util::future::join_all(creates).await;
+    let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(failed.is_empty(), "{} failed: {:?}", failed.len(), failed);
+    let list = tabs[0].trigger("todos::list", json!({})).await.unwrap();
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(300));
+}
