@@ -227,9 +227,12 @@ impl SessionPolicy {
     }
 
     /// May this session register a binding of `trigger_type`?
-    pub fn allows_trigger_type(&self, trigger_type: &str) -> bool {
+    /// May this session bind `trigger_type`? Without `allowed_trigger_types` any type except
+    /// an engine-wide one (which sees every connection's or every function's events); with
+    /// the list, exactly the types it names.
+    pub fn allows_trigger_type(&self, trigger_type: &str, engine_wide: bool) -> bool {
         match &self.allowed_trigger_types {
-            None => true,
+            None => !engine_wide,
             Some(list) => list.iter().any(|t| t == trigger_type),
         }
     }
@@ -473,8 +476,8 @@ mod tests {
             "context": {"session_id": "S"}, "unknown_privilege": true
         }))
         .unwrap();
-        assert!(p.allows_trigger_type("stream"));
-        assert!(!p.allows_trigger_type("cron"));
+        assert!(p.allows_trigger_type("stream", false));
+        assert!(!p.allows_trigger_type("cron", false));
         assert_eq!(p.prefixed("ui::on-todo-change"), "S::ui::on-todo-change");
         assert_eq!(p.unprefixed("S::ui::on-todo-change"), "ui::on-todo-change");
         assert_eq!(p.unprefixed("other::x"), "other::x");
@@ -482,6 +485,7 @@ mod tests {
             .unwrap_err()
             .contains("nothing"));
         assert!(SessionPolicy::from_auth_result(json!({"allowed_functions": "x"})).is_err());
-        assert!(SessionPolicy::unauthenticated().allows_trigger_type("anything"));
+        assert!(SessionPolicy::unauthenticated().allows_trigger_type("anything", false));
+        assert!(!SessionPolicy::unauthenticated().allows_trigger_type("stream:join", true));
     }
 }

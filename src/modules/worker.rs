@@ -5,7 +5,8 @@
 //! upgrades to a telemetry-only socket that is drained, and — when the listener has a
 //! `static_dir` — every other plain GET (and `/` without an upgrade) serves a file from that
 //! directory, so one origin carries both the page and its socket. File reads run on the
-//! blocking pool, never on the socket-serving threads.
+//! blocking pool, never on the socket-serving threads; a path that resolves outside the
+//! directory (through `..`, or a symlink) is not served.
 
 use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
@@ -46,13 +47,17 @@ pub fn start(
     shutdown: Shutdown,
 ) -> Result<Listener, String> {
     let (socket, local) = crate::modules::bind(&config.bind_addr())?;
-    if let Some(dir) = &config.static_dir {
-        if !dir.is_dir() {
-            return Err(format!("static_dir {} is not a directory", dir.display()));
-        }
-    }
+    // Files are served only from inside the directory as it really is (symlinks resolved).
+    let static_dir = match &config.static_dir {
+        Some(dir) if dir.is_dir() => Some(
+            dir.canonicalize()
+                .map_err(|e| format!("static_dir {}: {e}", dir.display()))?,
+        ),
+        Some(dir) => return Err(format!("static_dir {} is not a directory", dir.display())),
+        None => None,
+    };
     let state = ListenerState {
-        static_dir: config.static_dir.clone(),
+        static_dir,
         budget: Budget::new(config.max_inflight_bytes),
         config: config.clone(),
         registry,
@@ -191,7 +196,16 @@ async fn static_file(
         } else {
             path
         };
-        std::fs::read(&path).map(|bytes| (bytes, content_type(&path)))
+        // A symlink (or anything else) that leads outside the directory is not served.
+        let real = path.canonicalize()?;
+        if !real.starts_with(&dir) {
+            log::warn!(
+                "static file {} resolves outside static_dir; refused",
+                path.display()
+            );
+            return Err(std::io::Error::from(std::io::ErrorKind::NotFound));
+        }
+        std::fs::read(&real).map(|bytes| (bytes, content_type(&real)))
     })
     .await?;
     Ok(match read {

@@ -45,3 +45,12 @@ pub struct BuiltinFunction {
     pub id: String,
     pub description: String,
 }
+
+/// What the registry needs to know about one engine-hosted trigger type.
+#[derive(Debug, Clone)]
+pub struct BuiltinTriggerType {
+    pub id: String,
+    pub description: String,
+    /// See the registry's trigger-type table: public sessions need it listed.
+    pub engine_wide: bool,
+}

@@ -349,6 +349,21 @@ impl RegistryActor {
             return;
         };
         let token_ok = r.reattach_token.as_deref() == Some(old_conn.token.to_string().as_str());
+        // A token only works on the listener it was issued on: a session of a public listener
+        // holding a trusted worker's token must not be able to evict it.
+        let same_listener = self
+            .conns
+            .get(&worker_id)
+            .is_some_and(|c| Arc::ptr_eq(&c.listener, &old_conn.listener));
+        if token_ok && !same_listener {
+            let what = format!("reattach to {old}");
+            return self.refuse_with(
+                worker_id,
+                "reattach_rejected",
+                &what,
+                "the token was issued on another listener",
+            );
+        }
         if !token_ok {
             let what = format!("reattach to {old}");
             return self.refuse_with(

@@ -115,6 +115,7 @@ impl RegistryActor {
                 TriggerTypeEntry {
                     provider: Provider::Engine,
                     description: description.to_string(),
+                    engine_wide: true,
                 },
             );
         }
@@ -142,6 +143,7 @@ impl RegistryActor {
                 TriggerTypeEntry {
                     provider: Provider::Builtin(index),
                     description: t.description,
+                    engine_wide: t.engine_wide,
                 },
             );
         }
@@ -467,29 +469,41 @@ impl RegistryActor {
         json!({ "registered_triggers": out })
     }
 
+    /// `engine::register_trigger`: the same session rules as a `registertrigger` frame. A
+    /// public session's binding is its own (counted, and removed when it disconnects); a
+    /// trusted caller's binding belongs to nobody and stays until unregistered.
     fn register_trigger_fn(&mut self, input: RegisterTriggerInput, from: Option<Uuid>) -> Outcome {
-        let mut function_id = input.function_id;
-        if let Some(conn) = from.and_then(|w| self.conns.get(&w)) {
-            if !conn.policy.allows_trigger_type(&input.trigger_type) {
-                return Err(ErrorBody::new(
+        let RegisterTriggerInput {
+            trigger_type,
+            mut function_id,
+            mut config,
+            metadata,
+        } = input;
+        let mut owner = None;
+        if let Some(worker_id) = from.filter(|w| self.conns.contains_key(w)) {
+            let forbidden = |reason: String| {
+                ErrorBody::new(
                     "FORBIDDEN",
-                    format!(
-                        "Trigger type '{}' is not allowed for this session.",
-                        input.trigger_type
-                    ),
-                ));
+                    format!("Trigger type '{trigger_type}' binding denied: {reason}"),
+                )
+            };
+            self.check_binding(worker_id, &trigger_type, &mut function_id, &mut config)
+                .map_err(forbidden)?;
+            if let Some(conn) = self.conns.get(&worker_id).filter(|c| c.public()) {
+                let max = conn.listener.max_triggers_per_session;
+                if conn.triggers.len() >= max {
+                    return Err(forbidden(format!(
+                        "this session already has {max} triggers (max_triggers_per_session)"
+                    )));
+                }
+                owner = Some(worker_id);
             }
-            function_id = conn.policy.prefixed(&function_id);
         }
         let id = Uuid::new_v4().to_string();
-        self.insert_trigger(
-            id.clone(),
-            input.trigger_type,
-            function_id,
-            input.config,
-            input.metadata,
-            None,
-        );
+        self.insert_trigger(id.clone(), trigger_type, function_id, config, metadata, owner);
+        if let Some(c) = owner.and_then(|w| self.conns.get_mut(&w)) {
+            c.triggers.insert(id.clone());
+        }
         Ok(Some(json!({ "id": id })))
     }
 

@@ -140,10 +140,11 @@ impl RegistryActor {
             self.send_frame(worker_id, protocol::Message::InvocationResult(frame));
             return;
         }
-        let timeout = Duration::from_millis(
-            inv.timeout_ms
-                .unwrap_or(conn.listener.invocation_timeout_ms),
-        );
+        let mut timeout_ms = inv.timeout_ms.unwrap_or(conn.listener.invocation_timeout_ms);
+        if conn.public() {
+            timeout_ms = timeout_ms.min(conn.listener.max_invocation_timeout_ms);
+        }
+        let timeout = Duration::from_millis(timeout_ms);
         let middleware = conn
             .listener
             .middleware_function_id

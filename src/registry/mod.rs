@@ -34,7 +34,7 @@ use actix::prelude::*;
 use serde_json::Value;
 use uuid::Uuid;
 
-pub use builtin::{BuiltinCall, BuiltinFunction, TriggerBinding};
+pub use builtin::{BuiltinCall, BuiltinFunction, BuiltinTriggerType, TriggerBinding};
 pub use invoke::CallRequest;
 
 use crate::config::ListenerConfig;
@@ -107,7 +107,7 @@ pub struct RegisterBuiltins {
     pub owner: &'static str,
     pub functions: Vec<BuiltinFunction>,
     pub calls: Recipient<BuiltinCall>,
-    pub trigger_types: Vec<BuiltinFunction>,
+    pub trigger_types: Vec<BuiltinTriggerType>,
     pub bindings: Recipient<TriggerBinding>,
 }
 
@@ -179,6 +179,9 @@ pub struct RegistryActor {
     /// The set of function ids changed since `engine::functions-available` last fired.
     functions_dirty: bool,
     ticks: u64,
+    /// Every id a trusted worker (or the engine) ever registered: a public session without a
+    /// prefix can never take one, not even while its owner is reconnecting.
+    pub(crate) trusted_ids: std::collections::HashSet<String>,
     /// Denied calls and registrations: logged a few per second, the rest counted.
     pub(crate) denials: LogLimiter,
 }
@@ -214,6 +217,7 @@ impl RegistryActor {
             deferred: Vec::new(),
             functions_dirty: false,
             ticks: 0,
+            trusted_ids: std::collections::HashSet::new(),
             denials: LogLimiter::new("denied calls and registrations", 20),
         };
         r.install_engine_functions();

@@ -123,7 +123,9 @@ impl RegistryActor {
         self.with_hook(worker_id, hook, input, what, Box::new(next), ctx);
     }
 
-    /// Stores a function under the session's prefix, unless someone else owns the id.
+    /// Stores a function under the session's prefix, unless someone else owns the id. A
+    /// public session without a prefix may not register an id its listener exposes, nor one a
+    /// trusted worker ever registered (its owner may be reconnecting right now).
     fn add_function(&mut self, worker_id: Uuid, f: RegisterFunction) {
         let Some(conn) = self.conns.get(&worker_id) else {
             return;
@@ -143,6 +145,27 @@ impl RegistryActor {
             }
             _ => {}
         }
+        if let Some(conn) = self.conns.get(&worker_id).filter(|c| c.public()) {
+            let max = conn.listener.max_functions_per_session;
+            if conn.functions.len() >= max && !conn.functions.contains(&id) {
+                let reason = format!(
+                    "this session already has {} functions (max_functions_per_session)",
+                    conn.functions.len()
+                );
+                return self.refuse(worker_id, &what, &reason);
+            }
+            if conn.policy.function_registration_prefix.is_none() {
+                let exposed = conn.listener.rbac.as_ref().is_some_and(|r| {
+                    r.expose_functions.iter().any(|e| e.matches(&id, None))
+                });
+                if exposed {
+                    return self.refuse(worker_id, &what, "the listener exposes this id to every session");
+                }
+                if self.trusted_ids.contains(&id) {
+                    return self.refuse(worker_id, &what, "a trusted worker serves this id");
+                }
+            }
+        }
         let entry = FunctionEntry {
             owner: Owner::Session(worker_id),
             trusted: !public,
@@ -151,6 +174,9 @@ impl RegistryActor {
             response_format: f.response_format,
             metadata: f.metadata,
         };
+        if !public {
+            self.trusted_ids.insert(id.clone());
+        }
         let is_new = self.functions.insert(id.clone(), entry).is_none();
         if let Some(conn) = self.conns.get_mut(&worker_id) {
             conn.functions.insert(id.clone());
@@ -186,8 +212,8 @@ impl RegistryActor {
             return;
         };
         let what = format!("trigger '{}' of type '{}'", t.id, t.trigger_type);
-        if !conn.policy.allows_trigger_type(&t.trigger_type) {
-            return self.refuse(worker_id, &what, "the type is not in allowed_trigger_types");
+        if let Some(reason) = self.type_refusal(conn, &t.trigger_type) {
+            return self.refuse(worker_id, &what, reason);
         }
         let hook = conn
             .listener
@@ -210,48 +236,46 @@ impl RegistryActor {
         self.with_hook(worker_id, hook, input, what, Box::new(next), ctx);
     }
 
-    /// The session rules that apply after the hook: allowed type, prefix, and the target.
-    fn check_trigger(&mut self, worker_id: Uuid, t: RegisterTrigger) {
+    /// The session rules that apply after the hook: see [`RegistryActor::check_binding`];
+    /// then the id, which a public session can never take from another registration, and
+    /// (on a public listener) the session's trigger count.
+    fn check_trigger(&mut self, worker_id: Uuid, mut t: RegisterTrigger) {
+        let what = format!("trigger '{}' of type '{}'", t.id, t.trigger_type);
+        if let Err(reason) =
+            self.check_binding(worker_id, &t.trigger_type, &mut t.function_id, &mut t.config)
+        {
+            return self.refuse(worker_id, &what, &reason);
+        }
         let Some(conn) = self.conns.get(&worker_id) else {
             return;
         };
-        let what = format!("trigger '{}' of type '{}'", t.id, t.trigger_type);
-        if !conn.policy.allows_trigger_type(&t.trigger_type) {
-            return self.refuse(worker_id, &what, "the type is not in allowed_trigger_types");
-        }
-        let prefixed = conn.policy.function_registration_prefix.is_some();
-        let function_id = conn.policy.prefixed(&t.function_id);
-        if conn.public() && !prefixed {
-            let own = matches!(self.functions.get(&function_id), Some(f) if f.owner == Owner::Session(worker_id));
-            let expose = conn
-                .listener
-                .rbac
-                .as_ref()
-                .map(|r| r.expose_functions.as_slice());
-            let callable = matches!(
-                rbac::decide_invoke(
-                    &conn.policy,
-                    expose,
-                    &function_id,
-                    self.exposure_metadata(&function_id)
-                ),
-                Decision::Allow(_)
-            );
-            if !own && !callable {
-                let reason = format!("its target {function_id} is neither this session's function nor one it may call");
-                return self.refuse(worker_id, &what, &reason);
-            }
-        }
-        if let Some(existing) = self.triggers.get(&t.id) {
-            if existing.owner != Some(worker_id) {
+        let public = conn.public();
+        let max = conn.listener.max_triggers_per_session;
+        match self.triggers.get(&t.id).map(|e| e.owner) {
+            Some(Some(owner)) if owner == worker_id => {}
+            Some(owner) if public || owner.is_some_and(|o| self.is_public(o)) => {
                 return self.refuse(worker_id, &what, "the id belongs to another registration");
             }
-            self.remove_trigger(&t.id);
+            Some(owner) => {
+                // Trusted workers replace each other's bindings, as with functions: a worker
+                // that reconnected without reattaching takes its binding back from its own
+                // half-open old connection.
+                log::warn!("trigger {}: registered again by worker {worker_id}; it replaces the binding of {owner:?}", t.id);
+            }
+            None if public && conn.triggers.len() >= max => {
+                let reason = format!(
+                    "this session already has {} triggers (max_triggers_per_session)",
+                    conn.triggers.len()
+                );
+                return self.refuse(worker_id, &what, &reason);
+            }
+            None => {}
         }
+        self.remove_trigger(&t.id);
         self.insert_trigger(
             t.id.clone(),
             t.trigger_type,
-            function_id,
+            t.function_id,
             t.config,
             t.metadata,
             Some(worker_id),
@@ -259,6 +283,106 @@ impl RegistryActor {
         if let Some(c) = self.conns.get_mut(&worker_id) {
             c.triggers.insert(t.id);
         }
+    }
+
+    /// Why this connection may not bind triggers of this type, if it may not (trusted
+    /// connections may bind any).
+    fn type_refusal(&self, conn: &super::Conn, trigger_type: &str) -> Option<&'static str> {
+        let engine_wide = self
+            .trigger_types
+            .get(trigger_type)
+            .is_some_and(|t| t.engine_wide);
+        if !conn.public() || conn.policy.allows_trigger_type(trigger_type, engine_wide) {
+            None
+        } else if engine_wide {
+            Some("the type is engine-wide and not listed in allowed_trigger_types")
+        } else {
+            Some("the type is not in allowed_trigger_types")
+        }
+    }
+
+    fn is_public(&self, worker_id: Uuid) -> bool {
+        self.conns.get(&worker_id).is_some_and(|c| c.public())
+    }
+
+    /// The session rules for a trigger binding, however it is made (`registertrigger` or
+    /// `engine::register_trigger`): the type must be allowed (an engine-wide type such as
+    /// `engine::functions-available` or `stream:join` only when `allowed_trigger_types` lists
+    /// it); the target and every function the config names (`condition_function_id`, any
+    /// `*_function_id` / `*_function_ids` key) are resolved under the session prefix, and on a
+    /// public listener must be the session's own or functions it may call — the engine calls
+    /// them on the session's behalf. Rewrites the ids in place.
+    pub(crate) fn check_binding(
+        &self,
+        worker_id: Uuid,
+        trigger_type: &str,
+        function_id: &mut String,
+        config: &mut Value,
+    ) -> Result<(), String> {
+        let Some(conn) = self.conns.get(&worker_id) else {
+            return Err("the connection is gone".into());
+        };
+        if let Some(reason) = self.type_refusal(conn, trigger_type) {
+            return Err(reason.into());
+        }
+        *function_id = conn.policy.prefixed(function_id);
+        self.check_reference(worker_id, function_id, "its target")?;
+        if let Value::Object(map) = config {
+            for (key, value) in map.iter_mut() {
+                if key.ends_with("function_id") {
+                    if let Value::String(id) = value {
+                        *id = conn.policy.prefixed(id);
+                        self.check_reference(worker_id, id, &format!("its {key}"))?;
+                    }
+                } else if key.ends_with("function_ids") {
+                    if let Value::Array(ids) = value {
+                        for id in ids.iter_mut() {
+                            if let Value::String(id) = id {
+                                *id = conn.policy.prefixed(id);
+                                self.check_reference(worker_id, id, &format!("its {key}"))?;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A function a public session names in a binding must be its own (under its prefix, or
+    /// registered by it) or one it may call.
+    fn check_reference(&self, worker_id: Uuid, function_id: &str, what: &str) -> Result<(), String> {
+        let Some(conn) = self.conns.get(&worker_id) else {
+            return Ok(());
+        };
+        if !conn.public() || conn.policy.function_registration_prefix.is_some() {
+            return Ok(());
+        }
+        let own = matches!(self.functions.get(function_id), Some(f) if f.owner == Owner::Session(worker_id));
+        if own || self.may_call(conn, function_id) {
+            return Ok(());
+        }
+        Err(format!(
+            "{what} {function_id} is neither this session's function nor one it may call"
+        ))
+    }
+
+    /// Would RBAC let this connection call `function_id`?
+    pub(crate) fn may_call(&self, conn: &super::Conn, function_id: &str) -> bool {
+        let expose = conn
+            .listener
+            .rbac
+            .as_ref()
+            .map(|r| r.expose_functions.as_slice());
+        matches!(
+            rbac::decide_invoke(
+                &conn.policy,
+                expose,
+                function_id,
+                self.exposure_metadata(function_id)
+            ),
+            Decision::Allow(_)
+        )
     }
 
     pub(crate) fn handle_register_trigger_type(

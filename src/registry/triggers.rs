@@ -24,6 +24,9 @@ pub(crate) enum Provider {
 pub(crate) struct TriggerTypeEntry {
     pub provider: Provider,
     pub description: String,
+    /// Its events concern every connection or function, not one stream or topic a session
+    /// chose: public sessions may bind it only when `allowed_trigger_types` lists it.
+    pub engine_wide: bool,
 }
 
 pub(crate) struct TriggerEntry {
@@ -59,6 +62,7 @@ impl RegistryActor {
             TriggerTypeEntry {
                 provider: Provider::Session(worker_id),
                 description,
+                engine_wide: false,
             },
         );
         if let Some(c) = self.conns.get_mut(&worker_id) {

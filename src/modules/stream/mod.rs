@@ -35,7 +35,7 @@ use crate::outbox::{Delivery, Outbox};
 use crate::payload::Payload;
 use crate::protocol::ErrorBody;
 use crate::registry::{
-    now_ms, BuiltinCall, BuiltinDone, BuiltinFunction, Call, CallRequest, FireTrigger,
+    now_ms, BuiltinCall, BuiltinDone, BuiltinFunction, BuiltinTriggerType, Call, CallRequest, FireTrigger,
     RegisterBuiltins, RegistryActor, TriggerBinding, TriggerRejected,
 };
 use functions::Change;
@@ -48,19 +48,23 @@ const MAINTENANCE: Duration = Duration::from_secs(1);
 /// A consumer socket that drains nothing for this long while over its limit is dropped.
 const CONSUMER_STALL_MS: u64 = 10_000;
 
-/// The trigger types this module provides.
-const TRIGGER_TYPES: &[(&str, &str)] = &[
+/// The trigger types this module provides: (id, description, engine-wide). `stream:join` and
+/// `stream:leave` see every consumer socket of the engine (and a join hook can refuse them).
+const TRIGGER_TYPES: &[(&str, &str, bool)] = &[
     (
         "stream",
         "Fires on every change of a stream item (stream::set, update, delete, send)",
+        false,
     ),
     (
         "stream:join",
         "Runs when a consumer socket joins a subscription; may refuse it",
+        true,
     ),
     (
         "stream:leave",
         "Runs when a consumer socket leaves a subscription",
+        true,
     ),
 ];
 
@@ -213,7 +217,14 @@ pub fn start(
         owner: "iii-stream",
         functions: described(functions::FUNCTIONS),
         calls: actor.clone().recipient(),
-        trigger_types: described(TRIGGER_TYPES),
+        trigger_types: TRIGGER_TYPES
+            .iter()
+            .map(|(id, d, engine_wide)| BuiltinTriggerType {
+                id: id.to_string(),
+                description: d.to_string(),
+                engine_wide: *engine_wide,
+            })
+            .collect(),
         bindings: actor.clone().recipient(),
     });
     let (addr, server) = socket::start(config, actor.clone(), registry, shutdown)?;
