@@ -17,6 +17,13 @@ use crate::config::EngineConfig;
 use crate::modules::{exec, stream, worker};
 use crate::registry::RegistryActor;
 
+/// Whether `III_FAULT_INJECTION=1` is set: then the engine also has functions that make it fail
+/// on purpose (`engine::fault::panic`, `stream::fault::panic`), for the tests that check it
+/// stops cleanly. Never set it in production.
+pub fn fault_injection() -> bool {
+    std::env::var_os("III_FAULT_INJECTION").is_some_and(|v| v == "1")
+}
+
 /// A running engine.
 pub struct Engine {
     stream: Option<stream::StreamModule>,

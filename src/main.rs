@@ -73,6 +73,7 @@ fn main() -> ExitCode {
         }
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(DEFAULT_LOG)).init();
+    stop_on_panic();
     let cfg = match config::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
@@ -104,6 +105,23 @@ async fn run(cfg: config::EngineConfig, ready_file: Option<PathBuf>) -> ExitCode
     log::info!("{reason}: stopping");
     engine.stop().await;
     ExitCode::SUCCESS
+}
+
+/// A panic on any engine thread stops the whole engine with a clear message and exit status
+/// 70: an engine whose registry or store thread died would otherwise accept sockets and answer
+/// nothing. Acknowledged writes are already in the store's log, so exiting loses none.
+fn stop_on_panic() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        let thread = std::thread::current()
+            .name()
+            .unwrap_or("unnamed")
+            .to_string();
+        log::error!("internal error on thread {thread}: {info}; stopping the engine (exit status 70)");
+        eprintln!("iii: internal error on thread {thread}; the engine stops rather than run without it");
+        std::process::exit(70);
+    }));
 }
 
 fn write_ready_file(path: &std::path::Path, engine: &Engine) -> std::io::Result<()> {

@@ -140,3 +140,35 @@ async fn shutdown_closes_every_socket_promptly_with_1001() {
         started.elapsed()
     );
 }
+
+/// A panic on the registry's or the stream store's thread stops the whole engine with a clear
+/// message and a non-zero exit, instead of leaving a process that accepts sockets and answers
+/// nothing. (`III_FAULT_INJECTION=1` adds the functions that panic on purpose.)
+#[actix::test]
+async fn a_panic_on_an_engine_thread_stops_the_engine() {
+    for function in ["engine::fault::panic", "stream::fault::panic"] {
+        let mut engine = EngineProc::start_with_env(
+            tempfile::tempdir().unwrap(),
+            &format!("{BASIC}  - name: iii-stream\n    config: {{host: 127.0.0.1, port: 0}}\n"),
+            &[("III_FAULT_INJECTION", "1")],
+        );
+        let mut ws = common::RawWs::connect(&engine.url(0)).await;
+        let call = serde_json::json!({"type": "invokefunction", "function_id": function,
+                                      "invocation_id": uuid::Uuid::new_v4().to_string(), "data": {}});
+        ws.text(call.to_string()).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Ok(Some(status)) = engine.child.try_wait() {
+                break status;
+            }
+            assert!(std::time::Instant::now() < deadline, "{function}: still running\n{}", engine.log());
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(status.code(), Some(70), "{function}");
+        assert!(
+            engine.log().contains("internal error on thread"),
+            "{function}: {}",
+            engine.log()
+        );
+    }
+}

@@ -239,3 +239,47 @@ async fn grandchildren_are_stopped_on_sigterm() {
     assert!(!alive(pid), "grandchild {pid} outlived the engine");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+/// Pids a command printed as `left=<pid>` lines, in order.
+fn left_pids(engine: &EngineProc) -> Vec<i32> {
+    engine
+        .log()
+        .lines()
+        .filter_map(|l| l.split("[leaky] left=").nth(1)?.trim().parse().ok())
+        .collect()
+}
+
+/// A command whose leader exits and leaves a background child behind: the child goes with it,
+/// before the restart, and none is left after SIGTERM or SIGKILL of the engine.
+#[actix::test]
+async fn what_an_exited_leader_leaves_behind_is_stopped_too() {
+    let config = with_exec(
+        "      stop_grace_ms: 500\n      exec:\n        - command: sleep 300 & echo left=$!; sleep 0.2; exit 1\n          name: leaky\n",
+    );
+    let mut engine = EngineProc::start(&config);
+    assert!(
+        eventually(Duration::from_secs(10), || left_pids(&engine).len() >= 3).await,
+        "{}",
+        engine.log()
+    );
+    let pids = left_pids(&engine);
+    // Every run but the current one has been cleaned up.
+    for pid in &pids[..pids.len() - 1] {
+        assert!(!alive(*pid), "leftover {pid} of an earlier run is alive");
+    }
+    assert_eq!(engine.terminate(), Some(0));
+    let pids = left_pids(&engine);
+    assert!(
+        eventually(Duration::from_secs(3), || pids.iter().all(|p| !alive(*p))).await,
+        "a leftover outlived the engine's SIGTERM"
+    );
+
+    let mut engine = EngineProc::start(&config);
+    assert!(eventually(Duration::from_secs(5), || !left_pids(&engine).is_empty()).await);
+    engine.kill();
+    let pids = left_pids(&engine);
+    assert!(
+        eventually(Duration::from_secs(5), || pids.iter().all(|p| !alive(*p))).await,
+        "a leftover outlived the engine's SIGKILL"
+    );
+}

@@ -213,3 +213,56 @@ async fn reattach_retires_the_previous_connection_before_the_replay() {
         .log()
         .contains("reattached; retiring its previous connection"));
 }
+
+/// A worker reconnects without reattaching while its old connection is still half-open and
+/// replays its registrations: once the old connection is gone, the new one has the binding
+/// (the replay wins) and receives every event.
+#[actix::test]
+async fn a_replayed_binding_wins_once_the_old_connection_is_gone() {
+    let engine = EngineProc::start(&format!(
+        "{}  - name: iii-stream\n    config: {{host: 127.0.0.1, port: 0}}\n",
+        config("")
+    ));
+    let register = [
+        r#"{"type":"registerfunction","id":"w::on-change"}"#,
+        r#"{"type":"registertrigger","id":"t-replay","trigger_type":"stream","function_id":"w::on-change","config":{"stream_name":"r"}}"#,
+    ];
+    let mut old = RawWs::connect(&engine.url(0)).await;
+    for f in register {
+        old.text(f).await;
+    }
+    old.barrier().await;
+    let mut new = RawWs::connect(&engine.url(0)).await;
+    for f in register {
+        new.text(f).await;
+    }
+    new.barrier().await;
+    drop(old);
+    let writer = Client::connect(&engine.url(0), ClientOptions::named("writer"))
+        .await
+        .unwrap();
+    // Give the old connection's cleanup time to run (it starts when its socket closes).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 0..3 {
+        writer
+            .trigger(
+                "stream::set",
+                json!({"stream_name": "r", "group_id": "g", "item_id": format!("i{i}"), "data": i}),
+            )
+            .await
+            .unwrap();
+    }
+    let mut events = 0;
+    while let Some(common::RawEvent::Json(v)) = new.next(Duration::from_secs(2)).await {
+        if v["type"] == "invokefunction" && v["function_id"] == "w::on-change" {
+            events += 1;
+            let answer = json!({"type": "invocationresult", "invocation_id": v["invocation_id"],
+                                "function_id": "w::on-change", "result": {}});
+            new.text(answer.to_string()).await;
+        }
+        if events == 3 {
+            break;
+        }
+    }
+    assert_eq!(events, 3, "{}", engine.log());
+}

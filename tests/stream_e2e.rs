@@ -458,3 +458,69 @@ async fn in_memory_store_works_without_a_directory() {
     assert!(!engine.path().join("kv_store_data.db").exists());
     let _ = RawEvent::Ended;
 }
+
+/// Damage done to the store's files while the engine was down is never silent: an emptied or
+/// deleted log is reported loudly at start-up, and a damaged tail is cut off with the cut bytes
+/// kept in a `.corrupt-<time>` file.
+#[actix::test]
+async fn damaged_store_files_are_reported_loudly() {
+    let mut engine = EngineProc::start(&stream_config(""));
+    let write = |n: usize| {
+        let url = engine.url(0);
+        async move {
+            let w = Client::connect(&url, ClientOptions::named("w")).await.unwrap();
+            for i in 0..n {
+                w.trigger("stream::set", set(&format!("k{i}"), json!(i)))
+                    .await
+                    .unwrap();
+            }
+            w.shutdown().await;
+        }
+    };
+    write(10).await;
+    assert_eq!(engine.terminate(), Some(0));
+    let dir = engine.path().join("data/stream_store");
+    let log = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "wal"))
+        .expect("a log file");
+    // A torn tail: cut, kept aside, the data before it intact.
+    let mut bytes = std::fs::read(&log).unwrap();
+    bytes.extend_from_slice(b"\x07\x00\x00\x00garbage");
+    std::fs::write(&log, &bytes).unwrap();
+    engine.restart();
+    let c = client(&engine, "c").await;
+    let list = c
+        .trigger("stream::list", json!({"stream_name": "todo", "group_id": "todos"}))
+        .await
+        .unwrap();
+    assert_eq!(list.as_array().map(Vec::len), Some(10));
+    assert!(engine.log().contains(".corrupt-"), "{}", engine.log());
+    let aside = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().contains(".corrupt-"))
+        .expect("the cut bytes are kept");
+    assert!(std::fs::read(aside.path()).unwrap().ends_with(b"garbage"));
+    c.shutdown().await;
+    // Truncated to zero: loud.
+    assert_eq!(engine.terminate(), Some(0));
+    std::fs::write(&log, b"").unwrap();
+    engine.restart();
+    assert!(
+        engine.log().contains("the log is EMPTY"),
+        "{}",
+        engine.log()
+    );
+    // Deleted: loud.
+    assert_eq!(engine.terminate(), Some(0));
+    std::fs::remove_file(&log).unwrap();
+    engine.restart();
+    assert!(
+        engine.log().contains("starting EMPTY") || engine.log().contains("no log after snapshot"),
+        "{}",
+        engine.log()
+    );
+}

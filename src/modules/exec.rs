@@ -9,11 +9,12 @@
 //! Each command runs as `sh -c <command>` in the engine's working directory (or its `cwd`),
 //! with its `env` and `III_URL` set to the engine's trusted listener, in a process group of its
 //! own; its stdout and stderr go to the engine log line by line, prefixed with its name.
-//! Nothing outlives the engine: on shutdown the group gets SIGTERM, then SIGKILL after
-//! `stop_grace_ms`, and the engine waits for it; if the engine is killed outright, the group
-//! leader dies with it (parent-death signal) and a guardian process — a tiny `sh` that blocks
-//! reading a pipe whose write end only the engine holds — kills the rest of the group when the
-//! pipe closes.
+//! Nothing outlives its command: when the group's leader exits (crash, exit, or a stop), what
+//! it left behind in its group gets SIGTERM, then SIGKILL after `stop_grace_ms`, before the
+//! next run starts; on shutdown the engine waits for the whole group; if the engine is killed
+//! outright, the leader dies with it (parent-death signal) and a guardian process — a tiny `sh`
+//! that blocks reading a pipe whose write end only the engine holds — kills the rest of the
+//! group when the pipe closes.
 
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -56,6 +57,7 @@ pub fn start(index: usize, config: &ExecConfig, iii_url: String) -> ExecModule {
         failures: 0,
         stopped: false,
         stopping: None,
+        reaping: None,
     };
     ExecModule {
         addr: actor.start(),
@@ -94,6 +96,9 @@ struct ExecActor {
     stopped: bool,
     /// Answered when the running process has exited after a stop.
     stopping: Option<oneshot::Sender<()>>,
+    /// A leader that exited while processes of its group lived on: them, since when they are
+    /// being stopped, and how the leader ended.
+    reaping: Option<(Running, Instant, io::Result<ExitStatus>)>,
 }
 
 impl ExecActor {
@@ -161,7 +166,52 @@ impl ExecActor {
             return;
         };
         let uptime = run.started.elapsed();
+        let pid = run.pid;
+        if group_alive(pid) {
+            // The leader is gone but left processes in its group (`sleep 300 & exit 1`): they
+            // go too, before anything runs again. The guardian stays until they have.
+            log::info!("{label}: leader exited; stopping what it left in process group {pid}");
+            signal_group(pid, libc::SIGTERM);
+            self.reaping = Some((run, Instant::now(), status));
+            return self.reap_leftovers(ctx);
+        }
         release(run);
+        self.after_exit(status, uptime, ctx);
+    }
+
+    /// Waits for the leftovers of an exited leader's group (SIGKILL after the grace period),
+    /// then goes on as if the leader had just exited.
+    fn reap_leftovers(&mut self, ctx: &mut Context<Self>) {
+        let Some((run, since, _)) = &self.reaping else {
+            return;
+        };
+        let pid = run.pid;
+        if group_alive(pid) {
+            if since.elapsed() >= self.grace {
+                signal_group(pid, libc::SIGKILL);
+            }
+            ctx.run_later(GROUP_POLL, |act, ctx| act.reap_leftovers(ctx));
+            return;
+        }
+        let Some((run, _, status)) = self.reaping.take() else {
+            return;
+        };
+        let uptime = run.started.elapsed();
+        release(run);
+        if let Some(done) = self.stopping.take() {
+            log::info!("{}: stopped", self.label());
+            let _ = done.send(());
+            return;
+        }
+        self.after_exit(status, uptime, ctx);
+    }
+
+    /// What happens after a command exited: the next pipeline step, a restart, or nothing.
+    fn after_exit(&mut self, status: io::Result<ExitStatus>, uptime: Duration, ctx: &mut Context<Self>) {
+        let label = self.label();
+        if self.stopped {
+            return;
+        }
         let success = matches!(&status, Ok(s) if s.success());
         let how = describe(&status);
         if !self.is_last() {
@@ -208,6 +258,11 @@ impl ExecActor {
 
     fn stop(&mut self, done: oneshot::Sender<()>, ctx: &mut Context<Self>) {
         self.stopped = true;
+        if self.reaping.is_some() {
+            // Leftovers of an exited leader are being stopped already; answer when they are gone.
+            self.stopping = Some(done);
+            return;
+        }
         let Some(run) = &self.running else {
             let _ = done.send(());
             return;

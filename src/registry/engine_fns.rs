@@ -42,6 +42,12 @@ const FUNCTIONS: &[(&str, &str)] = &[
     ("engine::unregister_trigger", "Remove a trigger binding"),
 ];
 
+/// Only with [`crate::engine::fault_injection`]: panics on the registry thread.
+const FAULT_FUNCTION: (&str, &str) = (
+    "engine::fault::panic",
+    "Test aid: panic on the registry thread",
+);
+
 const TRIGGER_TYPES: &[(&str, &str)] = &[
     (
         "engine::functions-available",
@@ -96,7 +102,8 @@ struct UnregisterTriggerInput {
 
 impl RegistryActor {
     pub(crate) fn install_engine_functions(&mut self) {
-        for (id, description) in FUNCTIONS {
+        let faults = crate::engine::fault_injection().then_some(&FAULT_FUNCTION);
+        for (id, description) in FUNCTIONS.iter().chain(faults) {
             self.functions.insert(
                 id.to_string(),
                 FunctionEntry {
@@ -192,6 +199,9 @@ impl RegistryActor {
                 let input: UnregisterTriggerInput = parse(function_id, data)?;
                 let removed = self.remove_trigger(&input.id);
                 Ok(Some(json!({ "removed": removed })))
+            }
+            "engine::fault::panic" if crate::engine::fault_injection() => {
+                panic!("fault injection: engine::fault::panic was called")
             }
             other => Err(EngineError::FunctionNotFound(other.to_string()).to_body()),
         }

@@ -68,6 +68,9 @@ const TRIGGER_TYPES: &[(&str, &str, bool)] = &[
     ),
 ];
 
+/// Only with [`crate::engine::fault_injection`]: panics on the stream thread.
+const FAULT_FUNCTION: &str = "stream::fault::panic";
+
 /// Stop: flush and close the store.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -215,7 +218,13 @@ pub fn start(
     };
     registry.do_send(RegisterBuiltins {
         owner: "iii-stream",
-        functions: described(functions::FUNCTIONS),
+        functions: {
+            let mut f = described(functions::FUNCTIONS);
+            if crate::engine::fault_injection() {
+                f.extend(described(&[(FAULT_FUNCTION, "Test aid: panic on the stream thread")]));
+            }
+            f
+        },
         calls: actor.clone().recipient(),
         trigger_types: TRIGGER_TYPES
             .iter()
@@ -247,6 +256,9 @@ impl StreamModule {
 
 impl StreamActor {
     fn handle_call(&mut self, call: BuiltinCall, ctx: &mut Context<Self>) {
+        if call.function_id == FAULT_FUNCTION && crate::engine::fault_injection() {
+            panic!("fault injection: {FAULT_FUNCTION} was called");
+        }
         let (outcome, change) =
             functions::call(&mut self.store, &call.function_id, call.data.to_value());
         let outcome = outcome.map(|v| v.map(|v| Payload::from_value(&v)));

@@ -227,8 +227,22 @@ impl Store {
     pub fn open(opts: StoreOptions) -> Result<Store, StoreError> {
         let dir = opts.dir;
         fs::create_dir_all(&dir).map_err(io_error("create directory", &dir))?;
+        let used_before = dir.join(files::LOCK_FILE).exists();
         let lock = DirLock::acquire(&dir)?;
         let listing = files::list_dir(&dir)?;
+        if listing.logs.is_empty() {
+            if let Some((seq, _)) = listing.snapshots.last() {
+                log::error!(
+                    "{}: there is no log after snapshot {seq}: it was deleted, and every write after sequence number {seq} is gone",
+                    dir.display()
+                );
+            } else if used_before {
+                log::error!(
+                    "{}: this store was used before (it has a LOCK file) but holds no log and no snapshot: they were deleted; starting EMPTY",
+                    dir.display()
+                );
+            }
+        }
         files::remove_temps(&listing.temps);
         let (mut data, snapshot_seq, snapshot_len) = load_snapshot(&listing.snapshots);
         let (log, last_seq) = replay_logs(&dir, &listing.logs, &mut data, snapshot_seq)?;
@@ -345,7 +359,7 @@ impl Store {
         };
         let seq = disk.last_seq;
         let current = disk.log.base() == seq && disk.snapshot_seq == seq;
-        if current && disk.log.len() == 0 && !disk.log.is_poisoned() {
+        if current && !disk.log.has_records() && !disk.log.is_poisoned() {
             return Ok(());
         }
         let snapshot_len = files::write_snapshot(&disk.dir, seq, &self.data)?;

@@ -1,5 +1,10 @@
 //! One append-only log file, `log-<base>.wal`: appending records, fsync, and reading the file back
-//! at startup (torn tails trimmed, mid-file damage refused).
+//! at startup (torn tails trimmed and kept aside in a `.corrupt-<time>` file, mid-file damage
+//! refused).
+//!
+//! Every log starts with a header record (`begin`, sequence number `<base>`), so an empty file
+//! is never a log that simply had nothing written to it: it was truncated, and that is reported
+//! loudly. (Logs written before the header existed have none and are read all the same.)
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Read;
@@ -7,7 +12,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::files::{log_path, sync_dir, temp_path};
-use super::format::{decode_at, find_record_after, Entry, Frame};
+use super::format::{decode_at, encode, find_record_after, Entry, EntryRef, Frame};
 use super::{io_error, StoreError};
 
 /// The log being written, or one being read back.
@@ -19,6 +24,8 @@ pub(super) struct LogFile {
     base: u64,
     /// Length of the valid records; the next record is written here.
     len: u64,
+    /// Length of the header record (0 for a log without one).
+    header_len: u64,
     /// Written since the last fsync.
     dirty: bool,
     /// A failed write could not be undone: the file may hold a partial record.
@@ -37,6 +44,7 @@ pub(super) struct Replayed {
 struct Scan {
     records: Vec<Replayed>,
     valid_len: usize,
+    header_len: usize,
     /// Why the bytes after `valid_len` were dropped.
     dropped: Option<String>,
 }
@@ -53,18 +61,23 @@ impl LogFile {
             .truncate(true)
             .open(&temp)
             .map_err(io_error("create log", &temp))?;
-        file.sync_all().map_err(io_error("fsync log", &temp))?;
+        let header = header(base);
+        file.write_all_at(&header, 0)
+            .and_then(|()| file.sync_all())
+            .map_err(io_error("write log header", &temp))?;
         fs::rename(&temp, &path).map_err(io_error("rename log into place", &path))?;
         sync_dir(dir)?;
-        Ok(LogFile::new(file, path, base, 0))
+        let len = header.len() as u64;
+        Ok(LogFile::new(file, path, base, len, len))
     }
 
-    fn new(file: File, path: PathBuf, base: u64, len: u64) -> LogFile {
+    fn new(file: File, path: PathBuf, base: u64, len: u64, header_len: u64) -> LogFile {
         LogFile {
             file,
             path,
             base,
             len,
+            header_len,
             dirty: false,
             poisoned: false,
         }
@@ -81,10 +94,23 @@ impl LogFile {
         let mut buf = Vec::new();
         file.read_to_end(&mut buf)
             .map_err(io_error("read log", path))?;
+        if buf.is_empty() {
+            log::error!(
+                "{}: the log is EMPTY: it has lost even its header, so it was truncated or replaced, and every write it held is gone; starting from what the snapshots hold",
+                path.display()
+            );
+            let header = header(base);
+            file.write_all_at(&header, 0)
+                .and_then(|()| file.sync_all())
+                .map_err(io_error("write log header", path))?;
+            let len = header.len() as u64;
+            return Ok((LogFile::new(file, path.to_path_buf(), base, len, len), Vec::new()));
+        }
         let scan = scan(path, &buf, base)?;
         if let Some(reason) = &scan.dropped {
+            let kept = keep_aside(path, &buf[scan.valid_len..]);
             log::warn!(
-                "{}: dropping {} bytes at byte offset {} ({reason}); keeping the {} records before it",
+                "{}: dropping {} bytes at byte offset {} ({reason}); keeping the {} records before it; the dropped bytes are in {kept}",
                 path.display(),
                 buf.len() - scan.valid_len,
                 scan.valid_len,
@@ -94,8 +120,19 @@ impl LogFile {
                 .and_then(|()| file.sync_all())
                 .map_err(io_error("truncate log", path))?;
         }
-        let log = LogFile::new(file, path.to_path_buf(), base, scan.valid_len as u64);
+        let log = LogFile::new(
+            file,
+            path.to_path_buf(),
+            base,
+            scan.valid_len as u64,
+            scan.header_len as u64,
+        );
         Ok((log, scan.records))
+    }
+
+    /// No record written since the header.
+    pub(super) fn has_records(&self) -> bool {
+        self.len > self.header_len
     }
 
     pub(super) fn path(&self) -> &Path {
@@ -171,18 +208,49 @@ impl LogFile {
     }
 }
 
+/// The first record of every log: `begin` with the log's base as its sequence number.
+fn header(base: u64) -> Vec<u8> {
+    encode(base, &EntryRef::Begin { seq: base }).unwrap_or_default()
+}
+
+/// Copies bytes cut off a log into `<log>.corrupt-<unix seconds>`; returns where (or why not).
+fn keep_aside(path: &Path, bytes: &[u8]) -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".corrupt-{secs}"));
+    let aside = PathBuf::from(name);
+    match fs::write(&aside, bytes).and_then(|()| File::open(&aside)?.sync_all()) {
+        Ok(()) => aside.display().to_string(),
+        Err(e) => format!("no file ({}: {e})", aside.display()),
+    }
+}
+
 fn scan(path: &Path, buf: &[u8], base: u64) -> Result<Scan, StoreError> {
     let mut records = Vec::new();
     let mut pos = 0;
     let mut last = base;
+    let mut header_len = 0;
+    if let Frame::Record(record) = decode_at(buf, 0) {
+        let is_header = record.seq == base
+            && matches!(serde_json::from_slice(record.payload), Ok(Entry::Begin { seq }) if seq == base);
+        if is_header {
+            pos = record.end;
+            header_len = record.end;
+        }
+    }
     while pos < buf.len() {
         let record = match decode_at(buf, pos) {
             Frame::Record(record) if record.seq > last => record,
             Frame::Record(record) => {
                 let reason = format!("sequence number {} does not follow {last}", record.seq);
-                return damaged(path, buf, pos, last, reason, records);
+                return damaged(path, buf, pos, last, reason, records, header_len);
             }
-            bad => return damaged(path, buf, pos, last, bad.reason().to_string(), records),
+            bad => {
+                let reason = bad.reason().to_string();
+                return damaged(path, buf, pos, last, reason, records, header_len);
+            }
         };
         let entry = parse_entry(path, pos, record.payload)?;
         records.push(Replayed {
@@ -196,6 +264,7 @@ fn scan(path: &Path, buf: &[u8], base: u64) -> Result<Scan, StoreError> {
     Ok(Scan {
         records,
         valid_len: pos,
+        header_len,
         dropped: None,
     })
 }
@@ -208,6 +277,7 @@ fn damaged(
     last: u64,
     reason: String,
     records: Vec<Replayed>,
+    header_len: usize,
 ) -> Result<Scan, StoreError> {
     match find_record_after(buf, pos + 1, last) {
         Some(next) => Err(StoreError::Corrupt {
@@ -220,6 +290,7 @@ fn damaged(
         None => Ok(Scan {
             records,
             valid_len: pos,
+            header_len,
             dropped: Some(reason),
         }),
     }
@@ -309,19 +380,41 @@ mod tests {
     fn append_sync_and_read_back() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut log = LogFile::create(dir.path(), 0).expect("create");
+        let h = log.len();
+        assert!(h > 0 && !log.has_records(), "a new log holds its header");
         let (a, b) = (frame(1, "a"), frame(2, "b"));
         log.append(&a).expect("append");
         log.append_synced(&b).expect("append");
         assert!(!log.is_dirty());
-        assert_eq!(log.len(), (a.len() + b.len()) as u64);
+        assert_eq!(log.len(), h + (a.len() + b.len()) as u64);
         drop(log);
         let (log, records) = LogFile::open(&log_path(dir.path(), 0), 0).expect("open");
         let expected = vec![
-            (0, 1, "a".to_string()),
-            (a.len() as u64, 2, "b".to_string()),
+            (h, 1, "a".to_string()),
+            (h + a.len() as u64, 2, "b".to_string()),
         ];
         assert_eq!(items(&records), expected);
-        assert_eq!(log.len(), (a.len() + b.len()) as u64);
+        assert_eq!(log.len(), h + (a.len() + b.len()) as u64);
+    }
+
+    #[test]
+    fn an_emptied_log_is_reported_and_a_cut_tail_kept_aside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = write_log(dir.path(), &[]);
+        let (log, records) = LogFile::open(&path, 0).expect("an empty log opens");
+        assert!(records.is_empty() && log.len() > 0, "its header is written again");
+        let one = frame(1, "a");
+        let garbage = b"\x01\x02torn".to_vec();
+        let path = write_log(dir.path(), &[one.clone(), garbage.clone()]);
+        let (log, records) = LogFile::open(&path, 0).expect("a torn tail is cut");
+        assert_eq!((records.len(), log.len()), (1, one.len() as u64));
+        let aside: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains(".corrupt-"))
+            .collect();
+        assert_eq!(aside.len(), 1);
+        assert_eq!(fs::read(aside[0].path()).unwrap(), garbage);
     }
 
     #[test]
