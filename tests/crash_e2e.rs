@@ -2,7 +2,9 @@
 //! fast as they can, the engine is killed at a random moment, restarted on the same directory,
 //! and every write acknowledged before the kill must be there with its last acknowledged value
 //! (a write that was in flight may or may not have landed; nothing else may appear). Repeated
-//! for 25 rounds on one directory, so later rounds also replay everything before them.
+//! for 25 rounds on one directory, so later rounds also replay everything before them; the log
+//! is compacted (on its own thread) often, so kills also land during compactions. The same
+//! again with `fsync: always`, where an answer waits for the group commit's fsync.
 
 mod common;
 
@@ -35,12 +37,13 @@ fn random_below(n: u64) -> u64 {
     (uuid::Uuid::new_v4().as_u128() % n as u128) as u64
 }
 
-fn stream_config() -> String {
-    "workers:\n  - name: iii-worker-manager\n    config:\n      host: 127.0.0.1\n      port: 0\n  \
+fn stream_config(fsync: &str) -> String {
+    format!(
+        "workers:\n  - name: iii-worker-manager\n    config:\n      host: 127.0.0.1\n      port: 0\n  \
      - name: iii-stream\n    config:\n      host: 127.0.0.1\n      port: 0\n      adapter:\n        \
      name: kv\n        config:\n          store_method: file_based\n          file_path: ./data/stream_store\n          \
-     compact_threshold_bytes: 2000000\n"
-        .to_string()
+     compact_threshold_bytes: 2000000\n          fsync: {fsync}\n"
+    )
 }
 
 fn key_input(key: &str) -> Value {
@@ -90,10 +93,19 @@ async fn read_state(client: &Client, key: &str) -> State {
 
 #[actix::test]
 async fn acknowledged_writes_survive_sigkill() {
-    let mut engine = EngineProc::start(&stream_config());
+    kill_rounds("every_second", ROUNDS).await;
+}
+
+#[actix::test]
+async fn acknowledged_writes_survive_sigkill_with_fsync_always() {
+    kill_rounds("always", 10).await;
+}
+
+async fn kill_rounds(fsync: &str, rounds: usize) {
+    let mut engine = EngineProc::start(&stream_config(fsync));
     let ledger = Rc::new(RefCell::new(Ledger::default()));
     let mut total_acked = 0;
-    for round in 0..ROUNDS {
+    for round in 0..rounds {
         let mut opts = ClientOptions::named("crash-writer");
         opts.reconnect.initial = Duration::from_secs(3600);
         let client = Client::connect(&engine.url(0), opts)
@@ -146,7 +158,7 @@ async fn acknowledged_writes_survive_sigkill() {
         "the writers wrote too little to prove anything"
     );
     assert!(
-        engine.log().matches("opened stream store").count() > ROUNDS,
+        engine.log().matches("opened stream store").count() > rounds,
         "{}",
         engine.log()
     );

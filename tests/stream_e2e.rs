@@ -524,3 +524,49 @@ async fn damaged_store_files_are_reported_loudly() {
         engine.log()
     );
 }
+
+/// Compactions run on their own thread: a reader and a writer going through many of them see
+/// no failure, and everything is there after a restart.
+#[actix::test]
+async fn compactions_fail_no_call() {
+    let mut engine = EngineProc::start(&stream_config(
+        "          compact_threshold_bytes: 200000\n",
+    ));
+    let w = client(&engine, "w").await;
+    let r = client(&engine, "r").await;
+    let pad = "c".repeat(1000);
+    let reader = {
+        let r = r.clone();
+        actix::spawn(async move {
+            let mut failures = 0;
+            for i in 0..1500 {
+                let key = json!({"stream_name": "todo", "group_id": "todos", "item_id": format!("k{}", i % 50)});
+                if r.trigger("stream::get", key).await.is_err() {
+                    failures += 1;
+                }
+            }
+            failures
+        })
+    };
+    for i in 0..1500 {
+        w.trigger("stream::set", set(&format!("k{i}"), json!({"i": i, "pad": pad})))
+            .await
+            .unwrap();
+    }
+    assert_eq!(reader.await.unwrap(), 0);
+    assert!(
+        engine.log().contains("compacted stream store"),
+        "{}",
+        engine.log()
+    );
+    w.shutdown().await;
+    r.shutdown().await;
+    assert_eq!(engine.terminate(), Some(0));
+    engine.restart();
+    let c = client(&engine, "c").await;
+    let list = c
+        .trigger("stream::list", json!({"stream_name": "todo", "group_id": "todos"}))
+        .await
+        .unwrap();
+    assert_eq!(list.as_array().map(Vec::len), Some(1500));
+}

@@ -17,6 +17,7 @@
 //! Files: `functions.rs` (the functions and their shapes), `ops.rs` (`stream::update` ops),
 //! `store.rs` (the durable store), `socket.rs` (the consumer WebSocket).
 
+mod durable;
 pub mod functions;
 pub mod ops;
 mod socket;
@@ -38,6 +39,7 @@ use crate::registry::{
     now_ms, BuiltinCall, BuiltinDone, BuiltinFunction, BuiltinTriggerType, Call, CallRequest, FireTrigger,
     RegisterBuiltins, RegistryActor, TriggerBinding, TriggerRejected,
 };
+use durable::{CompactionDone, Durability, Mode, Synced};
 use functions::Change;
 use store::{FsyncPolicy, Store, StoreOptions};
 
@@ -155,7 +157,9 @@ struct ConsumerConn {
 pub struct StreamActor {
     store: Store,
     registry: Addr<RegistryActor>,
-    sync_every_second: bool,
+    /// fsyncs off this thread, the answers held until durable, compactions.
+    durable: Option<Durability>,
+    mode: Mode,
     bindings: HashMap<String, Binding>,
     conditions: HashMap<String, ConditionQueue>,
     consumers: HashMap<u64, ConsumerConn>,
@@ -177,25 +181,25 @@ pub fn start(
     shutdown: crate::session::Shutdown,
 ) -> Result<StreamModule, String> {
     let kv = &config.adapter.kv;
-    let (store, sync_every_second) = match kv.store_method {
+    let mode = match kv.fsync {
+        FsyncMode::Always => Mode::Always,
+        FsyncMode::EverySecond => Mode::EverySecond,
+    };
+    let store = match kv.store_method {
         StoreMethod::InMemory => {
             log::warn!(
                 "iii-stream: store_method is in_memory; stream data will not survive a restart"
             );
-            (Store::in_memory(), false)
+            Store::in_memory()
         }
         StoreMethod::FileBased => {
-            let fsync = match kv.fsync {
-                FsyncMode::Always => FsyncPolicy::Always,
-                FsyncMode::EverySecond => FsyncPolicy::EverySecond,
-            };
+            // The store only writes; when to fsync is the syncer's job (durable.rs).
             let opts = StoreOptions {
                 dir: kv.file_path.clone(),
-                fsync,
+                fsync: FsyncPolicy::Never,
                 compact_threshold_bytes: kv.compact_threshold_bytes,
             };
-            let store = Store::open(opts).map_err(|e| format!("cannot open the store: {e}"))?;
-            (store, fsync == FsyncPolicy::EverySecond)
+            Store::open(opts).map_err(|e| format!("cannot open the store: {e}"))?
         }
     };
     let arbiter = Arbiter::new();
@@ -203,7 +207,8 @@ pub fn start(
     let actor = StreamActor::start_in_arbiter(&arbiter.handle(), move |_| StreamActor {
         store,
         registry: reg,
-        sync_every_second,
+        durable: None,
+        mode,
         bindings: HashMap::new(),
         conditions: HashMap::new(),
         consumers: HashMap::new(),
@@ -267,11 +272,24 @@ impl StreamActor {
                 log::error!("{}: {}", call.function_id, e.message);
             }
         }
-        self.registry.do_send(BuiltinDone {
+        let done = BuiltinDone {
             engine_id: call.engine_id,
             outcome,
-        });
-        if let Some(change) = change {
+        };
+        let seq = self.store.last_seq();
+        let ready = match &mut self.durable {
+            Some(d) => d.admit(seq, done, change),
+            None => Some(durable::Held::now(done, change)),
+        };
+        if let Some(held) = ready {
+            self.release(held, ctx);
+        }
+    }
+
+    /// Answers a call and announces its change (once its write is durable).
+    fn release(&mut self, held: durable::Held, ctx: &mut Context<Self>) {
+        self.registry.do_send(held.done);
+        if let Some(change) = held.change {
             self.announce(&change, ctx);
         }
     }
@@ -558,18 +576,10 @@ impl StreamActor {
         self.send_consumer(conn, ConsumerFrame::Text(Arc::from(frame.to_string())));
     }
 
-    fn maintenance(&mut self) {
+    fn maintenance(&mut self, ctx: &mut Context<Self>) {
         self.check_stalled_consumers();
-        let store = &mut self.store;
-        if self.sync_every_second {
-            if let Err(e) = store.sync() {
-                log::error!("stream store: fsync failed: {e}");
-            }
-        }
-        if store.needs_compaction() {
-            if let Err(e) = store.compact() {
-                log::error!("stream store: compaction failed: {e}");
-            }
+        if let Some(d) = &mut self.durable {
+            d.maybe_compact(&mut self.store, ctx.address().recipient());
         }
     }
 }
@@ -642,7 +652,12 @@ impl Actor for StreamActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(MAINTENANCE, |act, _| act.maintenance());
+        self.durable = Some(Durability::new(
+            &self.store,
+            self.mode,
+            ctx.address().recipient(),
+        ));
+        ctx.run_interval(MAINTENANCE, |act, ctx| act.maintenance(ctx));
     }
 }
 
@@ -679,11 +694,36 @@ impl Handler<Consumer> for StreamActor {
 impl Handler<Close> for StreamActor {
     type Result = ();
     fn handle(&mut self, _: Close, ctx: &mut Self::Context) {
+        let held = self.durable.take().map(|mut d| d.close()).unwrap_or_default();
         let store = std::mem::replace(&mut self.store, Store::in_memory());
         match store.close() {
             Ok(()) => log::info!("stream store flushed and closed"),
             Err(e) => log::error!("stream store: closing failed: {e}"),
         }
+        for h in held {
+            self.registry.do_send(h.done);
+        }
         ctx.stop();
+    }
+}
+
+impl Handler<Synced> for StreamActor {
+    type Result = ();
+    fn handle(&mut self, msg: Synced, ctx: &mut Self::Context) {
+        let Some(d) = &mut self.durable else {
+            return;
+        };
+        for held in d.synced(msg.0, &mut self.store) {
+            self.release(held, ctx);
+        }
+    }
+}
+
+impl Handler<CompactionDone> for StreamActor {
+    type Result = ();
+    fn handle(&mut self, msg: CompactionDone, _ctx: &mut Self::Context) {
+        if let Some(d) = &mut self.durable {
+            d.compaction_done(msg.0, &mut self.store);
+        }
     }
 }

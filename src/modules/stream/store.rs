@@ -354,24 +354,71 @@ impl Store {
     /// Writes a snapshot of everything, starts a fresh log and removes the older files. Also
     /// the way to resume writing after [`StoreError::Poisoned`].
     pub fn compact(&mut self) -> Result<(), StoreError> {
+        if let Some(job) = self.start_compaction()? {
+            let (seq, len) = job.run()?;
+            self.finish_compaction(seq, len);
+        }
+        Ok(())
+    }
+
+    /// The first half of [`Store::compact`], quick enough for the store's own thread: starts a
+    /// fresh `log-<seq>` (later writes go there) and freezes the contents as of `<seq>`. The
+    /// returned job writes `snapshot-<seq>` and removes the older files, on any thread; hand its
+    /// result to [`Store::finish_compaction`]. A crash at any point leaves a loadable directory:
+    /// until the snapshot is complete, the old snapshot and logs still hold everything. `None`
+    /// when there is nothing to compact.
+    pub fn start_compaction(&mut self) -> Result<Option<Compaction>, StoreError> {
         let Some(disk) = &mut self.disk else {
-            return Ok(());
+            return Ok(None);
         };
         let seq = disk.last_seq;
         let current = disk.log.base() == seq && disk.snapshot_seq == seq;
         if current && !disk.log.has_records() && !disk.log.is_poisoned() {
-            return Ok(());
+            return Ok(None);
         }
-        let snapshot_len = files::write_snapshot(&disk.dir, seq, &self.data)?;
-        disk.snapshot_seq = seq;
-        disk.snapshot_len = snapshot_len;
-        disk.log = LogFile::create(&disk.dir, seq)?;
-        files::remove_obsolete(&disk.dir, seq);
-        log::info!(
-            "compacted stream store {}: snapshot at sequence number {seq}, {snapshot_len} bytes",
-            disk.dir.display()
-        );
-        Ok(())
+        if disk.log.base() != seq {
+            disk.log = LogFile::create(&disk.dir, seq)?;
+        } else if disk.log.is_poisoned() {
+            // The log of this very sequence number is in an unknown state: replace it.
+            disk.log = LogFile::create(&disk.dir, seq)?;
+        }
+        Ok(Some(Compaction {
+            dir: disk.dir.clone(),
+            seq,
+            data: self.data.clone(),
+        }))
+    }
+
+    /// Records a finished [`Compaction`]: `snapshot-<seq>` of `len` bytes is in place.
+    pub fn finish_compaction(&mut self, seq: u64, len: u64) {
+        if let Some(disk) = &mut self.disk {
+            if seq >= disk.snapshot_seq {
+                disk.snapshot_seq = seq;
+                disk.snapshot_len = len;
+            }
+        }
+    }
+
+    /// Sequence number of the last write (0 for an in-memory store).
+    pub fn last_seq(&self) -> u64 {
+        self.disk.as_ref().map_or(0, |d| d.last_seq)
+    }
+
+    /// A second handle on the log being written, for fsyncing it from another thread.
+    pub fn log_handle(&self) -> Option<std::io::Result<fs::File>> {
+        self.disk.as_ref().map(|d| d.log.handle())
+    }
+
+    /// Refuses writes until the next compaction: an fsync made elsewhere failed.
+    pub fn poison(&mut self) {
+        if let Some(d) = &mut self.disk {
+            d.log.poison();
+        }
+    }
+
+    /// Did a failed write or fsync stop writes (until [`Store::compact`])?
+    pub fn is_poisoned(&self) -> bool {
+        self.disk.as_ref().is_some_and(|d| d.log.is_poisoned())
     }
 
     /// fsyncs the log and releases the lock.
@@ -385,6 +432,28 @@ impl Store {
     #[cfg(test)]
     fn disk(&self) -> &Disk {
         self.disk.as_ref().expect("a store with a directory")
+    }
+}
+
+/// The slow half of a compaction: see [`Store::start_compaction`].
+pub struct Compaction {
+    dir: PathBuf,
+    seq: u64,
+    data: Data,
+}
+
+impl Compaction {
+    /// Writes `snapshot-<seq>` durably and removes the files it replaces; returns the sequence
+    /// number and the snapshot's size.
+    pub fn run(self) -> Result<(u64, u64), StoreError> {
+        let len = files::write_snapshot(&self.dir, self.seq, &self.data)?;
+        files::remove_obsolete(&self.dir, self.seq);
+        log::info!(
+            "compacted stream store {}: snapshot at sequence number {}, {len} bytes",
+            self.dir.display(),
+            self.seq
+        );
+        Ok((self.seq, len))
     }
 }
 

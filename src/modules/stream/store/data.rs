@@ -1,25 +1,34 @@
 //! The in-memory contents of the store: stream › group › item → JSON value, with each group's
 //! items kept in insertion order (overwriting keeps the original position, deleting forgets it).
 //! Empty groups and streams are dropped as soon as their last item is deleted.
+//!
+//! Values are shared (`Arc`), so a frozen copy for a snapshot written on another thread costs
+//! the maps, not the values.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use serde_json::Value;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Group {
     /// Position counter; never reused, so later inserts always sort last.
     next_position: u64,
     /// Position → item id, in list order.
     order: BTreeMap<u64, String>,
     /// Item id → (position, value).
-    items: HashMap<String, (u64, Value)>,
+    items: HashMap<String, (u64, Arc<Value>)>,
+}
+
+fn unshare(value: Arc<Value>) -> Value {
+    Arc::try_unwrap(value).unwrap_or_else(|shared| (*shared).clone())
 }
 
 impl Group {
     fn insert(&mut self, item: &str, value: Value) -> Option<Value> {
+        let value = Arc::new(value);
         if let Some((_, slot)) = self.items.get_mut(item) {
-            return Some(std::mem::replace(slot, value));
+            return Some(unshare(std::mem::replace(slot, value)));
         }
         let position = self.next_position;
         self.next_position += 1;
@@ -31,19 +40,19 @@ impl Group {
     fn remove(&mut self, item: &str) -> Option<Value> {
         let (position, value) = self.items.remove(item)?;
         self.order.remove(&position);
-        Some(value)
+        Some(unshare(value))
     }
 
     fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
         self.order.values().filter_map(|id| {
             let (_, value) = self.items.get(id)?;
-            Some((id.as_str(), value))
+            Some((id.as_str(), &**value))
         })
     }
 }
 
 /// All streams, sorted by name; groups sorted by name.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(super) struct Data {
     streams: BTreeMap<String, BTreeMap<String, Group>>,
     len: u64,
@@ -52,7 +61,7 @@ pub(super) struct Data {
 impl Data {
     pub(super) fn get(&self, stream: &str, group: &str, item: &str) -> Option<&Value> {
         let (_, value) = self.streams.get(stream)?.get(group)?.items.get(item)?;
-        Some(value)
+        Some(&**value)
     }
 
     /// Stores `value`, returning the previous one.

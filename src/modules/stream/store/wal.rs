@@ -152,6 +152,15 @@ impl LogFile {
         self.poisoned
     }
 
+    pub(super) fn poison(&mut self) {
+        self.poisoned = true;
+    }
+
+    /// A second handle on the file (same open file: fsync through it covers every write).
+    pub(super) fn handle(&self) -> std::io::Result<File> {
+        self.file.try_clone()
+    }
+
     /// Writes one framed record at the end of the log (write(2), no fsync). On failure the file
     /// is cut back to its previous length; if even that fails the log refuses further writes.
     pub(super) fn append(&mut self, frame: &[u8]) -> Result<(), StoreError> {

@@ -1,0 +1,300 @@
+//! Durability off the stream actor's thread: a syncer thread fsyncs the store's log, so no
+//! `stream::*` call ever waits behind an fsync it does not need.
+//!
+//! With `fsync: every_second` the actor answers a write once it is in the log (write(2)) and
+//! the syncer fsyncs the log once a second if anything was written. With `fsync: always` the
+//! actor holds a write's answer (and its trigger events) until the syncer reports that an fsync
+//! covering it has finished — group commit: the syncer starts the next fsync as soon as the
+//! previous one ends, and one fsync covers every write made meanwhile, so 64 writers share one
+//! fsync instead of queueing for 64.
+//!
+//! The actor tells the syncer about each write ([`Syncer::written`]) and about a new log file
+//! after a compaction ([`Syncer::switch`]: the old file is fsynced once more before it is
+//! forgotten); the syncer answers with [`Synced`]. [`Durability`] is the actor's side: the
+//! answers it holds back, and compactions, which write their snapshot on a thread of their own
+//! from a frozen copy of the contents (the actor only switches to a fresh log).
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+
+use super::functions::Change;
+use super::store::Store;
+use crate::protocol::ErrorBody;
+use crate::registry::BuiltinDone;
+
+const EVERY_SECOND: Duration = Duration::from_secs(1);
+
+/// When the log is fsynced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Once a second, if anything was written.
+    EverySecond,
+    /// Right away, covering everything written so far (group commit).
+    Always,
+}
+
+/// From the syncer: every write up to this sequence number is on disk (`Always` mode), or an
+/// fsync failed (both modes).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Synced(pub Result<u64, String>);
+
+enum Cmd {
+    Written(u64),
+    Switch(File),
+    Stop,
+}
+
+/// The handle on the syncer thread; dropping it without [`Syncer::stop`] stops it too.
+pub struct Syncer {
+    tx: mpsc::Sender<Cmd>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Syncer {
+    /// Starts the thread for the log open as `file`; `up_to` is the last sequence number already
+    /// written when it starts.
+    pub fn start(mode: Mode, file: File, up_to: u64, report: Recipient<Synced>) -> Syncer {
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("iii-stream-sync".into())
+            .spawn(move || run(mode, file, up_to, rx, report))
+            .ok();
+        if thread.is_none() {
+            log::error!("stream store: cannot start the fsync thread; writes are not fsynced");
+        }
+        Syncer {
+            tx,
+            thread,
+        }
+    }
+
+    /// Writes up to `seq` are in the log.
+    pub fn written(&self, seq: u64) {
+        let _ = self.tx.send(Cmd::Written(seq));
+    }
+
+    /// Later writes go to this new log file.
+    pub fn switch(&self, file: File) {
+        let _ = self.tx.send(Cmd::Switch(file));
+    }
+
+    /// A last fsync, then the thread ends; returns when it has.
+    pub fn stop(mut self) {
+        let _ = self.tx.send(Cmd::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Cmd::Stop);
+    }
+}
+
+fn run(mode: Mode, mut file: File, up_to: u64, rx: mpsc::Receiver<Cmd>, report: Recipient<Synced>) {
+    let mut written = up_to;
+    let mut synced = up_to;
+    let mut retired: Vec<File> = Vec::new();
+    let mut next_tick = Instant::now() + EVERY_SECOND;
+    let mut stopping = false;
+    while !stopping {
+        let first = match mode {
+            Mode::Always if written > synced => None,
+            Mode::Always => rx.recv().ok().or(Some(Cmd::Stop)),
+            Mode::EverySecond => {
+                let wait = next_tick.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(wait) {
+                    Ok(cmd) => Some(cmd),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => Some(Cmd::Stop),
+                }
+            }
+        };
+        // Take everything that is already waiting: one fsync covers it all.
+        for cmd in first.into_iter().chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+            match cmd {
+                Cmd::Written(seq) => written = written.max(seq),
+                Cmd::Switch(new) => retired.push(std::mem::replace(&mut file, new)),
+                Cmd::Stop => stopping = true,
+            }
+        }
+        let due = match mode {
+            Mode::Always => true,
+            Mode::EverySecond => stopping || Instant::now() >= next_tick,
+        };
+        if !due || (written == synced && retired.is_empty()) {
+            continue;
+        }
+        next_tick = Instant::now() + EVERY_SECOND;
+        let target = written;
+        let mut result = Ok(());
+        for old in retired.drain(..) {
+            result = result.and(old.sync_data());
+        }
+        let result = result.and_then(|()| file.sync_data());
+        match result {
+            Ok(()) => {
+                synced = target;
+                if mode == Mode::Always {
+                    report.do_send(Synced(Ok(synced)));
+                }
+            }
+            Err(e) => {
+                log::error!("stream store: fsync failed: {e}");
+                report.do_send(Synced(Err(e.to_string())));
+                // The kernel may have dropped the pages: do not pretend a retry made them safe.
+                synced = target;
+            }
+        }
+    }
+}
+
+/// A compaction finished on its own thread (sequence number and snapshot size, or why not).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct CompactionDone(pub Result<(u64, u64), String>);
+
+/// A call's answer and the change it made, held until its write is on disk.
+pub struct Held {
+    seq: u64,
+    pub done: BuiltinDone,
+    pub change: Option<Change>,
+}
+
+impl Held {
+    /// Nothing to wait for.
+    pub fn now(done: BuiltinDone, change: Option<Change>) -> Held {
+        Held {
+            seq: 0,
+            done,
+            change,
+        }
+    }
+}
+
+/// What the stream actor keeps for durability: the syncer, the answers it holds back, and
+/// whether a compaction is running. Plain data; the actor feeds it and sends what it releases.
+pub struct Durability {
+    syncer: Option<Syncer>,
+    mode: Mode,
+    /// Highest sequence number the syncer was told about, and the highest known durable.
+    noted: u64,
+    synced: u64,
+    held: VecDeque<Held>,
+    compacting: bool,
+}
+
+impl Durability {
+    /// For `store` (no syncer for an in-memory store); reports go to `report`.
+    pub fn new(store: &Store, mode: Mode, report: Recipient<Synced>) -> Durability {
+        let seq = store.last_seq();
+        let syncer = match store.log_handle() {
+            Some(Ok(file)) => Some(Syncer::start(mode, file, seq, report)),
+            Some(Err(e)) => {
+                log::error!("stream store: no second handle on the log ({e}); writes are fsynced only at shutdown");
+                None
+            }
+            None => None,
+        };
+        Durability {
+            mode: if syncer.is_some() { mode } else { Mode::EverySecond },
+            syncer,
+            noted: seq,
+            synced: seq,
+            held: VecDeque::new(),
+            compacting: false,
+        }
+    }
+
+    /// A call was served while the store's last write was `seq`: its answer goes out now
+    /// (returned) or once that write is durable (held).
+    pub fn admit(&mut self, seq: u64, done: BuiltinDone, change: Option<Change>) -> Option<Held> {
+        if seq > self.noted {
+            self.noted = seq;
+            if let Some(s) = &self.syncer {
+                s.written(seq);
+            }
+        }
+        let held = Held { seq, done, change };
+        if self.mode == Mode::EverySecond || (seq <= self.synced && self.held.is_empty()) {
+            return Some(held);
+        }
+        self.held.push_back(held);
+        None
+    }
+
+    /// The syncer's report: the answers it makes durable, in order. A failed fsync poisons the
+    /// store (writes refused until a compaction rewrites everything) and fails what was held.
+    pub fn synced(&mut self, report: Result<u64, String>, store: &mut Store) -> Vec<Held> {
+        match report {
+            Ok(seq) => {
+                self.synced = self.synced.max(seq);
+                let ready = self.held.iter().take_while(|h| h.seq <= seq).count();
+                self.held.drain(..ready).collect()
+            }
+            Err(e) => {
+                store.poison();
+                self.held
+                    .drain(..)
+                    .map(|mut h| {
+                        h.done.outcome = Err(ErrorBody::new(
+                            "STREAM_WRITE_FAILED",
+                            format!("the store could not make the write durable (fsync failed: {e})"),
+                        ));
+                        h.change = None;
+                        h
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Starts a compaction on its own thread when the log has grown (or a failure poisoned
+    /// it), unless one is running: the store switches to a new log here, the snapshot is
+    /// written there, and `done` hears the result.
+    pub fn maybe_compact(&mut self, store: &mut Store, done: Recipient<CompactionDone>) {
+        if self.compacting || !(store.needs_compaction() || store.is_poisoned()) {
+            return;
+        }
+        let job = match store.start_compaction() {
+            Ok(Some(job)) => job,
+            Ok(None) => return,
+            Err(e) => return log::error!("stream store: cannot start a compaction: {e}"),
+        };
+        if let (Some(s), Some(Ok(file))) = (&self.syncer, store.log_handle()) {
+            s.switch(file);
+        }
+        self.compacting = true;
+        let spawned = std::thread::Builder::new()
+            .name("iii-stream-compact".into())
+            .spawn(move || done.do_send(CompactionDone(job.run().map_err(|e| e.to_string()))));
+        if let Err(e) = spawned {
+            log::error!("stream store: cannot start the compaction thread: {e}");
+            self.compacting = false;
+        }
+    }
+
+    pub fn compaction_done(&mut self, result: Result<(u64, u64), String>, store: &mut Store) {
+        self.compacting = false;
+        match result {
+            Ok((seq, len)) => store.finish_compaction(seq, len),
+            Err(e) => log::error!("stream store: compaction failed: {e}"),
+        }
+    }
+
+    /// Shutdown: stops the syncer (a last fsync) and releases everything held.
+    pub fn close(&mut self) -> Vec<Held> {
+        if let Some(s) = self.syncer.take() {
+            s.stop();
+        }
+        self.held.drain(..).collect()
+    }
+}
