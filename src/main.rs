@@ -118,8 +118,12 @@ fn stop_on_panic() {
             .name()
             .unwrap_or("unnamed")
             .to_string();
-        log::error!("internal error on thread {thread}: {info}; stopping the engine (exit status 70)");
-        eprintln!("iii: internal error on thread {thread}; the engine stops rather than run without it");
+        log::error!(
+            "internal error on thread {thread}: {info}; stopping the engine (exit status 70)"
+        );
+        eprintln!(
+            "iii: internal error on thread {thread}; the engine stops rather than run without it"
+        );
         std::process::exit(70);
     }));
 }

@@ -31,32 +31,10 @@ use uuid::Uuid;
 
 use crate::config::ListenerConfig;
 use crate::flow::{Budget, Flow};
+use crate::messages::{Connect, Disconnect, FromWorker, ToSession};
 use crate::protocol::{self, Decoded, ErrorBody, ErrorFrame};
-use crate::registry::{Connect, Disconnect, FromWorker, PeerInfo, RegistryActor};
-
-/// What the registry tells a session.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub enum ToSession {
-    /// The connection is accepted (after auth): send `workerregistered` first.
-    Accepted { reattach_token: Uuid },
-    /// Send this frame.
-    Frame(protocol::Message),
-    /// Auth failed: send an `error` frame, then close.
-    Reject(ErrorBody),
-    /// Close the connection, for the logged reason.
-    Close(String),
-}
-
-impl ToSession {
-    /// What flow control counts for this message while it waits for the session.
-    pub fn wire_len(&self) -> usize {
-        match self {
-            ToSession::Frame(f) => f.estimated_len(),
-            _ => 128,
-        }
-    }
-}
+use crate::registry::RegistryActor;
+use crate::router::PeerInfo;
 
 /// Flips to `true` when the engine shuts down; every socket then closes with 1001.
 pub type Shutdown = tokio::sync::watch::Receiver<bool>;

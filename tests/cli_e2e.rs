@@ -161,7 +161,11 @@ async fn a_panic_on_an_engine_thread_stops_the_engine() {
             if let Ok(Some(status)) = engine.child.try_wait() {
                 break status;
             }
-            assert!(std::time::Instant::now() < deadline, "{function}: still running\n{}", engine.log());
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{function}: still running\n{}",
+                engine.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         };
         assert_eq!(status.code(), Some(70), "{function}");

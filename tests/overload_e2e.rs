@@ -4,6 +4,9 @@
 //! sockets. The contract under test: no call, binding or unbinding is ever refused or dropped
 //! because an internal queue is momentarily full (the engine stops reading the sender instead),
 //! and the engine's memory stays bounded while it happens.
+// Each test runs on a thread of its own with its own runtime: holding the lock that makes them
+// take turns across awaits blocks nothing but that test.
+#![allow(clippy::await_holding_lock)]
 
 mod common;
 
@@ -18,6 +21,13 @@ use iii::client::{Client, ClientOptions};
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(30);
+
+/// These floods each want the machine to themselves (they measure memory, and a flood is
+/// CPU-bound): the tests of this file run one at a time.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
 /// What the engine may grow by while a flood runs.
 const MEMORY_BOUND_MIB: u64 = 256;
 
@@ -112,6 +122,7 @@ fn assert_memory_bounded(engine: &EngineProc, idle_mib: u64, what: &str) {
 
 #[actix::test]
 async fn twenty_thousand_sets_at_once_over_four_sockets_all_succeed() {
+    let _serial = one_at_a_time();
     let engine = EngineProc::start(&stream_config(""));
     let url = engine.url(0);
     let blasts = (0..4).map(|s| {
@@ -147,6 +158,7 @@ async fn twenty_thousand_sets_at_once_over_four_sockets_all_succeed() {
 /// all carried out: every binding fires, no unbound one does.
 #[actix::test]
 async fn bindings_made_during_a_write_burst_all_take_effect() {
+    let _serial = one_at_a_time();
     let engine = EngineProc::start(&stream_config(""));
     let url = engine.url(0);
     let sub = client(&url, "sub").await;
@@ -211,6 +223,7 @@ async fn bindings_made_during_a_write_burst_all_take_effect() {
 /// queueing its replies without bound, and another caller is served meanwhile.
 #[actix::test]
 async fn a_flood_that_reads_slowly_is_slowed_down_not_buffered() {
+    let _serial = one_at_a_time();
     let engine = EngineProc::start(&stream_config(""));
     let _echo = echo_worker(&engine).await;
     let idle = engine.rss_mib().0;
@@ -270,6 +283,7 @@ async fn a_flood_that_reads_slowly_is_slowed_down_not_buffered() {
 /// flooded, and another user's calls go through.
 #[actix::test]
 async fn a_forbidden_flood_is_cheap_and_quiet() {
+    let _serial = one_at_a_time();
     let engine = EngineProc::start(
         "workers:
   - name: iii-worker-manager
@@ -286,6 +300,7 @@ async fn a_forbidden_flood_is_cheap_and_quiet() {
     worker.register_function("ok::fn", |_| async { Ok(json!("ok")) });
     common::barrier(&worker).await;
     let idle = engine.rss_mib().0;
+    let flood_started = Instant::now();
     let mut flooders = Vec::new();
     for _ in 0..2 {
         let (mut sink, mut stream) = RawWs::connect(&engine.url(1)).await.split();
@@ -308,7 +323,6 @@ async fn a_forbidden_flood_is_cheap_and_quiet() {
         }));
     }
     let user = client(&engine.url(1), "user").await;
-    let flood_started = Instant::now();
     let started = Instant::now();
     let mut worst = Duration::ZERO;
     while started.elapsed() < Duration::from_secs(5) {
@@ -321,9 +335,14 @@ async fn a_forbidden_flood_is_cheap_and_quiet() {
         f.abort();
     }
     let denials = engine.log_count("denied by rule");
-    let secs = flood_started.elapsed().as_secs() + 2;
-    eprintln!("forbidden flood: {denials} denial lines logged in ~{secs} s, worst call {worst:?}");
-    assert!(denials <= 20 * secs as usize + 20, "{denials} denial lines");
+    // At most 20 a second while the flood lasts (the engine may still be working through
+    // what the flooders sent before they were stopped).
+    let secs = flood_started.elapsed().as_secs() as usize + 1;
+    eprintln!("forbidden flood: {denials} denial lines logged in {secs} s, worst call {worst:?}");
+    assert!(
+        denials <= 20 * secs + 20,
+        "{denials} denial lines in {secs} s"
+    );
     assert!(
         engine.log().contains("similar lines suppressed"),
         "the suppressed lines are counted"
@@ -336,6 +355,7 @@ async fn a_forbidden_flood_is_cheap_and_quiet() {
 /// the socket, and handles every frame once the connection is accepted.
 #[actix::test]
 async fn frames_sent_during_a_slow_auth_wait_and_are_all_handled() {
+    let _serial = one_at_a_time();
     let engine = EngineProc::start(
         "workers:
   - name: iii-worker-manager
@@ -381,6 +401,7 @@ async fn frames_sent_during_a_slow_auth_wait_and_are_all_handled() {
 /// queued, not 300.
 #[actix::test]
 async fn a_join_flood_that_never_reads_stays_bounded() {
+    let _serial = one_at_a_time();
     let engine = EngineProc::start(&stream_config(""));
     let c = client(&engine.url(0), "filler").await;
     let big = "z".repeat(100 << 10);
@@ -410,7 +431,7 @@ async fn a_join_flood_that_never_reads_stays_bounded() {
                 .to_string(),
         )
         .await;
-    let sync = reader.next_json(Duration::from_secs(10)).await;
+    let sync = reader.next_json(T).await;
     assert_eq!(sync["event"]["type"], "sync");
     assert_eq!(sync["event"]["data"].as_array().map(Vec::len), Some(80));
     drop(consumer);
@@ -431,6 +452,7 @@ const OTEL_CONFIG: &str = "workers:
 /// `/otel` on an RBAC listener runs the auth function like any connection.
 #[actix::test]
 async fn otel_on_a_public_listener_is_authenticated() {
+    let _serial = one_at_a_time();
     let engine = EngineProc::start(OTEL_CONFIG);
     let worker = client(&engine.url(0), "auth").await;
     worker.register_function("auth::fn", |input: Value| async move {
@@ -460,6 +482,7 @@ async fn otel_on_a_public_listener_is_authenticated() {
 /// socket that would exceed it is closed with 1013, and memory stays bounded.
 #[actix::test]
 async fn unfinished_messages_are_capped_per_listener() {
+    let _serial = one_at_a_time();
     let engine = EngineProc::start(OTEL_CONFIG);
     let worker = client(&engine.url(0), "auth").await;
     worker.register_function("auth::fn", |_| async { Ok(json!({})) });
@@ -501,6 +524,7 @@ async fn unfinished_messages_are_capped_per_listener() {
 /// bytes of memory per byte at the peak, where a parsed copy cost over 15).
 #[actix::test]
 async fn a_sixty_mib_message_goes_through() {
+    let _serial = one_at_a_time();
     // Workers send a large answer as one frame, so this listener takes 64 MiB frames.
     let engine = EngineProc::start(&stream_config("      max_frame_bytes: 67108864\n"));
     let worker = client(&engine.url(0), "counter").await;
@@ -513,7 +537,7 @@ async fn a_sixty_mib_message_goes_through() {
     let record = r#"{"id":1234567,"ok":true,"v":"abcdefgh"},"#;
     let rows = (60 << 20) / record.len();
     let mut text = String::with_capacity(rows * record.len() + 200);
-    text.push_str(r#"{"type":"invokefunction","invocation_id":"6f2ba3c4-0000-4000-8000-000000000001","function_id":"count::fn","data":{"rows":["#);
+    text.push_str(r#"{"type":"invokefunction","invocation_id":"6f2ba3c4-0000-4000-8000-000000000001","function_id":"count::fn","timeout_ms":120000,"data":{"rows":["#);
     for _ in 0..rows {
         text.push_str(record);
     }

@@ -582,7 +582,8 @@ async fn functions_named_in_a_trigger_config_are_checked_like_calls() {
     let engine = EngineProc::start(CONFIG);
     let t = trusted(&engine).await;
     let mut raw = RawWs::connect(&public_url(&engine, "noprefix")).await;
-    raw.text(r#"{"type":"registerfunction","id":"ui::x"}"#).await;
+    raw.text(r#"{"type":"registerfunction","id":"ui::x"}"#)
+        .await;
     raw.text(r#"{"type":"registertrigger","id":"c1","trigger_type":"stream","function_id":"ui::x","config":{"stream_name":"todo","group_id":"todos","condition_function_id":"internal::wipe"}}"#).await;
     let e = error_frame(&mut raw).await;
     assert_eq!(e["code"], "FORBIDDEN");
@@ -612,7 +613,11 @@ async fn functions_named_in_a_trigger_config_are_checked_like_calls() {
         .unwrap();
     common::barrier(&t.client).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(t.wipes.load(Ordering::SeqCst), 0, "internal::wipe never ran");
+    assert_eq!(
+        t.wipes.load(Ordering::SeqCst),
+        0,
+        "internal::wipe never ran"
+    );
     let bindings = t
         .client
         .trigger("engine::registered-triggers::list", json!({}))
@@ -636,7 +641,8 @@ async fn engine_wide_trigger_types_are_not_open_by_default() {
     let engine = EngineProc::start(CONFIG);
     let t = trusted(&engine).await;
     let mut raw = RawWs::connect(&public_url(&engine, "open")).await;
-    raw.text(r#"{"type":"registerfunction","id":"spy::fn"}"#).await;
+    raw.text(r#"{"type":"registerfunction","id":"spy::fn"}"#)
+        .await;
     for ty in [
         "engine::functions-available",
         "engine::workers-available",
@@ -656,7 +662,8 @@ async fn engine_wide_trigger_types_are_not_open_by_default() {
     raw.text(r#"{"type":"registertrigger","id":"ok","trigger_type":"stream","function_id":"spy::fn","config":{"stream_name":"todo"}}"#).await;
     raw.barrier().await;
     // Changes that would have fired the engine-wide types reach nobody on the public side.
-    t.client.register_function("new::fn", |_| async { Ok(json!(1)) });
+    t.client
+        .register_function("new::fn", |_| async { Ok(json!(1)) });
     let _other = Client::connect(&engine.url(0), ClientOptions::named("other"))
         .await
         .unwrap();
@@ -759,9 +766,13 @@ async fn public_timeouts_and_trigger_counts_are_capped() {
     .await;
     let answer = raw.next_json(Duration::from_secs(8)).await;
     assert_eq!(answer["error"]["code"], "invocation_timeout", "{answer}");
-    assert!(answer["error"]["message"].as_str().unwrap().contains("1500 ms"));
+    assert!(answer["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("1500 ms"));
     assert!(started.elapsed() < Duration::from_secs(5));
-    raw.text(r#"{"type":"registerfunction","id":"ui::f"}"#).await;
+    raw.text(r#"{"type":"registerfunction","id":"ui::f"}"#)
+        .await;
     for i in 0..21 {
         let bind = json!({"type": "registertrigger", "id": format!("cap{i}"), "trigger_type": "stream",
                           "function_id": "ui::f", "config": {"stream_name": format!("s{i}")}});
@@ -769,7 +780,10 @@ async fn public_timeouts_and_trigger_counts_are_capped() {
     }
     let e = error_frame(&mut raw).await;
     assert!(
-        e["message"].as_str().unwrap().contains("max_triggers_per_session")
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_triggers_per_session")
             && e["message"].as_str().unwrap().contains("cap20"),
         "{e}"
     );
@@ -796,7 +810,10 @@ async fn static_files_never_leave_their_directory() {
         async move {
             let mut resp = awc::Client::new().get(url).send().await.unwrap();
             let body = resp.body().await.unwrap();
-            (resp.status().as_u16(), String::from_utf8_lossy(&body).to_string())
+            (
+                resp.status().as_u16(),
+                String::from_utf8_lossy(&body).to_string(),
+            )
         }
     };
     assert_eq!(get("/").await, (200, "<h1>home</h1>".to_string()));

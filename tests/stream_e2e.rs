@@ -468,7 +468,9 @@ async fn damaged_store_files_are_reported_loudly() {
     let write = |n: usize| {
         let url = engine.url(0);
         async move {
-            let w = Client::connect(&url, ClientOptions::named("w")).await.unwrap();
+            let w = Client::connect(&url, ClientOptions::named("w"))
+                .await
+                .unwrap();
             for i in 0..n {
                 w.trigger("stream::set", set(&format!("k{i}"), json!(i)))
                     .await
@@ -493,7 +495,10 @@ async fn damaged_store_files_are_reported_loudly() {
     engine.restart();
     let c = client(&engine, "c").await;
     let list = c
-        .trigger("stream::list", json!({"stream_name": "todo", "group_id": "todos"}))
+        .trigger(
+            "stream::list",
+            json!({"stream_name": "todo", "group_id": "todos"}),
+        )
         .await
         .unwrap();
     assert_eq!(list.as_array().map(Vec::len), Some(10));
@@ -549,9 +554,12 @@ async fn compactions_fail_no_call() {
         })
     };
     for i in 0..1500 {
-        w.trigger("stream::set", set(&format!("k{i}"), json!({"i": i, "pad": pad})))
-            .await
-            .unwrap();
+        w.trigger(
+            "stream::set",
+            set(&format!("k{i}"), json!({"i": i, "pad": pad})),
+        )
+        .await
+        .unwrap();
     }
     assert_eq!(reader.await.unwrap(), 0);
     assert!(
@@ -565,7 +573,10 @@ async fn compactions_fail_no_call() {
     engine.restart();
     let c = client(&engine, "c").await;
     let list = c
-        .trigger("stream::list", json!({"stream_name": "todo", "group_id": "todos"}))
+        .trigger(
+            "stream::list",
+            json!({"stream_name": "todo", "group_id": "todos"}),
+        )
         .await
         .unwrap();
     assert_eq!(list.as_array().map(Vec::len), Some(1500));

@@ -207,7 +207,12 @@ impl ExecActor {
     }
 
     /// What happens after a command exited: the next pipeline step, a restart, or nothing.
-    fn after_exit(&mut self, status: io::Result<ExitStatus>, uptime: Duration, ctx: &mut Context<Self>) {
+    fn after_exit(
+        &mut self,
+        status: io::Result<ExitStatus>,
+        uptime: Duration,
+        ctx: &mut Context<Self>,
+    ) {
         let label = self.label();
         if self.stopped {
             return;

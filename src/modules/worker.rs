@@ -20,7 +20,8 @@ use serde_json::{Map, Value};
 
 use crate::config::ListenerConfig;
 use crate::flow::{Budget, Flow, Gated};
-use crate::registry::{PeerInfo, RegistryActor};
+use crate::registry::RegistryActor;
+use crate::router::PeerInfo;
 use crate::session::{SessionActor, SessionKind, Shutdown};
 
 /// Shared state of one listener's HTTP workers.

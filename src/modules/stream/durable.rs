@@ -24,8 +24,8 @@ use actix::prelude::*;
 
 use super::functions::Change;
 use super::store::Store;
+use crate::messages::BuiltinDone;
 use crate::protocol::ErrorBody;
-use crate::registry::BuiltinDone;
 
 const EVERY_SECOND: Duration = Duration::from_secs(1);
 
@@ -68,10 +68,7 @@ impl Syncer {
         if thread.is_none() {
             log::error!("stream store: cannot start the fsync thread; writes are not fsynced");
         }
-        Syncer {
-            tx,
-            thread,
-        }
+        Syncer { tx, thread }
     }
 
     /// Writes up to `seq` are in the log.
@@ -119,7 +116,10 @@ fn run(mode: Mode, mut file: File, up_to: u64, rx: mpsc::Receiver<Cmd>, report: 
             }
         };
         // Take everything that is already waiting: one fsync covers it all.
-        for cmd in first.into_iter().chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+        for cmd in first
+            .into_iter()
+            .chain(std::iter::from_fn(|| rx.try_recv().ok()))
+        {
             match cmd {
                 Cmd::Written(seq) => written = written.max(seq),
                 Cmd::Switch(new) => retired.push(std::mem::replace(&mut file, new)),
@@ -205,7 +205,11 @@ impl Durability {
             None => None,
         };
         Durability {
-            mode: if syncer.is_some() { mode } else { Mode::EverySecond },
+            mode: if syncer.is_some() {
+                mode
+            } else {
+                Mode::EverySecond
+            },
             syncer,
             noted: seq,
             synced: seq,
@@ -247,7 +251,9 @@ impl Durability {
                     .map(|mut h| {
                         h.done.outcome = Err(ErrorBody::new(
                             "STREAM_WRITE_FAILED",
-                            format!("the store could not make the write durable (fsync failed: {e})"),
+                            format!(
+                                "the store could not make the write durable (fsync failed: {e})"
+                            ),
                         ));
                         h.change = None;
                         h

@@ -32,13 +32,15 @@ use serde_json::{json, Value};
 
 use crate::config::{FsyncMode, StoreMethod, StreamConfig};
 use crate::flow::Flow;
+use crate::messages::{
+    BuiltinCall, BuiltinDone, BuiltinFunction, BuiltinTriggerType, Call, FireTrigger,
+    RegisterBuiltins, TriggerBinding, TriggerRejected,
+};
 use crate::outbox::{Delivery, Outbox};
 use crate::payload::Payload;
 use crate::protocol::ErrorBody;
-use crate::registry::{
-    now_ms, BuiltinCall, BuiltinDone, BuiltinFunction, BuiltinTriggerType, Call, CallRequest, FireTrigger,
-    RegisterBuiltins, RegistryActor, TriggerBinding, TriggerRejected,
-};
+use crate::registry::RegistryActor;
+use crate::router::{now_ms, CallRequest};
 use durable::{CompactionDone, Durability, Mode, Synced};
 use functions::Change;
 use store::{FsyncPolicy, Store, StoreOptions};
@@ -226,7 +228,10 @@ pub fn start(
         functions: {
             let mut f = described(functions::FUNCTIONS);
             if crate::engine::fault_injection() {
-                f.extend(described(&[(FAULT_FUNCTION, "Test aid: panic on the stream thread")]));
+                f.extend(described(&[(
+                    FAULT_FUNCTION,
+                    "Test aid: panic on the stream thread",
+                )]));
             }
             f
         },
@@ -694,7 +699,11 @@ impl Handler<Consumer> for StreamActor {
 impl Handler<Close> for StreamActor {
     type Result = ();
     fn handle(&mut self, _: Close, ctx: &mut Self::Context) {
-        let held = self.durable.take().map(|mut d| d.close()).unwrap_or_default();
+        let held = self
+            .durable
+            .take()
+            .map(|mut d| d.close())
+            .unwrap_or_default();
         let store = std::mem::replace(&mut self.store, Store::in_memory());
         match store.close() {
             Ok(()) => log::info!("stream store flushed and closed"),

@@ -27,8 +27,10 @@ use serde_json::{json, Value};
 use super::{Consumer, StreamActor, Subscription};
 use crate::config::StreamConfig;
 use crate::flow::{Budget, Flow, Gated, Limits};
+use crate::messages::Call;
 use crate::modules::worker::{peer_info, query_params};
-use crate::registry::{Call, CallRequest, RegistryActor};
+use crate::registry::RegistryActor;
+use crate::router::CallRequest;
 use crate::session::{close_on_shutdown, Shutdown};
 
 /// Largest frame a consumer may send (joins and leaves are tiny).

@@ -104,7 +104,10 @@ impl LogFile {
                 .and_then(|()| file.sync_all())
                 .map_err(io_error("write log header", path))?;
             let len = header.len() as u64;
-            return Ok((LogFile::new(file, path.to_path_buf(), base, len, len), Vec::new()));
+            return Ok((
+                LogFile::new(file, path.to_path_buf(), base, len, len),
+                Vec::new(),
+            ));
         }
         let scan = scan(path, &buf, base)?;
         if let Some(reason) = &scan.dropped {
@@ -411,7 +414,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = write_log(dir.path(), &[]);
         let (log, records) = LogFile::open(&path, 0).expect("an empty log opens");
-        assert!(records.is_empty() && log.len() > 0, "its header is written again");
+        assert!(
+            records.is_empty() && log.len() > 0,
+            "its header is written again"
+        );
         let one = frame(1, "a");
         let garbage = b"\x01\x02torn".to_vec();
         let path = write_log(dir.path(), &[one.clone(), garbage.clone()]);

@@ -1,6 +1,6 @@
 //! The engine-hosted `engine::*` functions and trigger types (`PROTOCOL.md` §5.2, §5.5, §5.7),
-//! answered from the registry's own tables, plus the hand-over of engine-hosted modules'
-//! functions ([`RegisterBuiltins`](super::RegisterBuiltins)).
+//! answered from the router's own tables, plus the installation of engine-hosted modules'
+//! functions and trigger types.
 //!
 //! Functions: `engine::workers::register` (worker metadata, called void by every SDK),
 //! `engine::functions::list`, `engine::workers::list`, `engine::triggers::list`,
@@ -14,13 +14,14 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use super::triggers::{Provider, TriggerTypeEntry};
-use super::{Builtin, FunctionEntry, Owner, RegisterBuiltins, RegistryActor};
-use crate::error::EngineError;
+use super::{Effects, FunctionEntry, Owner, Router};
+use crate::error::{Code, EngineError};
+use crate::messages::{BuiltinFunction, BuiltinTriggerType};
+use crate::payload::Payload;
 use crate::protocol::ErrorBody;
 use crate::rbac::{self, Decision};
 
 type Outcome = Result<Option<Value>, ErrorBody>;
-use crate::payload::Payload;
 
 const FUNCTIONS: &[(&str, &str)] = &[
     (
@@ -100,7 +101,7 @@ struct UnregisterTriggerInput {
     id: String,
 }
 
-impl RegistryActor {
+impl Router {
     pub(crate) fn install_engine_functions(&mut self) {
         let faults = crate::engine::fault_injection().then_some(&FAULT_FUNCTION);
         for (id, description) in FUNCTIONS.iter().chain(faults) {
@@ -128,13 +129,22 @@ impl RegistryActor {
         }
     }
 
-    pub(crate) fn install_builtins(&mut self, msg: RegisterBuiltins) {
-        let index = self.builtins.len();
-        for f in msg.functions {
+    /// Installs module number `self.modules.len()`: its functions and trigger types, and the
+    /// bindings already waiting for those types.
+    pub(crate) fn install_module(
+        &mut self,
+        owner: &'static str,
+        functions: Vec<BuiltinFunction>,
+        trigger_types: Vec<BuiltinTriggerType>,
+        out: &mut Effects,
+    ) {
+        let index = self.modules.len();
+        self.modules.push(owner);
+        for f in functions {
             self.functions.insert(
                 f.id,
                 FunctionEntry {
-                    owner: Owner::Builtin(index),
+                    owner: Owner::Module(index),
                     trusted: true,
                     description: Some(f.description),
                     request_format: None,
@@ -143,25 +153,20 @@ impl RegistryActor {
                 },
             );
         }
-        let types: Vec<String> = msg.trigger_types.iter().map(|t| t.id.clone()).collect();
-        for t in msg.trigger_types {
+        let types: Vec<String> = trigger_types.iter().map(|t| t.id.clone()).collect();
+        for t in trigger_types {
             self.trigger_types.insert(
                 t.id,
                 TriggerTypeEntry {
-                    provider: Provider::Builtin(index),
+                    provider: Provider::Module(index),
                     description: t.description,
                     engine_wide: t.engine_wide,
                 },
             );
         }
-        self.builtins.push(Builtin {
-            owner: msg.owner,
-            calls: msg.calls,
-            bindings: msg.bindings,
-        });
-        self.activate_types(&types);
+        self.activate_types(&types, out);
         self.functions_dirty = true;
-        log::info!("{}: functions and trigger types installed", msg.owner);
+        log::info!("{owner}: functions and trigger types installed");
     }
 
     /// Runs an `engine::*` function for the connection `from` (if any).
@@ -170,8 +175,9 @@ impl RegistryActor {
         function_id: &str,
         data: &Payload,
         from: Option<Uuid>,
+        out: &mut Effects,
     ) -> Result<Option<Payload>, ErrorBody> {
-        self.engine_function(function_id, data, from)
+        self.engine_function(function_id, data, from, out)
             .map(|v| v.map(|v| Payload::from_value(&v)))
     }
 
@@ -180,9 +186,10 @@ impl RegistryActor {
         function_id: &str,
         data: &Payload,
         from: Option<Uuid>,
+        out: &mut Effects,
     ) -> Outcome {
         match function_id {
-            "engine::workers::register" => self.workers_register(data.to_value(), from),
+            "engine::workers::register" => self.workers_register(data.to_value(), from, out),
             "engine::functions::list" => {
                 let input: ListFunctionsInput = parse(function_id, data)?;
                 Ok(Some(self.functions_list(&input, from)))
@@ -193,11 +200,11 @@ impl RegistryActor {
             "engine::registered-triggers::list" => Ok(Some(self.bindings_list())),
             "engine::register_trigger" => {
                 let input: RegisterTriggerInput = parse(function_id, data)?;
-                self.register_trigger_fn(input, from)
+                self.register_trigger_fn(input, from, out)
             }
             "engine::unregister_trigger" => {
                 let input: UnregisterTriggerInput = parse(function_id, data)?;
-                let removed = self.remove_trigger(&input.id);
+                let removed = self.remove_trigger(&input.id, out);
                 Ok(Some(json!({ "removed": removed })))
             }
             "engine::fault::panic" if crate::engine::fault_injection() => {
@@ -207,10 +214,10 @@ impl RegistryActor {
         }
     }
 
-    fn workers_register(&mut self, data: Value, from: Option<Uuid>) -> Outcome {
+    fn workers_register(&mut self, data: Value, from: Option<Uuid>, out: &mut Effects) -> Outcome {
         let Some(worker_id) = from else {
             return Err(ErrorBody::new(
-                "INVALID_ARGUMENTS",
+                Code::InvalidArguments,
                 "engine::workers::register must be called by a worker",
             ));
         };
@@ -233,7 +240,7 @@ impl RegistryActor {
         m.pid = data.get("pid").and_then(Value::as_u64);
         m.isolation = data.get("isolation").cloned().filter(|v| !v.is_null());
         m.telemetry = data.get("telemetry").cloned();
-        self.fire_workers_available("worker_metadata_updated", worker_id);
+        self.fire_workers_available("worker_metadata_updated", worker_id, out);
         Ok(Some(json!({"success": true})))
     }
 
@@ -251,7 +258,7 @@ impl RegistryActor {
                         .unwrap_or(function_id)
                         .to_string()
                 }),
-            Owner::Builtin(i) => self.builtins[i].owner.to_string(),
+            Owner::Module(i) => self.modules[i].to_string(),
             Owner::Engine => ENGINE_WORKER.to_string(),
         }
     }
@@ -370,8 +377,8 @@ impl RegistryActor {
         match (input.function_id, input.function_ids) {
             (Some(id), None) => match detail(&id) {
                 Ok(v) => Ok(Some(v)),
-                Err(("forbidden", m)) => Err(ErrorBody::new("FORBIDDEN", m)),
-                Err((_, m)) => Err(ErrorBody::new("NOT_FOUND", m)),
+                Err(("forbidden", m)) => Err(ErrorBody::new(Code::Forbidden, m)),
+                Err((_, m)) => Err(ErrorBody::new(Code::NotFound, m)),
             },
             (None, Some(ids)) if ids.len() <= 32 => {
                 let list = ids
@@ -383,7 +390,7 @@ impl RegistryActor {
                 Ok(Some(json!({ "functions": list })))
             }
             _ => Err(ErrorBody::new(
-                "INVALID_ARGUMENTS",
+                Code::InvalidArguments,
                 "give either function_id or function_ids (at most 32)",
             )),
         }
@@ -392,7 +399,7 @@ impl RegistryActor {
     fn workers_list(&self) -> Value {
         let mut workers: Vec<Value> = Vec::new();
         let mut in_process: Vec<&str> = vec![ENGINE_WORKER];
-        in_process.extend(self.builtins.iter().map(|b| b.owner));
+        in_process.extend(self.modules.iter().copied());
         for name in in_process {
             let count = self
                 .functions
@@ -446,7 +453,7 @@ impl RegistryActor {
             .map(|(id, t)| {
                 let worker_name = match t.provider {
                     Provider::Session(w) => self.conns.get(&w).and_then(|c| c.meta.name.clone()),
-                    Provider::Builtin(i) => Some(self.builtins[i].owner.to_string()),
+                    Provider::Module(i) => Some(self.modules[i].to_string()),
                     Provider::Engine => Some(ENGINE_WORKER.to_string()),
                 };
                 json!({"id": id, "worker_name": worker_name, "description": t.description})
@@ -482,7 +489,12 @@ impl RegistryActor {
     /// `engine::register_trigger`: the same session rules as a `registertrigger` frame. A
     /// public session's binding is its own (counted, and removed when it disconnects); a
     /// trusted caller's binding belongs to nobody and stays until unregistered.
-    fn register_trigger_fn(&mut self, input: RegisterTriggerInput, from: Option<Uuid>) -> Outcome {
+    fn register_trigger_fn(
+        &mut self,
+        input: RegisterTriggerInput,
+        from: Option<Uuid>,
+        out: &mut Effects,
+    ) -> Outcome {
         let RegisterTriggerInput {
             trigger_type,
             mut function_id,
@@ -493,7 +505,7 @@ impl RegistryActor {
         if let Some(worker_id) = from.filter(|w| self.conns.contains_key(w)) {
             let forbidden = |reason: String| {
                 ErrorBody::new(
-                    "FORBIDDEN",
+                    Code::Forbidden,
                     format!("Trigger type '{trigger_type}' binding denied: {reason}"),
                 )
             };
@@ -510,7 +522,15 @@ impl RegistryActor {
             }
         }
         let id = Uuid::new_v4().to_string();
-        self.insert_trigger(id.clone(), trigger_type, function_id, config, metadata, owner);
+        self.insert_trigger(
+            id.clone(),
+            trigger_type,
+            function_id,
+            config,
+            metadata,
+            owner,
+            out,
+        );
         if let Some(c) = owner.and_then(|w| self.conns.get_mut(&w)) {
             c.triggers.insert(id.clone());
         }
@@ -523,14 +543,14 @@ impl RegistryActor {
     }
 
     /// `engine::functions-available` (§5.2).
-    pub(crate) fn fire_functions_available(&mut self) {
+    pub(crate) fn fire_functions_available(&mut self, out: &mut Effects) {
         let has_subscribers = self
             .triggers
             .values()
             .any(|t| t.active && t.trigger_type == "engine::functions-available");
         if has_subscribers {
             let payload = self.fire_functions_available_payload();
-            self.fire_engine_trigger("engine::functions-available", payload);
+            self.fire_engine_trigger("engine::functions-available", payload, out);
         }
     }
 }

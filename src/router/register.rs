@@ -3,44 +3,42 @@
 //!
 //! Order for each: the session's permission (allow_function_registration, allowed trigger
 //! types, allow_trigger_type_registration), then the listener's registration hook if it has one
-//! (the connection is held while it runs; its answer may rewrite the request; throwing, no
-//! answer, a non-object or its deadline deny), then the session prefix, then the table. On a
-//! public listener a session can never take over an id another connection or the engine owns,
-//! and a trigger may only target the session's own functions or functions it may call. Every
-//! denial is logged with the session, the id and the rule, and answered with an `error` frame.
+//! (the connection is held while it runs — a [`Waiter::Hook`] — and its answer may rewrite the
+//! request; throwing, no answer, a non-object or its deadline deny), then the session prefix,
+//! then the table. On a public listener a session can never take over an id another
+//! connection or the engine owns, and a trigger may only target — or name in its config — the
+//! session's own functions or functions it may call. Every denial is answered with an `error`
+//! frame (and logged, within limits).
 
 use std::time::Duration;
 
-use actix::prelude::*;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-use super::invoke::{Caller, Outcome};
-use super::{CallRequest, FunctionEntry, Owner, RegistryActor};
+use super::calls::{CallRequest, HeldRegistration, Outcome, Waiter};
+use super::{Conn, Effects, FunctionEntry, Owner, Router};
+use crate::error::Code;
 use crate::protocol::{RegisterFunction, RegisterTrigger, RegisterTriggerType};
 use crate::rbac::{self, Decision};
-
-/// What a hook answered: replacement fields, or `None` when it denied.
-type Overrides = Option<Map<String, Value>>;
-type AfterHook = Box<dyn FnOnce(&mut RegistryActor, &mut Context<RegistryActor>, Overrides)>;
 
 fn text(o: &Map<String, Value>, key: &str) -> Option<String> {
     o.get(key).and_then(Value::as_str).map(str::to_string)
 }
 
-impl RegistryActor {
-    /// Runs `hook` (if any) with `input`, holding the connection; then `next` with its answer.
+impl Router {
+    /// Runs the listener's hook (if any) for a registration, holding the connection; without
+    /// a hook the registration goes on at once.
     fn with_hook(
         &mut self,
         worker_id: Uuid,
         hook: Option<String>,
         input: Value,
         what: String,
-        next: AfterHook,
-        ctx: &mut Context<Self>,
+        request: HeldRegistration,
+        out: &mut Effects,
     ) {
         let Some(hook) = hook else {
-            return next(self, ctx, Some(Map::new()));
+            return self.continue_registration(worker_id, request, Map::new(), out);
         };
         let Some(conn) = self.conns.get_mut(&worker_id) else {
             return;
@@ -48,58 +46,102 @@ impl RegistryActor {
         conn.held = true;
         let deadline = Duration::from_millis(conn.listener.auth_timeout_ms);
         let req = CallRequest::new(hook.clone(), input).timeout(deadline);
-        let then = move |act: &mut Self, ctx: &mut Context<Self>, outcome: Outcome| {
-            let overrides = match outcome.map(|o| o.map(|p| p.to_value())) {
-                Ok(Some(Value::Object(map))) => Some(map),
-                Ok(other) => {
-                    let got = other.map_or("nothing".to_string(), |v| v.to_string());
-                    act.refuse(
-                        worker_id,
-                        &what,
-                        &format!("hook {hook} answered {got}, not an object"),
-                    );
-                    None
-                }
-                Err(e) => {
-                    act.refuse(
-                        worker_id,
-                        &what,
-                        &format!("hook {hook} failed: {}: {}", e.code, e.message),
-                    );
-                    None
-                }
-            };
-            next(act, ctx, overrides);
-            if let Some(conn) = act.conns.get_mut(&worker_id) {
-                conn.held = false;
-            }
-            act.drain_backlog(worker_id, ctx);
+        let waiter = Waiter::Hook {
+            conn: worker_id,
+            hook,
+            what,
+            request,
         };
-        self.call(req, Caller::Then(Box::new(then)), ctx);
+        self.call(req, waiter, out);
     }
 
-    pub(crate) fn handle_register_function(
+    /// A registration hook answered: an object lets the registration go on (with its fields
+    /// replacing the request's); anything else denies it. Then the connection's frames go on.
+    pub(crate) fn hook_answered(
+        &mut self,
+        worker_id: Uuid,
+        hook: &str,
+        what: &str,
+        request: HeldRegistration,
+        outcome: Outcome,
+        out: &mut Effects,
+    ) {
+        match outcome.map(|o| o.map(|p| p.to_value())) {
+            Ok(Some(Value::Object(overrides))) => {
+                self.continue_registration(worker_id, request, overrides, out)
+            }
+            Ok(other) => {
+                let got = other.map_or("nothing".to_string(), |v| v.to_string());
+                let reason = format!("hook {hook} answered {got}, not an object");
+                self.refuse(worker_id, what, &reason, out);
+            }
+            Err(e) => {
+                let reason = format!("hook {hook} failed: {}: {}", e.code, e.message);
+                self.refuse(worker_id, what, &reason, out);
+            }
+        }
+        if let Some(conn) = self.conns.get_mut(&worker_id) {
+            conn.held = false;
+        }
+        self.drain_backlog(worker_id, out);
+    }
+
+    /// The rest of a registration, after its hook (if any), with the hook's replacements.
+    fn continue_registration(
+        &mut self,
+        worker_id: Uuid,
+        request: HeldRegistration,
+        o: Map<String, Value>,
+        out: &mut Effects,
+    ) {
+        match request {
+            HeldRegistration::Function(mut f) => {
+                f.id = text(&o, "function_id").unwrap_or(f.id);
+                if let Some(d) = o.get("description") {
+                    f.description = d.as_str().map(str::to_string);
+                }
+                if let Some(m) = o.get("metadata") {
+                    f.metadata = Some(m.clone()).filter(|m| !m.is_null());
+                }
+                self.add_function(worker_id, f, out);
+            }
+            HeldRegistration::Trigger(mut t) => {
+                t.id = text(&o, "trigger_id").unwrap_or(t.id);
+                t.trigger_type = text(&o, "trigger_type").unwrap_or(t.trigger_type);
+                t.function_id = text(&o, "function_id").unwrap_or(t.function_id);
+                if let Some(c) = o.get("config") {
+                    t.config = c.clone();
+                }
+                self.check_trigger(worker_id, t, out);
+            }
+            HeldRegistration::TriggerType(t) => {
+                let id = text(&o, "trigger_type_id").unwrap_or(t.id);
+                let description = text(&o, "description").unwrap_or(t.description);
+                self.add_trigger_type(worker_id, id, description, out);
+            }
+        }
+    }
+
+    pub(crate) fn register_function(
         &mut self,
         worker_id: Uuid,
         f: RegisterFunction,
-        ctx: &mut Context<Self>,
+        out: &mut Effects,
     ) {
         let Some(conn) = self.conns.get(&worker_id) else {
             return;
         };
         let what = format!("registration of function '{}'", f.id);
         if let Err(reason) = rbac::check_id(&f.id) {
-            return self.refuse_with(worker_id, "invalid_id", &what, &reason);
+            return self.refuse_with(worker_id, Code::InvalidId, &what, &reason, out);
         }
         if !conn.policy.allow_function_registration {
-            return self.refuse(
-                worker_id,
-                &what,
-                "allow_function_registration is false for this session",
-            );
+            let reason = "allow_function_registration is false for this session";
+            return self.refuse(worker_id, &what, reason, out);
         }
         if f.invocation.is_some() {
-            return self.refuse(worker_id, &what, "HTTP-invoked functions need an HTTP function provider, which this engine does not have");
+            let reason = "HTTP-invoked functions need an HTTP function provider, which this engine does not have";
+            return self.refuse(worker_id, &what, reason, out);
         }
         let hook = conn
             .listener
@@ -108,25 +150,14 @@ impl RegistryActor {
             .and_then(|r| r.on_function_registration_function_id.clone());
         let input = json!({"function_id": f.id, "description": f.description, "metadata": f.metadata,
                            "context": conn.policy.context});
-        let next = move |act: &mut Self, _: &mut Context<Self>, overrides: Overrides| {
-            let Some(o) = overrides else { return };
-            let mut f = f;
-            f.id = text(&o, "function_id").unwrap_or(f.id);
-            if let Some(d) = o.get("description") {
-                f.description = d.as_str().map(str::to_string);
-            }
-            if let Some(m) = o.get("metadata") {
-                f.metadata = Some(m.clone()).filter(|m| !m.is_null());
-            }
-            act.add_function(worker_id, f);
-        };
-        self.with_hook(worker_id, hook, input, what, Box::new(next), ctx);
+        let request = HeldRegistration::Function(f);
+        self.with_hook(worker_id, hook, input, what, request, out);
     }
 
     /// Stores a function under the session's prefix, unless someone else owns the id. A
     /// public session without a prefix may not register an id its listener exposes, nor one a
     /// trusted worker ever registered (its owner may be reconnecting right now).
-    fn add_function(&mut self, worker_id: Uuid, f: RegisterFunction) {
+    fn add_function(&mut self, worker_id: Uuid, f: RegisterFunction, out: &mut Effects) {
         let Some(conn) = self.conns.get(&worker_id) else {
             return;
         };
@@ -134,36 +165,20 @@ impl RegistryActor {
         let id = conn.policy.prefixed(&f.id);
         let what = format!("registration of function '{id}'");
         match self.functions.get(&id).map(|e| e.owner) {
-            Some(Owner::Builtin(_) | Owner::Engine) => {
-                return self.refuse(worker_id, &what, "the engine provides this function");
+            Some(Owner::Module(_) | Owner::Engine) => {
+                return self.refuse(worker_id, &what, "the engine provides this function", out);
             }
             Some(Owner::Session(other)) if other != worker_id && public => {
-                return self.refuse(worker_id, &what, "another worker owns this id");
+                return self.refuse(worker_id, &what, "another worker owns this id", out);
             }
             Some(Owner::Session(other)) if other != worker_id => {
                 log::warn!("function {id}: registered again by worker {worker_id}; calls now go to it instead of {other}");
             }
             _ => {}
         }
-        if let Some(conn) = self.conns.get(&worker_id).filter(|c| c.public()) {
-            let max = conn.listener.max_functions_per_session;
-            if conn.functions.len() >= max && !conn.functions.contains(&id) {
-                let reason = format!(
-                    "this session already has {} functions (max_functions_per_session)",
-                    conn.functions.len()
-                );
-                return self.refuse(worker_id, &what, &reason);
-            }
-            if conn.policy.function_registration_prefix.is_none() {
-                let exposed = conn.listener.rbac.as_ref().is_some_and(|r| {
-                    r.expose_functions.iter().any(|e| e.matches(&id, None))
-                });
-                if exposed {
-                    return self.refuse(worker_id, &what, "the listener exposes this id to every session");
-                }
-                if self.trusted_ids.contains(&id) {
-                    return self.refuse(worker_id, &what, "a trusted worker serves this id");
-                }
+        if public {
+            if let Some(reason) = self.public_function_refusal(conn, &id) {
+                return self.refuse(worker_id, &what, &reason, out);
             }
         }
         let entry = FunctionEntry {
@@ -185,7 +200,33 @@ impl RegistryActor {
         self.functions_dirty |= is_new;
     }
 
-    pub(crate) fn handle_unregister_function(&mut self, worker_id: Uuid, id: &str) {
+    /// Why a public session may not register `id` (already prefixed), if it may not.
+    fn public_function_refusal(&self, conn: &Conn, id: &str) -> Option<String> {
+        let max = conn.listener.max_functions_per_session;
+        if conn.functions.len() >= max && !conn.functions.contains(id) {
+            return Some(format!(
+                "this session already has {} functions (max_functions_per_session)",
+                conn.functions.len()
+            ));
+        }
+        if conn.policy.function_registration_prefix.is_some() {
+            return None;
+        }
+        let exposed = conn
+            .listener
+            .rbac
+            .as_ref()
+            .is_some_and(|r| r.expose_functions.iter().any(|e| e.matches(id, None)));
+        if exposed {
+            return Some("the listener exposes this id to every session".into());
+        }
+        if self.trusted_ids.contains(id) {
+            return Some("a trusted worker serves this id".into());
+        }
+        None
+    }
+
+    pub(crate) fn unregister_function(&mut self, worker_id: Uuid, id: &str) {
         let Some(conn) = self.conns.get_mut(&worker_id) else {
             return;
         };
@@ -202,18 +243,18 @@ impl RegistryActor {
         }
     }
 
-    pub(crate) fn handle_register_trigger(
+    pub(crate) fn register_trigger(
         &mut self,
         worker_id: Uuid,
         t: RegisterTrigger,
-        ctx: &mut Context<Self>,
+        out: &mut Effects,
     ) {
         let Some(conn) = self.conns.get(&worker_id) else {
             return;
         };
         let what = format!("trigger '{}' of type '{}'", t.id, t.trigger_type);
         if let Some(reason) = self.type_refusal(conn, &t.trigger_type) {
-            return self.refuse(worker_id, &what, reason);
+            return self.refuse(worker_id, &what, reason, out);
         }
         let hook = conn
             .listener
@@ -222,29 +263,22 @@ impl RegistryActor {
             .and_then(|r| r.on_trigger_registration_function_id.clone());
         let input = json!({"trigger_id": t.id, "trigger_type": t.trigger_type, "function_id": t.function_id,
                            "config": t.config, "metadata": t.metadata, "context": conn.policy.context});
-        let next = move |act: &mut Self, _: &mut Context<Self>, overrides: Overrides| {
-            let Some(o) = overrides else { return };
-            let mut t = t;
-            t.id = text(&o, "trigger_id").unwrap_or(t.id);
-            t.trigger_type = text(&o, "trigger_type").unwrap_or(t.trigger_type);
-            t.function_id = text(&o, "function_id").unwrap_or(t.function_id);
-            if let Some(c) = o.get("config") {
-                t.config = c.clone();
-            }
-            act.check_trigger(worker_id, t);
-        };
-        self.with_hook(worker_id, hook, input, what, Box::new(next), ctx);
+        let request = HeldRegistration::Trigger(t);
+        self.with_hook(worker_id, hook, input, what, request, out);
     }
 
-    /// The session rules that apply after the hook: see [`RegistryActor::check_binding`];
-    /// then the id, which a public session can never take from another registration, and
-    /// (on a public listener) the session's trigger count.
-    fn check_trigger(&mut self, worker_id: Uuid, mut t: RegisterTrigger) {
+    /// The session rules that apply after the hook: see [`Router::check_binding`]; then the
+    /// id, which a public session can never take from another registration, and (on a public
+    /// listener) the session's trigger count.
+    fn check_trigger(&mut self, worker_id: Uuid, mut t: RegisterTrigger, out: &mut Effects) {
         let what = format!("trigger '{}' of type '{}'", t.id, t.trigger_type);
-        if let Err(reason) =
-            self.check_binding(worker_id, &t.trigger_type, &mut t.function_id, &mut t.config)
-        {
-            return self.refuse(worker_id, &what, &reason);
+        if let Err(reason) = self.check_binding(
+            worker_id,
+            &t.trigger_type,
+            &mut t.function_id,
+            &mut t.config,
+        ) {
+            return self.refuse(worker_id, &what, &reason, out);
         }
         let Some(conn) = self.conns.get(&worker_id) else {
             return;
@@ -254,7 +288,8 @@ impl RegistryActor {
         match self.triggers.get(&t.id).map(|e| e.owner) {
             Some(Some(owner)) if owner == worker_id => {}
             Some(owner) if public || owner.is_some_and(|o| self.is_public(o)) => {
-                return self.refuse(worker_id, &what, "the id belongs to another registration");
+                let reason = "the id belongs to another registration";
+                return self.refuse(worker_id, &what, reason, out);
             }
             Some(owner) => {
                 // Trusted workers replace each other's bindings, as with functions: a worker
@@ -267,11 +302,11 @@ impl RegistryActor {
                     "this session already has {} triggers (max_triggers_per_session)",
                     conn.triggers.len()
                 );
-                return self.refuse(worker_id, &what, &reason);
+                return self.refuse(worker_id, &what, &reason, out);
             }
             None => {}
         }
-        self.remove_trigger(&t.id);
+        self.remove_trigger(&t.id, out);
         self.insert_trigger(
             t.id.clone(),
             t.trigger_type,
@@ -279,15 +314,20 @@ impl RegistryActor {
             t.config,
             t.metadata,
             Some(worker_id),
+            out,
         );
         if let Some(c) = self.conns.get_mut(&worker_id) {
             c.triggers.insert(t.id);
         }
     }
 
+    fn is_public(&self, worker_id: Uuid) -> bool {
+        self.conns.get(&worker_id).is_some_and(|c| c.public())
+    }
+
     /// Why this connection may not bind triggers of this type, if it may not (trusted
     /// connections may bind any).
-    fn type_refusal(&self, conn: &super::Conn, trigger_type: &str) -> Option<&'static str> {
+    pub(crate) fn type_refusal(&self, conn: &Conn, trigger_type: &str) -> Option<&'static str> {
         let engine_wide = self
             .trigger_types
             .get(trigger_type)
@@ -299,10 +339,6 @@ impl RegistryActor {
         } else {
             Some("the type is not in allowed_trigger_types")
         }
-    }
-
-    fn is_public(&self, worker_id: Uuid) -> bool {
-        self.conns.get(&worker_id).is_some_and(|c| c.public())
     }
 
     /// The session rules for a trigger binding, however it is made (`registertrigger` or
@@ -326,24 +362,25 @@ impl RegistryActor {
             return Err(reason.into());
         }
         *function_id = conn.policy.prefixed(function_id);
-        self.check_reference(worker_id, function_id, "its target")?;
-        if let Value::Object(map) = config {
-            for (key, value) in map.iter_mut() {
-                if key.ends_with("function_id") {
-                    if let Value::String(id) = value {
-                        *id = conn.policy.prefixed(id);
-                        self.check_reference(worker_id, id, &format!("its {key}"))?;
-                    }
-                } else if key.ends_with("function_ids") {
-                    if let Value::Array(ids) = value {
-                        for id in ids.iter_mut() {
-                            if let Value::String(id) = id {
-                                *id = conn.policy.prefixed(id);
-                                self.check_reference(worker_id, id, &format!("its {key}"))?;
-                            }
-                        }
-                    }
-                }
+        self.check_reference(conn, worker_id, function_id, "its target")?;
+        let Value::Object(map) = config else {
+            return Ok(());
+        };
+        for (key, value) in map.iter_mut() {
+            let ids: Vec<&mut String> = match value {
+                Value::String(id) if key.ends_with("function_id") => vec![id],
+                Value::Array(list) if key.ends_with("function_ids") => list
+                    .iter_mut()
+                    .filter_map(|v| match v {
+                        Value::String(id) => Some(id),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => continue,
+            };
+            for id in ids {
+                *id = conn.policy.prefixed(id);
+                self.check_reference(conn, worker_id, id, &format!("its {key}"))?;
             }
         }
         Ok(())
@@ -351,10 +388,13 @@ impl RegistryActor {
 
     /// A function a public session names in a binding must be its own (under its prefix, or
     /// registered by it) or one it may call.
-    fn check_reference(&self, worker_id: Uuid, function_id: &str, what: &str) -> Result<(), String> {
-        let Some(conn) = self.conns.get(&worker_id) else {
-            return Ok(());
-        };
+    fn check_reference(
+        &self,
+        conn: &Conn,
+        worker_id: Uuid,
+        function_id: &str,
+        what: &str,
+    ) -> Result<(), String> {
         if !conn.public() || conn.policy.function_registration_prefix.is_some() {
             return Ok(());
         }
@@ -368,39 +408,32 @@ impl RegistryActor {
     }
 
     /// Would RBAC let this connection call `function_id`?
-    pub(crate) fn may_call(&self, conn: &super::Conn, function_id: &str) -> bool {
+    pub(crate) fn may_call(&self, conn: &Conn, function_id: &str) -> bool {
         let expose = conn
             .listener
             .rbac
             .as_ref()
             .map(|r| r.expose_functions.as_slice());
+        let meta = self.exposure_metadata(function_id);
         matches!(
-            rbac::decide_invoke(
-                &conn.policy,
-                expose,
-                function_id,
-                self.exposure_metadata(function_id)
-            ),
+            rbac::decide_invoke(&conn.policy, expose, function_id, meta),
             Decision::Allow(_)
         )
     }
 
-    pub(crate) fn handle_register_trigger_type(
+    pub(crate) fn register_trigger_type(
         &mut self,
         worker_id: Uuid,
         t: RegisterTriggerType,
-        ctx: &mut Context<Self>,
+        out: &mut Effects,
     ) {
         let Some(conn) = self.conns.get(&worker_id) else {
             return;
         };
         let what = format!("trigger type '{}'", t.id);
         if !conn.policy.allow_trigger_type_registration {
-            return self.refuse(
-                worker_id,
-                &what,
-                "allow_trigger_type_registration is false for this session",
-            );
+            let reason = "allow_trigger_type_registration is false for this session";
+            return self.refuse(worker_id, &what, reason, out);
         }
         let hook = conn
             .listener
@@ -408,13 +441,8 @@ impl RegistryActor {
             .as_ref()
             .and_then(|r| r.on_trigger_type_registration_function_id.clone());
         let input = json!({"trigger_type_id": t.id, "description": t.description, "context": conn.policy.context});
-        let next = move |act: &mut Self, _: &mut Context<Self>, overrides: Overrides| {
-            let Some(o) = overrides else { return };
-            let id = text(&o, "trigger_type_id").unwrap_or(t.id);
-            let description = text(&o, "description").unwrap_or(t.description);
-            act.add_trigger_type(worker_id, id, description);
-        };
-        self.with_hook(worker_id, hook, input, what, Box::new(next), ctx);
+        let request = HeldRegistration::TriggerType(t);
+        self.with_hook(worker_id, hook, input, what, request, out);
     }
 
     /// The metadata that may satisfy `expose_functions` metadata filters: only what a trusted

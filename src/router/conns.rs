@@ -1,7 +1,7 @@
-//! Connections as the registry sees them: connect, the auth function (§7.2), the order in which
+//! Connections as the router sees them: connect, the auth function (§7.2), the order in which
 //! a connection's frames are handled, reattach (§2.5) and cleanup (§2.6).
 //!
-//! A connection's frames are handled strictly in arrival order. Its session keeps them until the
+//! A connection's frames are handled strictly in arrival order. Its socket keeps them until the
 //! auth function accepted it; while a registration hook runs, the connection is *held*: later
 //! frames wait in its backlog and are handled when the hold ends (the hook's deadline bounds
 //! the wait). Waiting frames stay counted by the connection's flow control, so a connection
@@ -12,23 +12,32 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::prelude::*;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::invoke::{Caller, Outcome};
-use super::{now_ms, CallRequest, Connect, Owner, RegistryActor};
+use super::calls::{CallRequest, Outcome, Waiter};
+use super::{now_ms, Effect, Effects, Owner, Router};
 use crate::config::ListenerConfig;
+use crate::error::Code;
+use crate::flow::Flow;
 use crate::ids::IdSet;
-use crate::outbox::Outbox;
+use crate::messages::ToSession;
+use crate::payload::Payload;
 use crate::protocol::{self, ErrorBody, ErrorFrame};
 use crate::rbac::{SessionPolicy, PREFIX_SEPARATOR};
-use crate::session::ToSession;
 
-/// How often a connection waiting for its auth function to be registered checks again.
+/// How often a connection waiting for its auth function to be registered asks again.
 const AUTH_RETRY: Duration = Duration::from_millis(100);
 /// Registration prefixes an auth function may not hand out (they would shadow the engine).
 const RESERVED_PREFIXES: &[&str] = &["engine", "stream"];
+
+/// What the upgrade request told us about a connection (the auth function's input).
+#[derive(Debug, Clone, Default)]
+pub struct PeerInfo {
+    pub ip: String,
+    pub headers: serde_json::Map<String, Value>,
+    pub query_params: serde_json::Map<String, Value>,
+}
 
 /// Worker metadata from `engine::workers::register` (§2.3).
 #[derive(Debug, Clone, Default)]
@@ -44,16 +53,17 @@ pub(crate) struct WorkerMeta {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ConnState {
+pub enum ConnState {
     Authenticating,
     Live,
 }
 
-/// One connected worker, as the registry sees it.
+/// One connected worker, as the router sees it.
+#[derive(Debug)]
 pub(crate) struct Conn {
     pub listener: Arc<ListenerConfig>,
-    pub peer: super::PeerInfo,
-    pub outbox: Outbox<ToSession>,
+    pub peer: PeerInfo,
+    pub flow: Arc<Flow>,
     pub token: Uuid,
     pub state: ConnState,
     /// A registration hook is running: later frames wait in `backlog`.
@@ -71,7 +81,7 @@ pub(crate) struct Conn {
     pub trigger_types: HashSet<String>,
     /// Engine ids of calls this connection is serving.
     pub serving: IdSet,
-    /// Engine ids of calls this connection made, and the caller-side ids in flight.
+    /// Engine ids of calls this connection is waiting for, and the caller-side ids in flight.
     pub calling: IdSet,
     pub caller_ids: HashSet<Uuid>,
 }
@@ -83,16 +93,16 @@ impl Conn {
     }
 }
 
-impl RegistryActor {
-    pub(crate) fn handle_connect(&mut self, msg: Connect, ctx: &mut Context<Self>) {
-        let Connect {
-            worker_id,
-            session,
-            listener,
-            peer,
-            flow,
-            telemetry,
-        } = msg;
+impl Router {
+    pub(crate) fn connect(
+        &mut self,
+        worker_id: Uuid,
+        listener: Arc<ListenerConfig>,
+        peer: PeerInfo,
+        flow: Arc<Flow>,
+        telemetry: bool,
+        out: &mut Effects,
+    ) {
         let auth = listener
             .rbac
             .as_ref()
@@ -103,15 +113,13 @@ impl RegistryActor {
             SessionPolicy::unauthenticated()
         };
         let input = json!({"headers": peer.headers, "query_params": peer.query_params, "ip_address": peer.ip});
-        let auth_timeout = Duration::from_millis(listener.auth_timeout_ms);
-        let stall_ms = listener.write_stall_timeout_ms;
-        let hard_cap = listener.max_outbound_bytes.saturating_mul(4);
+        let deadline = Instant::now() + Duration::from_millis(listener.auth_timeout_ms);
         self.conns.insert(
             worker_id,
             Conn {
                 listener,
                 peer,
-                outbox: Outbox::new(session, flow, stall_ms, hard_cap),
+                flow,
                 token: Uuid::new_v4(),
                 state: ConnState::Authenticating,
                 held: false,
@@ -128,73 +136,85 @@ impl RegistryActor {
                 caller_ids: HashSet::new(),
             },
         );
-        let Some(function_id) = auth else {
-            return self.accept(worker_id, None, ctx);
-        };
-        self.authenticate(
-            worker_id,
-            function_id,
-            input,
-            Instant::now() + auth_timeout,
-            ctx,
-        );
+        match auth {
+            None => self.accept(worker_id, None, out),
+            Some(function_id) => {
+                self.authenticate(worker_id, function_id, input.into(), deadline, out)
+            }
+        }
     }
 
-    /// Calls the auth function. While it is not registered yet (the worker serving it may still
-    /// be starting, e.g. right after an engine restart), the connection waits for it until the
-    /// auth deadline instead of being turned away at once.
-    fn authenticate(
+    /// Calls the auth function; its answer arrives as a [`Waiter::Auth`] outcome.
+    pub(crate) fn authenticate(
         &mut self,
         worker_id: Uuid,
         function_id: String,
-        input: Value,
+        input: Payload,
         deadline: Instant,
-        ctx: &mut Context<Self>,
+        out: &mut Effects,
     ) {
         if !self.conns.contains_key(&worker_id) {
             return;
         }
         let left = deadline.saturating_duration_since(Instant::now());
         let req = CallRequest::new(function_id.clone(), input.clone()).timeout(left);
-        let then = move |act: &mut Self, ctx: &mut Context<Self>, outcome: Outcome| {
-            let missing = matches!(&outcome, Err(e) if e.code == "function_not_found");
-            if missing && Instant::now() + AUTH_RETRY < deadline {
-                log::debug!(
-                    "worker {worker_id}: auth function {function_id} not registered yet; waiting"
-                );
-                ctx.run_later(AUTH_RETRY, move |act, ctx| {
-                    act.authenticate(worker_id, function_id, input, deadline, ctx)
-                });
-                return;
-            }
-            act.finish_auth(worker_id, &function_id, outcome, ctx)
+        let waiter = Waiter::Auth {
+            conn: worker_id,
+            function_id,
+            input,
+            deadline,
         };
-        self.call(req, Caller::Then(Box::new(then)), ctx);
+        self.call(req, waiter, out);
     }
 
-    fn finish_auth(
+    /// The auth function answered. While it is not registered yet (the worker serving it may
+    /// still be starting, e.g. right after an engine restart), the connection waits for it
+    /// until the auth deadline instead of being turned away at once.
+    pub(crate) fn auth_answered(
         &mut self,
         worker_id: Uuid,
-        function_id: &str,
+        function_id: String,
+        input: Payload,
+        deadline: Instant,
         outcome: Outcome,
-        ctx: &mut Context<Self>,
+        out: &mut Effects,
     ) {
+        let missing = matches!(&outcome, Err(e) if Code::FunctionNotFound.is(e));
+        if missing && Instant::now() + AUTH_RETRY < deadline {
+            log::debug!(
+                "worker {worker_id}: auth function {function_id} not registered yet; waiting"
+            );
+            let event = super::Event::AuthRetry {
+                worker_id,
+                function_id,
+                input,
+                deadline,
+            };
+            out.push(Effect::Later {
+                after: AUTH_RETRY,
+                event,
+            });
+            return;
+        }
         let policy = match outcome {
             Ok(Some(v)) => SessionPolicy::from_auth_result(v.to_value()),
             Ok(None) => Err("auth function returned no result".to_string()),
-            Err(e) if e.code == "invocation_timeout" => Err(format!(
+            Err(e) if Code::InvocationTimeout.is(&e) => Err(format!(
                 "auth function {function_id} did not answer in time"
             )),
             Err(e) => Err(e.message),
         };
         let policy = policy.and_then(|p| self.check_prefix(worker_id, &p).map(|()| p));
         match policy {
-            Ok(policy) => self.accept(worker_id, Some(policy), ctx),
+            Ok(policy) => self.accept(worker_id, Some(policy), out),
             Err(reason) => {
                 log::warn!("worker {worker_id}: connection rejected by auth function {function_id}: {reason}");
-                if let Some(conn) = self.conns.remove(&worker_id) {
-                    conn.outbox
-                        .force(ToSession::Reject(ErrorBody::new("AUTH_ERROR", reason)));
+                if self.conns.remove(&worker_id).is_some() {
+                    out.push(Effect::Force {
+                        to: worker_id,
+                        msg: ToSession::Reject(ErrorBody::new(Code::AuthError, reason)),
+                    });
+                    out.push(Effect::Forget { conn: worker_id });
                 }
             }
         }
@@ -230,8 +250,8 @@ impl RegistryActor {
         Ok(())
     }
 
-    /// Welcomes the connection and handles the frames it sent while being authenticated.
-    fn accept(&mut self, worker_id: Uuid, policy: Option<SessionPolicy>, ctx: &mut Context<Self>) {
+    /// Welcomes the connection and handles the frames it sent meanwhile.
+    fn accept(&mut self, worker_id: Uuid, policy: Option<SessionPolicy>, out: &mut Effects) {
         let Some(conn) = self.conns.get_mut(&worker_id) else {
             return;
         };
@@ -239,36 +259,25 @@ impl RegistryActor {
             conn.policy = p;
         }
         conn.state = ConnState::Live;
-        let token = conn.token;
+        let msg = ToSession::Accepted {
+            reattach_token: conn.token,
+        };
+        out.push(Effect::Send { to: worker_id, msg });
         if conn.telemetry {
-            self.send_to(
-                worker_id,
-                ToSession::Accepted {
-                    reattach_token: token,
-                },
-            );
-            return;
-        }
-        if !self.send_to(
-            worker_id,
-            ToSession::Accepted {
-                reattach_token: token,
-            },
-        ) {
             return;
         }
         log::info!("worker {worker_id}: connected");
-        self.fire_workers_available("worker_connected", worker_id);
-        self.drain_backlog(worker_id, ctx);
+        self.fire_workers_available("worker_connected", worker_id, out);
+        self.drain_backlog(worker_id, out);
     }
 
     /// Handles one frame now, or keeps it for later while the connection is held.
-    pub(crate) fn handle_frame(
+    pub(crate) fn frame(
         &mut self,
         worker_id: Uuid,
         msg: protocol::Message,
         bytes: usize,
-        ctx: &mut Context<Self>,
+        out: &mut Effects,
     ) {
         let Some(conn) = self.conns.get_mut(&worker_id) else {
             return;
@@ -277,32 +286,32 @@ impl RegistryActor {
             conn.backlog.push_back((msg, bytes));
         } else if !conn.backlog.is_empty() {
             conn.backlog.push_back((msg, bytes));
-            self.drain_backlog(worker_id, ctx);
+            self.drain_backlog(worker_id, out);
         } else {
-            conn.outbox.flow().frame_done(bytes);
-            self.dispatch(worker_id, msg, ctx);
+            conn.flow.frame_done(bytes);
+            self.dispatch(worker_id, msg, out);
         }
     }
 
-    fn dispatch(&mut self, worker_id: Uuid, msg: protocol::Message, ctx: &mut Context<Self>) {
+    fn dispatch(&mut self, worker_id: Uuid, msg: protocol::Message, out: &mut Effects) {
         use protocol::Message as M;
         match msg {
-            M::RegisterFunction(f) => self.handle_register_function(worker_id, f, ctx),
-            M::UnregisterFunction(f) => self.handle_unregister_function(worker_id, &f.id),
-            M::InvokeFunction(inv) => self.handle_invoke(worker_id, inv, ctx),
-            M::InvocationResult(res) => self.handle_result(worker_id, res, ctx),
-            M::RegisterTriggerType(t) => self.handle_register_trigger_type(worker_id, t, ctx),
-            M::RegisterTrigger(t) => self.handle_register_trigger(worker_id, t, ctx),
-            M::UnregisterTrigger(t) => self.handle_unregister_trigger(worker_id, &t.id),
-            M::TriggerRegistrationResult(r) => self.handle_trigger_result(worker_id, r),
+            M::RegisterFunction(f) => self.register_function(worker_id, f, out),
+            M::UnregisterFunction(f) => self.unregister_function(worker_id, &f.id),
+            M::InvokeFunction(inv) => self.invoke(worker_id, inv, out),
+            M::InvocationResult(res) => self.result(worker_id, res, out),
+            M::RegisterTriggerType(t) => self.register_trigger_type(worker_id, t, out),
+            M::RegisterTrigger(t) => self.register_trigger(worker_id, t, out),
+            M::UnregisterTrigger(t) => self.unregister_trigger(worker_id, &t.id, out),
+            M::TriggerRegistrationResult(r) => self.trigger_result(worker_id, r, out),
             M::RegisterService(s) => log::debug!("worker {worker_id}: service {} registered", s.id),
-            M::Reattach(r) => self.handle_reattach(worker_id, r),
+            M::Reattach(r) => self.reattach(worker_id, r, out),
             M::Ping | M::Pong | M::WorkerRegistered(_) | M::Error(_) => {}
         }
     }
 
     /// Handles waiting frames until the backlog is empty or the connection is held again.
-    pub(crate) fn drain_backlog(&mut self, worker_id: Uuid, ctx: &mut Context<Self>) {
+    pub(crate) fn drain_backlog(&mut self, worker_id: Uuid, out: &mut Effects) {
         loop {
             let Some(conn) = self.conns.get_mut(&worker_id) else {
                 return;
@@ -313,30 +322,40 @@ impl RegistryActor {
             let Some((msg, bytes)) = conn.backlog.pop_front() else {
                 return;
             };
-            conn.outbox.flow().frame_done(bytes);
-            self.dispatch(worker_id, msg, ctx);
+            conn.flow.frame_done(bytes);
+            self.dispatch(worker_id, msg, out);
         }
     }
 
-    /// Tells a connection why something it asked for was refused (and logs it).
-    pub(crate) fn refuse(&mut self, worker_id: Uuid, what: &str, reason: &str) {
-        self.refuse_with(worker_id, "FORBIDDEN", what, reason);
+    /// Tells a connection why something it asked for was refused (and logs it, within limits).
+    pub(crate) fn refuse(&mut self, worker_id: Uuid, what: &str, reason: &str, out: &mut Effects) {
+        self.refuse_with(worker_id, Code::Forbidden, what, reason, out);
     }
 
-    /// [`refuse`](Self::refuse) with a specific error code.
-    pub(crate) fn refuse_with(&mut self, worker_id: Uuid, code: &str, what: &str, reason: &str) {
+    /// [`Router::refuse`] with a specific error code.
+    pub(crate) fn refuse_with(
+        &mut self,
+        worker_id: Uuid,
+        code: Code,
+        what: &str,
+        reason: &str,
+        out: &mut Effects,
+    ) {
         if self.denials.allow() {
             log::warn!("worker {worker_id}: {what} denied: {reason}");
         }
-        let body = ErrorBody::new(code, format!("{what} denied: {reason}"));
+        let error = ErrorBody::new(code, format!("{what} denied: {reason}"));
         self.send_frame(
             worker_id,
-            protocol::Message::Error(ErrorFrame { error: body }),
+            protocol::Message::Error(ErrorFrame { error }),
+            out,
         );
     }
 
-    /// §2.5: a reconnecting worker retires its previous connection before replaying.
-    fn handle_reattach(&mut self, worker_id: Uuid, r: protocol::Reattach) {
+    /// §2.5: a reconnecting worker retires its previous connection before replaying. The token
+    /// only works on the listener that issued it: a session of a public listener holding a
+    /// trusted worker's token must not be able to evict it.
+    fn reattach(&mut self, worker_id: Uuid, r: protocol::Reattach, out: &mut Effects) {
         let Ok(old) = Uuid::parse_str(&r.previous_worker_id) else {
             log::warn!("worker {worker_id}: reattach ignored: previous_worker_id is not a UUID");
             return;
@@ -348,64 +367,55 @@ impl RegistryActor {
             log::debug!("worker {worker_id}: reattach to {old}: already gone");
             return;
         };
+        let what = format!("reattach to {old}");
         let token_ok = r.reattach_token.as_deref() == Some(old_conn.token.to_string().as_str());
-        // A token only works on the listener it was issued on: a session of a public listener
-        // holding a trusted worker's token must not be able to evict it.
+        if !token_ok {
+            let reason = "wrong or missing reattach token";
+            return self.refuse_with(worker_id, Code::ReattachRejected, &what, reason, out);
+        }
         let same_listener = self
             .conns
             .get(&worker_id)
             .is_some_and(|c| Arc::ptr_eq(&c.listener, &old_conn.listener));
-        if token_ok && !same_listener {
-            let what = format!("reattach to {old}");
-            return self.refuse_with(
-                worker_id,
-                "reattach_rejected",
-                &what,
-                "the token was issued on another listener",
-            );
-        }
-        if !token_ok {
-            let what = format!("reattach to {old}");
-            return self.refuse_with(
-                worker_id,
-                "reattach_rejected",
-                &what,
-                "wrong or missing reattach token",
-            );
+        if !same_listener {
+            let reason = "the token was issued on another listener";
+            return self.refuse_with(worker_id, Code::ReattachRejected, &what, reason, out);
         }
         log::info!("worker {worker_id}: reattached; retiring its previous connection {old}");
-        old_conn.outbox.force(ToSession::Close(
-            "replaced by a reattaching connection".into(),
-        ));
-        self.cleanup(old);
+        out.push(Effect::Force {
+            to: old,
+            msg: ToSession::Close("replaced by a reattaching connection".into()),
+        });
+        self.cleanup(old, out);
     }
 
     /// Removes a connection and everything it owns (§2.6). Idempotent.
-    pub(crate) fn cleanup(&mut self, worker_id: Uuid) -> bool {
+    pub(crate) fn cleanup(&mut self, worker_id: Uuid, out: &mut Effects) -> bool {
         let Some(conn) = self.conns.remove(&worker_id) else {
             return false;
         };
+        out.push(Effect::Forget { conn: worker_id });
         for id in &conn.functions {
             if matches!(self.functions.get(id), Some(f) if f.owner == Owner::Session(worker_id)) {
                 self.functions.remove(id);
             }
         }
         for engine_id in &conn.serving {
-            self.complete_stopped(*engine_id);
+            self.complete_stopped(*engine_id, out);
         }
         for engine_id in &conn.calling {
             if let Some(p) = self.pending.get_mut(engine_id) {
-                p.caller = Caller::Discard;
+                p.waiter = Waiter::Nobody;
+                p.origin = None;
             }
         }
-        self.cleanup_triggers(worker_id, &conn);
+        self.cleanup_triggers(worker_id, &conn, out);
         self.functions_dirty |= !conn.functions.is_empty();
         if conn.state == ConnState::Live && !conn.telemetry {
             log::info!("worker {worker_id}: disconnected; its functions, triggers and calls are cleaned up");
-            self.fire_engine_trigger(
-                "engine::workers-available",
-                json!({"event": "worker_disconnected", "worker_id": worker_id.to_string()}),
-            );
+            let payload =
+                json!({"event": "worker_disconnected", "worker_id": worker_id.to_string()});
+            self.fire_engine_trigger("engine::workers-available", payload, out);
         }
         true
     }

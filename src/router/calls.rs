@@ -1,5 +1,6 @@
-//! Invocation routing: RBAC check, lookup, dispatch to the owner, the pending table, deadlines,
-//! and delivery of the result to whoever asked (`PROTOCOL.md` §4.2, `RELIABILITY.md` F1–F4).
+//! Calls: the RBAC check, lookup, dispatch to the owner, the pending table with its
+//! [`Waiter`]s, deadlines, and delivery of each outcome to whoever waits for it
+//! (`PROTOCOL.md` §4.2, `RELIABILITY.md` F1–F4).
 //!
 //! Every call gets a fresh engine id on the callee leg, so callers can never collide with each
 //! other and only the connection a call was sent to can answer it. The pending entry is
@@ -7,56 +8,83 @@
 //! fails at its deadline (`invocation_timeout`); a callee that disconnects fails its calls at
 //! once (`invocation_stopped`); a caller that disconnects has its answers discarded.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::prelude::*;
 use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{BuiltinCall, Deferred, Owner, RegistryActor, DEFAULT_INTERNAL_TIMEOUT};
-use crate::error::EngineError;
+use super::{Effect, Effects, Owner, Router, DEFAULT_INTERNAL_TIMEOUT};
+use crate::error::{Code, EngineError};
+use crate::messages::BuiltinCall;
 use crate::payload::Payload;
-use crate::protocol::{self, Action, ErrorBody, InvocationResult, InvokeFunction};
+use crate::protocol::{
+    self, Action, ErrorBody, InvocationResult, InvokeFunction, RegisterFunction, RegisterTrigger,
+    RegisterTriggerType,
+};
 use crate::rbac::{self, Decision};
 
-/// The result of a call as the registry sees it.
-pub(crate) type Outcome = Result<Option<Payload>, ErrorBody>;
+/// The result of a call as the router sees it.
+pub type Outcome = Result<Option<Payload>, ErrorBody>;
 
-/// A continuation run on the registry when an internal call finishes.
-pub(crate) type Then = Box<dyn FnOnce(&mut RegistryActor, &mut Context<RegistryActor>, Outcome)>;
+/// A registration waiting for its hook's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HeldRegistration {
+    Function(RegisterFunction),
+    Trigger(RegisterTrigger),
+    TriggerType(RegisterTriggerType),
+}
 
-/// Who is waiting for a call.
-pub(crate) enum Caller {
-    /// A connection, under its own invocation id and function id.
-    Session {
-        worker_id: Uuid,
+/// Who gets the outcome of a call in flight.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Waiter {
+    /// A connection, under its own invocation id (also for its calls through middleware).
+    Conn {
+        conn: Uuid,
         invocation_id: Uuid,
         function_id: String,
         traceparent: Option<String>,
         baggage: Option<String>,
     },
     /// Nobody (void calls, trigger fires, callers that went away).
-    Discard,
-    /// The engine itself.
-    Then(Then),
+    Nobody,
+    /// A module's internal call, answered with [`Effect::Reply`].
+    Module { token: u64 },
+    /// A connection's auth function; the answer admits or refuses the connection.
+    Auth {
+        conn: Uuid,
+        function_id: String,
+        input: Payload,
+        deadline: Instant,
+    },
+    /// A registration hook; the connection is held until it answers.
+    Hook {
+        conn: Uuid,
+        hook: String,
+        what: String,
+        request: HeldRegistration,
+    },
 }
 
 /// Who serves a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Callee {
+pub enum Callee {
     Session(Uuid),
-    Builtin,
+    Module,
 }
 
 /// A call in flight, keyed by its engine id.
+#[derive(Debug)]
 pub(crate) struct Pending {
-    pub caller: Caller,
+    pub waiter: Waiter,
     pub callee: Callee,
     pub function_id: String,
     pub timeout_ms: u64,
     /// The connection whose frame started the call: it holds one of its in-flight slots.
     pub origin: Option<Uuid>,
+    /// The deadline's tick (to forget it when the call finishes first).
+    pub tick: u64,
 }
 
 /// A call to route.
@@ -70,11 +98,11 @@ pub struct CallRequest {
     pub timeout: Duration,
     /// The connection that made the call (`None` for internal calls).
     pub from: Option<Uuid>,
-    /// The connection charged for the call while it is in flight (flow control); the caller,
+    /// The connection charged for the call while it is in flight (flow control): the caller,
     /// also for its calls that go through middleware.
     pub origin: Option<Uuid>,
     /// Written into an object `data` as `_caller_worker_id` for a worker callee (§4.3).
-    pub caller: Option<std::sync::Arc<str>>,
+    pub caller: Option<Arc<str>>,
 }
 
 impl CallRequest {
@@ -98,15 +126,10 @@ impl CallRequest {
     }
 }
 
-impl RegistryActor {
+impl Router {
     /// An `invokefunction` from a connection: RBAC (§7.3), then the listener's middleware
     /// (§7.6) or the function itself.
-    pub(crate) fn handle_invoke(
-        &mut self,
-        worker_id: Uuid,
-        inv: InvokeFunction,
-        ctx: &mut Context<Self>,
-    ) {
+    pub(crate) fn invoke(&mut self, worker_id: Uuid, inv: InvokeFunction, out: &mut Effects) {
         let Some(conn) = self.conns.get(&worker_id) else {
             return;
         };
@@ -137,10 +160,11 @@ impl RegistryActor {
                 traceparent: inv.traceparent,
                 baggage: inv.baggage,
             };
-            self.send_frame(worker_id, protocol::Message::InvocationResult(frame));
-            return;
+            return self.send_frame(worker_id, protocol::Message::InvocationResult(frame), out);
         }
-        let mut timeout_ms = inv.timeout_ms.unwrap_or(conn.listener.invocation_timeout_ms);
+        let mut timeout_ms = inv
+            .timeout_ms
+            .unwrap_or(conn.listener.invocation_timeout_ms);
         if conn.public() {
             timeout_ms = timeout_ms.min(conn.listener.max_invocation_timeout_ms);
         }
@@ -152,31 +176,29 @@ impl RegistryActor {
             .filter(|_| !inv.function_id.starts_with("engine::"));
         if let Some(mw) = middleware {
             let context = conn.policy.context.clone();
-            return self.via_middleware(worker_id, mw, context, inv, timeout, ctx);
+            return self.via_middleware(worker_id, mw, context, inv, timeout, out);
         }
         if let Some(Action::Enqueue { queue }) = &inv.action {
             let body = ErrorBody::new(
-                "enqueue_error",
+                Code::EnqueueError,
                 format!(
                     "No queue provider is installed. Cannot enqueue {} on queue {queue:?}.",
                     inv.function_id
                 ),
             );
             if let Some(id) = inv.invocation_id {
-                self.send_frame(
-                    worker_id,
-                    protocol::Message::error_result(id, &inv.function_id, body),
-                );
+                let frame = protocol::Message::error_result(id, &inv.function_id, body);
+                self.send_frame(worker_id, frame, out);
             }
             return;
         }
         let void = matches!(inv.action, Some(Action::Void));
-        let caller = match inv.invocation_id {
-            Some(id) if !void => match self.session_caller(worker_id, id, &inv) {
-                Some(c) => c,
+        let waiter = match inv.invocation_id {
+            Some(id) if !void => match self.conn_waiter(worker_id, id, &inv, out) {
+                Some(w) => w,
                 None => return,
             },
-            _ => Caller::Discard,
+            _ => Waiter::Nobody,
         };
         let req = CallRequest {
             function_id: inv.function_id,
@@ -189,28 +211,27 @@ impl RegistryActor {
             origin: Some(worker_id),
             caller: inv.caller,
         };
-        self.call(req, caller, ctx);
+        self.call(req, waiter, out);
     }
 
-    /// The caller record for a call a connection is waiting on; a duplicate id in flight is
-    /// refused (`duplicate_invocation_id`) and leaves the original call alone.
-    fn session_caller(
+    /// The waiter for a call a connection makes; a duplicate id in flight is refused
+    /// (`duplicate_invocation_id`) and leaves the original call alone.
+    fn conn_waiter(
         &mut self,
         worker_id: Uuid,
         id: Uuid,
         inv: &InvokeFunction,
-    ) -> Option<Caller> {
+        out: &mut Effects,
+    ) -> Option<Waiter> {
         let conn = self.conns.get_mut(&worker_id)?;
         if !conn.caller_ids.insert(id) {
             let err = EngineError::DuplicateInvocationId(id.to_string());
-            self.send_frame(
-                worker_id,
-                protocol::Message::error_result(id, &inv.function_id, err.to_body()),
-            );
+            let frame = protocol::Message::error_result(id, &inv.function_id, err.to_body());
+            self.send_frame(worker_id, frame, out);
             return None;
         }
-        Some(Caller::Session {
-            worker_id,
+        Some(Waiter::Conn {
+            conn: worker_id,
             invocation_id: id,
             function_id: inv.function_id.clone(),
             traceparent: inv.traceparent.clone(),
@@ -227,10 +248,10 @@ impl RegistryActor {
         context: Value,
         inv: InvokeFunction,
         timeout: Duration,
-        ctx: &mut Context<Self>,
+        out: &mut Effects,
     ) {
         let id = inv.invocation_id.unwrap_or_else(Uuid::new_v4);
-        let Some(caller) = self.session_caller(worker_id, id, &inv) else {
+        let Some(waiter) = self.conn_waiter(worker_id, id, &inv, out) else {
             return;
         };
         /// What the middleware receives (§7.6).
@@ -258,52 +279,51 @@ impl RegistryActor {
             origin: Some(worker_id),
             caller: None,
         };
-        self.call(req, caller, ctx);
+        self.call(req, waiter, out);
+    }
+
+    /// A trigger fires: the bound function is called and nobody waits for the result.
+    pub(crate) fn fire(
+        &mut self,
+        function_id: String,
+        data: Payload,
+        metadata: Option<Value>,
+        out: &mut Effects,
+    ) {
+        let mut req = CallRequest::new(function_id, data);
+        req.metadata = metadata;
+        self.call(req, Waiter::Nobody, out);
     }
 
     /// Routes a call to its owner and parks it until the answer, the deadline or a disconnect.
-    pub(crate) fn call(&mut self, req: CallRequest, caller: Caller, ctx: &mut Context<Self>) {
+    pub(crate) fn call(&mut self, req: CallRequest, waiter: Waiter, out: &mut Effects) {
         let Some(entry) = self.functions.get(&req.function_id) else {
             let err = EngineError::FunctionNotFound(req.function_id.clone());
-            return self.deliver(caller, Err(err.to_body()), ctx);
+            return self.deliver(waiter, Err(err.to_body()), out);
         };
         let owner = entry.owner;
         let engine_id = crate::ids::next();
-        let caller_conn = match &caller {
-            Caller::Session { worker_id, .. } => Some(*worker_id),
-            _ => None,
-        };
         match owner {
             Owner::Engine => {
-                let outcome = self.call_engine_function(&req.function_id, &req.data, req.from);
-                self.deliver(caller, outcome, ctx);
+                let outcome = self.call_engine_function(&req.function_id, &req.data, req.from, out);
+                self.deliver(waiter, outcome, out);
             }
-            Owner::Builtin(index) => {
-                self.park(engine_id, caller, Callee::Builtin, &req, caller_conn);
+            Owner::Module(module) => {
+                self.park(engine_id, waiter, Callee::Module, &req);
                 let call = BuiltinCall {
                     engine_id,
                     function_id: req.function_id,
                     data: req.data,
                 };
-                // Unbounded on purpose: what a module has waiting is bounded by its callers'
-                // flow control (calls in flight per connection), never by refusing a call.
-                self.builtins[index].calls.do_send(call);
+                out.push(Effect::ModuleCall { module, call });
             }
             Owner::Session(callee) => {
-                self.park(
-                    engine_id,
-                    caller,
-                    Callee::Session(callee),
-                    &req,
-                    caller_conn,
-                );
-                if let Some(c) = self.conns.get_mut(&callee) {
-                    c.serving.insert(engine_id);
-                }
-                let function_id = match self.conns.get(&callee) {
-                    Some(c) => c.policy.unprefixed(&req.function_id).to_string(),
-                    None => req.function_id.clone(),
+                self.park(engine_id, waiter, Callee::Session(callee), &req);
+                let Some(c) = self.conns.get_mut(&callee) else {
+                    return;
                 };
+                c.serving.insert(engine_id);
+                let function_id = c.policy.unprefixed(&req.function_id).to_string();
                 let frame = protocol::Message::InvokeFunction(InvokeFunction {
                     invocation_id: Some(engine_id),
                     function_id,
@@ -315,53 +335,36 @@ impl RegistryActor {
                     timeout_ms: None,
                     caller: req.caller,
                 });
-                if !self.send_frame(callee, frame) {
-                    // The callee was cleaned up, which already failed this call.
-                    self.complete(
-                        engine_id,
-                        Err(EngineError::InvocationStopped.to_body()),
-                        ctx,
-                    );
-                }
+                self.send_frame(callee, frame, out);
             }
         }
     }
 
-    fn park(
-        &mut self,
-        engine_id: Uuid,
-        caller: Caller,
-        callee: Callee,
-        req: &CallRequest,
-        caller_conn: Option<Uuid>,
-    ) {
-        let deadline = Instant::now() + req.timeout;
+    fn park(&mut self, engine_id: Uuid, waiter: Waiter, callee: Callee, req: &CallRequest) {
+        let tick = self.deadlines.add(Instant::now() + req.timeout, engine_id);
+        if let Waiter::Conn { conn, .. } = &waiter {
+            if let Some(c) = self.conns.get_mut(conn) {
+                c.calling.insert(engine_id);
+            }
+        }
+        if let Some(c) = req.origin.and_then(|w| self.conns.get(&w)) {
+            c.flow.call_started();
+        }
         self.pending.insert(
             engine_id,
             Pending {
-                caller,
+                waiter,
                 callee,
                 function_id: req.function_id.clone(),
                 timeout_ms: req.timeout.as_millis() as u64,
                 origin: req.origin,
+                tick,
             },
         );
-        self.deadlines.add(deadline, engine_id);
-        if let Some(c) = caller_conn.and_then(|w| self.conns.get_mut(&w)) {
-            c.calling.insert(engine_id);
-        }
-        if let Some(c) = req.origin.and_then(|w| self.conns.get(&w)) {
-            c.outbox.flow().call_started();
-        }
     }
 
     /// An `invocationresult` from a connection: accepted only from the callee of that call.
-    pub(crate) fn handle_result(
-        &mut self,
-        worker_id: Uuid,
-        res: InvocationResult,
-        ctx: &mut Context<Self>,
-    ) {
+    pub(crate) fn result(&mut self, worker_id: Uuid, res: InvocationResult, out: &mut Effects) {
         let engine_id = res.invocation_id;
         match self.pending.get(&engine_id) {
             Some(p) if p.callee == Callee::Session(worker_id) => {}
@@ -380,93 +383,97 @@ impl RegistryActor {
             Some(e) => Err(e),
             None => Ok(res.result),
         };
-        self.complete(engine_id, outcome, ctx);
+        self.complete(engine_id, outcome, out);
     }
 
     /// Finishes a pending call and delivers its outcome.
-    pub(crate) fn complete(&mut self, engine_id: Uuid, outcome: Outcome, ctx: &mut Context<Self>) {
-        let Some(p) = self.pending.remove(&engine_id) else {
+    pub(crate) fn complete(&mut self, engine_id: Uuid, outcome: Outcome, out: &mut Effects) {
+        let Some(p) = self.finish(engine_id) else {
             return;
         };
-        self.release_origin(&p);
+        self.deliver(p.waiter, outcome, out);
+    }
+
+    /// Fails a call whose callee went away.
+    pub(crate) fn complete_stopped(&mut self, engine_id: Uuid, out: &mut Effects) {
+        self.complete(
+            engine_id,
+            Err(EngineError::InvocationStopped.to_body()),
+            out,
+        );
+    }
+
+    /// Takes a call out of every table that knows it.
+    fn finish(&mut self, engine_id: Uuid) -> Option<Pending> {
+        let p = self.pending.remove(&engine_id)?;
+        self.deadlines.remove(p.tick, engine_id);
+        if let Some(c) = p.origin.and_then(|w| self.conns.get(&w)) {
+            c.flow.call_finished();
+        }
         if let Callee::Session(callee) = p.callee {
             if let Some(c) = self.conns.get_mut(&callee) {
                 c.serving.remove(&engine_id);
             }
         }
-        if let Caller::Session { worker_id, .. } = &p.caller {
-            if let Some(c) = self.conns.get_mut(worker_id) {
+        if let Waiter::Conn { conn, .. } = &p.waiter {
+            if let Some(c) = self.conns.get_mut(conn) {
                 c.calling.remove(&engine_id);
             }
         }
-        self.deliver(p.caller, outcome, ctx);
+        Some(p)
     }
 
-    /// Fails a call whose callee went away (used from cleanup, which has no context).
-    pub(crate) fn complete_stopped(&mut self, engine_id: Uuid) {
-        let Some(p) = self.pending.remove(&engine_id) else {
-            return;
-        };
-        self.release_origin(&p);
-        let err = EngineError::InvocationStopped.to_body();
-        match p.caller {
-            Caller::Session { .. } => self.deliver_to_session(p.caller, Err(err)),
-            Caller::Discard => {}
-            Caller::Then(then) => self.deferred.push(Deferred::Then(then, Err(err))),
-        }
-    }
-
-    /// Gives the call's in-flight slot back to the connection that started it.
-    fn release_origin(&self, p: &Pending) {
-        if let Some(c) = p.origin.and_then(|w| self.conns.get(&w)) {
-            c.outbox.flow().call_finished();
-        }
-    }
-
-    fn deliver(&mut self, caller: Caller, outcome: Outcome, ctx: &mut Context<Self>) {
-        match caller {
-            Caller::Session { .. } => self.deliver_to_session(caller, outcome),
-            Caller::Discard => {
+    /// Hands an outcome to whoever waits for it.
+    fn deliver(&mut self, waiter: Waiter, outcome: Outcome, out: &mut Effects) {
+        match waiter {
+            Waiter::Conn {
+                conn,
+                invocation_id,
+                function_id,
+                traceparent,
+                baggage,
+            } => {
+                let Some(c) = self.conns.get_mut(&conn) else {
+                    return;
+                };
+                c.caller_ids.remove(&invocation_id);
+                let (result, error) = match outcome {
+                    Ok(r) => (r.filter(|v| !v.is_null()), None),
+                    Err(e) => (None, Some(e)),
+                };
+                let frame = protocol::Message::InvocationResult(InvocationResult {
+                    invocation_id,
+                    function_id,
+                    result,
+                    error,
+                    traceparent,
+                    baggage,
+                });
+                self.send_frame(conn, frame, out);
+            }
+            Waiter::Nobody => {
                 if let Err(e) = outcome {
                     log::debug!("discarded call failed: {}: {}", e.code, e.message);
                 }
             }
-            Caller::Then(then) => then(self, ctx, outcome),
+            Waiter::Module { token } => out.push(Effect::Reply { token, outcome }),
+            Waiter::Auth {
+                conn,
+                function_id,
+                input,
+                deadline,
+            } => self.auth_answered(conn, function_id, input, deadline, outcome, out),
+            Waiter::Hook {
+                conn,
+                hook,
+                what,
+                request,
+            } => self.hook_answered(conn, &hook, &what, request, outcome, out),
         }
-    }
-
-    fn deliver_to_session(&mut self, caller: Caller, outcome: Outcome) {
-        let Caller::Session {
-            worker_id,
-            invocation_id,
-            function_id,
-            traceparent,
-            baggage,
-        } = caller
-        else {
-            return;
-        };
-        if let Some(c) = self.conns.get_mut(&worker_id) {
-            c.caller_ids.remove(&invocation_id);
-        }
-        let (result, error) = match outcome {
-            Ok(r) => (r.filter(|v| !v.is_null()), None),
-            Err(e) => (None, Some(e)),
-        };
-        let frame = protocol::Message::InvocationResult(InvocationResult {
-            invocation_id,
-            function_id,
-            result,
-            error,
-            traceparent,
-            baggage,
-        });
-        self.send_frame(worker_id, frame);
     }
 
     /// Fails every call past its deadline.
-    pub(crate) fn expire_deadlines(&mut self, ctx: &mut Context<Self>) {
-        let now = Instant::now();
+    pub(crate) fn expire_deadlines(&mut self, now: Instant, out: &mut Effects) {
         for engine_id in self.deadlines.due(now) {
             let Some(p) = self.pending.get(&engine_id) else {
                 continue;
@@ -476,7 +483,7 @@ impl RegistryActor {
                 timeout_ms: p.timeout_ms,
             };
             log::warn!("invocation {engine_id}: {err}");
-            self.complete(engine_id, Err(err.to_body()), ctx);
+            self.complete(engine_id, Err(err.to_body()), out);
         }
     }
 }
