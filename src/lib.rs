@@ -72,3 +72,4 @@ pub mod rbac;
 pub mod registry;
 pub mod router;
 pub mod session;
+pub mod socket;

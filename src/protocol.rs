@@ -18,6 +18,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::error::Code;
 use crate::payload::push_json_str;
 pub use crate::payload::Payload;
 
@@ -260,7 +261,7 @@ impl Message {
 #[derive(Debug, Clone, PartialEq)]
 pub struct DecodeError {
     /// `invalid_message` or `unknown_message_type`.
-    pub code: &'static str,
+    pub code: Code,
     pub message: String,
     /// For a broken `invokefunction`: its `invocation_id` and `function_id` if they could be read,
     /// so the caller gets an error result instead of waiting for its timeout.
@@ -441,7 +442,7 @@ pub fn decode_shared(text: &str, backing: Option<&Bytes>) -> Result<Decoded, Dec
         "ping" => Ok(Message::Ping),
         "pong" => Ok(Message::Pong),
         other => Err(DecodeError {
-            code: "unknown_message_type",
+            code: Code::UnknownMessageType,
             message: format!("unknown message type \"{}\"", truncate(other, 64)),
             invocation: None,
         }),
@@ -480,7 +481,7 @@ fn decode_invoke(text: &str, backing: Option<&Bytes>) -> Result<Message, DecodeE
                 .and_then(|i| i.function_id.as_ref()?.as_str().map(str::to_string))
                 .unwrap_or_default();
             Err(DecodeError {
-                code: "invalid_message",
+                code: Code::InvalidMessage,
                 message: format!("invalid invokefunction: {e}"),
                 invocation: readable_id.map(|id| (id, function_id)),
             })
@@ -494,7 +495,7 @@ fn typed<'a, T: Deserialize<'a>>(ty: &str, text: &'a str) -> Result<T, DecodeErr
 
 fn invalid(message: String) -> DecodeError {
     DecodeError {
-        code: "invalid_message",
+        code: Code::InvalidMessage,
         message,
         invocation: None,
     }
@@ -739,14 +740,14 @@ mod tests {
     #[test]
     fn bad_frames_are_described() {
         let e = decode("{nope").unwrap_err();
-        assert_eq!(e.code, "invalid_message");
+        assert_eq!(e.code, Code::InvalidMessage);
         assert!(e.message.starts_with("invalid JSON"));
         assert_eq!(
             decode("[1,2]").unwrap_err().message,
             "a frame must be a JSON object"
         );
         let e = decode(r#"{"type":"frobnicate"}"#).unwrap_err();
-        assert_eq!(e.code, "unknown_message_type");
+        assert_eq!(e.code, Code::UnknownMessageType);
         assert!(e.message.contains("frobnicate"));
         // A non-UUID invocation id: the id is still reported so the caller can be answered.
         let e = decode(
@@ -758,7 +759,7 @@ mod tests {
         assert!(e.message.contains("description"), "{}", e.message);
         // Deep nesting fails cleanly at serde_json's recursion limit.
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
-        assert_eq!(decode(&deep).unwrap_err().code, "invalid_message");
+        assert_eq!(decode(&deep).unwrap_err().code, Code::InvalidMessage);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The worker listener module (`iii-worker-manager`): one actix-web server per configured
 //! listener.
 //!
-//! Routes: `GET /` upgrades to the worker protocol (a [`SessionActor`] per socket), `GET /otel`
+//! Routes: `GET /` upgrades to the worker protocol (a [`WorkerSession`] per socket), `GET /otel`
 //! upgrades to a telemetry-only socket that is drained, and — when the listener has a
 //! `static_dir` — every other plain GET (and `/` without an upgrade) serves a file from that
 //! directory, so one origin carries both the page and its socket. File reads run on the
@@ -15,14 +15,14 @@ use std::time::Duration;
 
 use actix::Addr;
 use actix_web::{http::header, web, App, HttpRequest, HttpResponse, HttpServer};
-use actix_web_actors::ws;
 use serde_json::{Map, Value};
 
 use crate::config::ListenerConfig;
-use crate::flow::{Budget, Flow, Gated};
+use crate::flow::{Budget, Flow};
 use crate::registry::RegistryActor;
 use crate::router::PeerInfo;
-use crate::session::{SessionActor, SessionKind, Shutdown};
+use crate::session::{SessionKind, WorkerSession};
+use crate::socket::{self, Shutdown};
 
 /// Shared state of one listener's HTTP workers.
 #[derive(Clone)]
@@ -122,18 +122,21 @@ fn upgrade(
     kind: SessionKind,
 ) -> actix_web::Result<HttpResponse> {
     let flow = Flow::new(state.config.flow_limits(), state.budget.clone());
-    let session = SessionActor::new(
+    let session = WorkerSession::new(
         kind,
         state.registry.clone(),
         state.config.clone(),
         peer_info(&req),
-        flow.clone(),
+    );
+    socket::upgrade(
+        session,
+        WorkerSession::limits(&state.config),
+        flow,
         state.budget.clone(),
         state.shutdown.clone(),
-    );
-    ws::WsResponseBuilder::new(session, &req, Gated::new(payload, flow))
-        .frame_size(state.config.max_frame_bytes)
-        .start()
+        &req,
+        payload,
+    )
 }
 
 /// The auth function's view of the upgrade request (§7.2).

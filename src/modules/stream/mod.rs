@@ -180,7 +180,7 @@ pub struct StreamModule {
 pub fn start(
     config: &StreamConfig,
     registry: Addr<RegistryActor>,
-    shutdown: crate::session::Shutdown,
+    shutdown: crate::socket::Shutdown,
 ) -> Result<StreamModule, String> {
     let kv = &config.adapter.kv;
     let mode = match kv.fsync {

@@ -3,9 +3,10 @@
 //!
 //! A client sends `{"type":"join","data":{subscriptionId, streamName, groupId, id?}}` and
 //! `{"type":"leave","data":{…}}`; the [`StreamActor`](super::StreamActor) answers a join with a
-//! `sync` frame (or `unauthorized`) and then pushes every matching change. One
-//! `ConsumerSession` actor per socket; it answers pings, pings the peer, and tells the stream
-//! actor when it is gone (which runs `stream:leave` for its subscriptions). With an
+//! `sync` frame (or `unauthorized`) and then pushes every matching change. Each socket is a
+//! [`socket::Socket`] speaking `ConsumerSession` (pings, limits and closing are the socket's);
+//! it tells the stream actor when it is gone (which runs `stream:leave` for its
+//! subscriptions). With an
 //! `auth_function`, the function is called before the upgrade with
 //! `{headers, path, query_params, addr}`; a failure refuses the upgrade (401).
 //!
@@ -16,22 +17,23 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use actix_web_actors::ws;
+use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{Consumer, StreamActor, Subscription};
 use crate::config::StreamConfig;
-use crate::flow::{Budget, Flow, Gated, Limits};
+use crate::flow::{self, Budget, Flow};
 use crate::messages::Call;
 use crate::modules::worker::{peer_info, query_params};
 use crate::registry::RegistryActor;
 use crate::router::CallRequest;
-use crate::session::{close_on_shutdown, Shutdown};
+use crate::socket::{self, close, Ctx, Limits, Protocol, Shutdown};
 
 /// Largest frame a consumer may send (joins and leaves are tiny).
 const MAX_FRAME: usize = 1 << 20;
@@ -64,8 +66,8 @@ impl ConsumerFrame {
     }
 }
 
-fn limits() -> Limits {
-    Limits {
+fn flow_limits() -> flow::Limits {
+    flow::Limits {
         queued_frames: 64,
         queued_bytes: 1 << 20,
         inflight_calls: JOINS_IN_FLIGHT,
@@ -148,18 +150,28 @@ async fn upgrade(
             Err(_) => return Ok(HttpResponse::ServiceUnavailable().finish()),
         }
     }
-    let flow = Flow::new(limits(), state.budget.clone());
     let session = ConsumerSession {
         conn: NEXT_CONN.fetch_add(1, Ordering::Relaxed),
         stream: state.stream.clone(),
         context: Some(context),
-        flow: flow.clone(),
-        last_inbound: Instant::now(),
-        shutdown: Some(state.shutdown.clone()),
     };
-    ws::WsResponseBuilder::new(session, &req, Gated::new(payload, flow))
-        .frame_size(MAX_FRAME)
-        .start()
+    let limits = Limits {
+        max_frame_bytes: MAX_FRAME,
+        max_message_bytes: MAX_FRAME,
+        heartbeat_interval: HEARTBEAT,
+        idle_timeout: IDLE,
+    };
+    let flow = Flow::new(flow_limits(), state.budget.clone());
+    let budget = state.budget.clone();
+    socket::upgrade(
+        session,
+        limits,
+        flow,
+        budget,
+        state.shutdown.clone(),
+        &req,
+        payload,
+    )
 }
 
 #[derive(Deserialize)]
@@ -179,22 +191,38 @@ enum ClientFrame {
     Leave(JoinData),
 }
 
-/// One consumer socket.
+/// One consumer socket (the [`Protocol`] of its [`socket::Socket`]).
 struct ConsumerSession {
     conn: u64,
     stream: Addr<StreamActor>,
     context: Option<Value>,
-    flow: Arc<Flow>,
-    last_inbound: Instant,
-    shutdown: Option<Shutdown>,
 }
 
-impl ConsumerSession {
-    fn handle_text(&mut self, text: &str) {
+impl Protocol for ConsumerSession {
+    type Out = ConsumerFrame;
+
+    fn label(&self) -> String {
+        format!("stream consumer {}", self.conn)
+    }
+
+    fn started(&mut self, flow: &Arc<Flow>, ctx: &mut Ctx<Self>) {
+        self.stream.do_send(Consumer::Connected {
+            conn: self.conn,
+            frames: ctx.address().recipient(),
+            flow: flow.clone(),
+            context: self.context.take().unwrap_or(Value::Null),
+        });
+    }
+
+    fn stopped(&mut self, _flow: &Arc<Flow>) {
+        self.stream.do_send(Consumer::Gone { conn: self.conn });
+    }
+
+    fn text(&mut self, text: &str, _backing: &Bytes, flow: &Arc<Flow>, _ctx: &mut Ctx<Self>) {
         match serde_json::from_str::<ClientFrame>(text) {
             Ok(ClientFrame::Join(d)) => {
                 // Answered by the stream actor with a `sync` (which ends the call).
-                self.flow.call_started();
+                flow.call_started();
                 self.stream.do_send(Consumer::Join {
                     conn: self.conn,
                     sub: Subscription {
@@ -206,7 +234,7 @@ impl ConsumerSession {
                 })
             }
             Ok(ClientFrame::Leave(d)) => {
-                self.flow.frame_in(text.len());
+                flow.frame_in(text.len());
                 self.stream.do_send(Consumer::Leave {
                     conn: self.conn,
                     subscription_id: d.subscription_id,
@@ -216,84 +244,25 @@ impl ConsumerSession {
             Err(e) => log::warn!("stream consumer {}: ignored a frame: {e}", self.conn),
         }
     }
-}
 
-impl Actor for ConsumerSession {
-    type Context = ws::WebsocketContext<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(1024);
-        if let Some(shutdown) = self.shutdown.take() {
-            close_on_shutdown(ctx, shutdown);
-        }
-        ctx.run_interval(HEARTBEAT, |act, ctx| {
-            if act.last_inbound.elapsed() > IDLE {
-                log::warn!("stream consumer {}: silent for {IDLE:?}; closing", act.conn);
-                ctx.close(Some(ws::CloseCode::Away.into()));
-                ctx.stop();
-            } else {
-                ctx.ping(b"");
-            }
-        });
-        self.stream.do_send(Consumer::Connected {
-            conn: self.conn,
-            frames: ctx.address().recipient(),
-            flow: self.flow.clone(),
-            context: self.context.take().unwrap_or(Value::Null),
-        });
-    }
-
-    fn stopped(&mut self, _ctx: &mut Self::Context) {
-        self.stream.do_send(Consumer::Gone { conn: self.conn });
-    }
-}
-
-impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for ConsumerSession {
-    fn handle(&mut self, item: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
-        self.last_inbound = Instant::now();
-        match item {
-            Ok(ws::Message::Text(t)) => self.handle_text(&t),
-            Ok(ws::Message::Binary(b)) => match std::str::from_utf8(&b) {
-                Ok(t) => self.handle_text(t),
-                Err(_) => log::warn!(
-                    "stream consumer {}: ignored a non-UTF-8 binary frame",
-                    self.conn
-                ),
-            },
-            Ok(ws::Message::Ping(p)) => ctx.pong(&p),
-            Ok(ws::Message::Close(reason)) => {
-                ctx.close(reason);
-                ctx.stop();
-            }
-            Ok(_) => {}
-            Err(e) => {
-                log::warn!(
-                    "stream consumer {}: protocol error: {e}; closing",
-                    self.conn
-                );
-                ctx.stop();
-            }
+    fn binary(&mut self, data: Bytes, flow: &Arc<Flow>, ctx: &mut Ctx<Self>) {
+        match std::str::from_utf8(&data) {
+            Ok(text) => self.text(text, &data, flow, ctx),
+            Err(_) => log::warn!(
+                "stream consumer {}: ignored a non-UTF-8 binary frame",
+                self.conn
+            ),
         }
     }
 
-    fn finished(&mut self, ctx: &mut Self::Context) {
-        ctx.stop();
+    fn out_len(frame: &ConsumerFrame) -> usize {
+        frame.wire_len()
     }
-}
 
-impl Handler<ConsumerFrame> for ConsumerSession {
-    type Result = ();
-    fn handle(&mut self, frame: ConsumerFrame, ctx: &mut Self::Context) {
-        self.flow.out_written(frame.wire_len());
+    fn outbound(&mut self, frame: ConsumerFrame, _flow: &Arc<Flow>, ctx: &mut Ctx<Self>) {
         match frame {
             ConsumerFrame::Text(text) => ctx.text(&*text),
-            ConsumerFrame::Close(reason) => {
-                ctx.close(Some(ws::CloseReason {
-                    code: ws::CloseCode::Policy,
-                    description: Some(reason.into()),
-                }));
-                ctx.stop();
-            }
+            ConsumerFrame::Close(reason) => close(ctx, ws::CloseCode::Policy, reason),
         }
     }
 }
