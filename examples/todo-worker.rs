@@ -16,8 +16,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use iii::client::{Client, ClientOptions};
 use iii::protocol::ErrorBody;
+use iii_client::{Client, ClientOptions};
 use serde_json::{json, Value};
 
 const MAX_TITLE_CHARS: usize = 200;

@@ -55,21 +55,19 @@
 //! | `modules/exec.rs` | child processes: pipeline, restarts, output, process groups, shutdown |
 //! | `client/` | the Rust worker client |
 
-pub mod client;
 pub mod config;
-pub mod deadlines;
 pub mod engine;
 pub mod error;
 pub mod flow;
-pub mod ids;
 pub mod lograte;
 pub mod messages;
 pub mod modules;
 pub mod outbox;
-pub mod payload;
-pub mod protocol;
 pub mod rbac;
 pub mod registry;
 pub mod router;
 pub mod session;
 pub mod socket;
+
+// The wire protocol is its own crate, shared with the Rust client (`crates/iii-protocol`).
+pub use iii_protocol::{deadlines, ids, payload, protocol};

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use awc::ws::{CloseCode, Message};
 use common::{EngineProc, RawEvent, RawWs, BASIC};
-use iii::client::{Client, ClientOptions};
+use iii_client::{Client, ClientOptions};
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(5);

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{EngineProc, BASIC};
-use iii::client::{Client, ClientOptions, ConnectionState};
+use iii_client::{Client, ClientOptions, ConnectionState};
 
 fn iii() -> Command {
     Command::new(env!("CARGO_BIN_EXE_iii"))

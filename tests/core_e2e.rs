@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{eventually, EngineProc, BASIC};
-use iii::client::{Client, ClientOptions, TriggerRequest};
 use iii::protocol::ErrorBody;
+use iii_client::{Client, ClientOptions, TriggerRequest};
 use serde_json::{json, Value};
 
 fn opts(name: &str) -> ClientOptions {
@@ -182,7 +182,7 @@ async fn callee_re_registers_after_reconnect() {
     let mut state = callee.watch_state();
     tokio::time::timeout(
         Duration::from_secs(10),
-        state.wait_for(|s| matches!(s, iii::client::ConnectionState::Connected { worker_id } if *worker_id != first_id)),
+        state.wait_for(|s| matches!(s, iii_client::ConnectionState::Connected { worker_id } if *worker_id != first_id)),
     )
     .await
     .expect("reconnected")
@@ -395,7 +395,7 @@ async fn workers_available_trigger_fires_on_connect_and_disconnect() {
 
 #[actix::test]
 async fn worker_provided_trigger_types_get_their_bindings() {
-    use iii::client::TriggerTypeEvent;
+    use iii_client::TriggerTypeEvent;
     let engine = EngineProc::start(BASIC);
     let consumer = client(&engine, "consumer").await;
     consumer.register_function("hooks::on-call", |_| async { Ok(json!({})) });

@@ -14,7 +14,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use common::EngineProc;
-use iii::client::{Client, ClientOptions};
+use iii_client::{Client, ClientOptions};
 use serde_json::{json, Value};
 
 const ROUNDS: usize = 25;

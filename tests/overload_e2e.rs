@@ -17,7 +17,7 @@ use actix_http::ws::Item;
 use awc::ws::Message as WsMessage;
 use common::{read_json, recorder, EngineProc, RawEvent, RawWs};
 use futures_util::SinkExt;
-use iii::client::{Client, ClientOptions};
+use iii_client::{Client, ClientOptions};
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(30);

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{EngineProc, RawEvent, RawWs};
-use iii::client::{Client, ClientOptions};
 use iii::protocol::ErrorBody;
+use iii_client::{Client, ClientOptions};
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(5);

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use common::sdk::node_cmd;
 use common::{recorder, repo_path, ChildGuard, EngineProc, RawWs, TODO_CONFIG};
-use iii::client::{Client, ClientOptions};
 use iii::protocol::ErrorBody;
+use iii_client::{Client, ClientOptions};
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(5);

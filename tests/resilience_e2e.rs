@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{EngineProc, RawWs};
-use iii::client::{Client, ClientOptions, TriggerRequest};
+use iii_client::{Client, ClientOptions, TriggerRequest};
 use serde_json::json;
 
 fn config(extra: &str) -> String {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::sdk::{node_cmd, run_checks, start_worker};
 use common::{EngineProc, RawEvent, RawWs, BASIC};
-use iii::client::{Client, ClientOptions};
+use iii_client::{Client, ClientOptions};
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(5);

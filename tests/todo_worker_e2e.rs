@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::sdk::node_cmd;
 use common::{eventually, recorder, repo_path, ChildGuard, EngineProc, TODO_CONFIG};
-use iii::client::{Client, ClientOptions};
+use iii_client::{Client, ClientOptions};
 use serde_json::{json, Value};
 
 fn rust_worker_path() -> PathBuf {

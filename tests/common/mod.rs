@@ -365,7 +365,7 @@ impl Drop for ChildGuard {
 
 /// Registers `function_id` on `client` as a handler that records every input it gets.
 pub fn recorder(
-    client: &iii::client::Client,
+    client: &iii_client::Client,
     function_id: &str,
 ) -> std::sync::Arc<std::sync::Mutex<Vec<Value>>> {
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -384,7 +384,7 @@ pub fn recorder(
 /// are handled in order, so one round trip through the registry (this call answers
 /// `function_not_found` or `FORBIDDEN`) proves its registrations have landed, and any trigger
 /// binding has reached its provider before a later write.
-pub async fn barrier(client: &iii::client::Client) {
+pub async fn barrier(client: &iii_client::Client) {
     let _ = client
         .trigger("engine::barrier", serde_json::json!({}))
         .await;

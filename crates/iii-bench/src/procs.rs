@@ -69,7 +69,7 @@ pub fn engine_exe() -> Result<PathBuf, String> {
     if !exe.is_file() {
         return Err(format!(
             "the engine binary {} is missing; build it next to iii-bench with \
-             `cargo build --release --bin iii --bin iii-bench` (or pass --url ws://HOST:PORT)",
+             `cargo build --release -p iii -p iii-bench` (or pass --url ws://HOST:PORT)",
             exe.display()
         ));
     }

@@ -54,7 +54,7 @@ Where the traffic goes (every scenario):
 
 Each scenario prints one JSON line (results, parameters, machine) and then a table on stdout.
 Exit status: 0 ok, 1 a scenario failed its checks, 2 bad usage or could not run.
-Build first: cargo build --release --bin iii --bin iii-bench
+Build first: cargo build --release -p iii -p iii-bench
 ";
 
 const ALL_HELP: &str = "\

@@ -18,7 +18,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::error::Code;
+pub use crate::code::Code;
 use crate::payload::push_json_str;
 pub use crate::payload::Payload;
 

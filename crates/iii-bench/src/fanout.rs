@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use iii::client::Client;
+use iii_client::Client;
 use serde_json::{json, Value};
 
 use crate::args::Args;

@@ -10,7 +10,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use iii::client::{Client, InvocationError, TriggerRequest};
+use iii_client::{Client, InvocationError, TriggerRequest};
 use serde_json::{json, Value};
 
 use crate::args::Args;
@@ -382,7 +382,7 @@ pub async fn run(o: Opts) -> Result<bool, String> {
             "sequential_calls": o.sequential,
             "calls_per_level": o.calls,
             "concurrency": o.levels,
-            "client": "iii::client::Client (callee on its own thread; a fresh caller per phase on the main thread)",
+            "client": "iii_client::Client (callee on its own thread; a fresh caller per phase on the main thread)",
         },
         "machine": report::machine(),
         "warmup": {"calls": warm.calls, "errors": warm.errors, "elapsed_ms": report::ms(warm.elapsed)},

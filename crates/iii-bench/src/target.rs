@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use actix::ArbiterHandle;
-use iii::client::{Backoff, Client, ClientOptions};
+use iii_client::{Backoff, Client, ClientOptions};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 

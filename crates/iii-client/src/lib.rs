@@ -1,10 +1,10 @@
-//! Our Rust worker client: connect to any engine that speaks the iii worker protocol, register
+//! `iii-client`: a Rust worker client for engines that speak the iii worker protocol. Register
 //! functions with async handlers, call functions (with a deadline, or fire-and-forget), bind
 //! triggers, provide trigger types; reconnects with backoff and replays every registration.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), iii::client::ClientError> {
-//! use iii::client::{Client, ClientOptions};
+//! # async fn demo() -> Result<(), iii_client::ClientError> {
+//! use iii_client::{Client, ClientOptions};
 //! use serde_json::json;
 //! let iii = Client::connect("ws://127.0.0.1:49134", ClientOptions::named("math")).await?;
 //! iii.register_function("math::add", |input| async move {
@@ -33,10 +33,11 @@ use futures_util::future::LocalBoxFuture;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::protocol::ErrorBody;
 use actor::{ClientActor, Command};
 
 pub use actor::ConnectionState;
+pub use iii_protocol::protocol::ErrorBody;
+pub use iii_protocol::Payload;
 
 /// A function handler: input → result or error.
 pub type HandlerFn =

@@ -17,26 +17,23 @@ use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use super::{ClientOptions, HandlerFn, InvocationError, TriggerRequest, TriggerTypeEvent};
-use crate::deadlines::Deadlines;
-use crate::ids::IdMap;
-use crate::payload::Payload;
-use crate::protocol::{self, Action, Decoded, ErrorBody, InvocationResult, InvokeFunction};
+use iii_protocol::deadlines::Deadlines;
+use iii_protocol::ids::IdMap;
+use iii_protocol::payload::Payload;
+use iii_protocol::protocol::{self, Action, Decoded, ErrorBody, InvocationResult, InvokeFunction};
 
 /// TCP connections with Nagle's algorithm off: frames are small and a delayed ACK would hold
 /// a reply back by tens of milliseconds.
 fn nodelay_connector() -> impl actix_service::Service<
     actix_tls::connect::ConnectInfo<awc::http::Uri>,
-    Response = actix_tls::connect::Connection<awc::http::Uri, actix_web::rt::net::TcpStream>,
+    Response = actix_tls::connect::Connection<awc::http::Uri, actix_rt::net::TcpStream>,
     Error = actix_tls::connect::ConnectError,
 > + Clone {
     use actix_service::ServiceExt;
     actix_tls::connect::Connector::new(actix_tls::connect::Resolver::default())
         .service()
         .map(
-            |conn: actix_tls::connect::Connection<
-                awc::http::Uri,
-                actix_web::rt::net::TcpStream,
-            >| {
+            |conn: actix_tls::connect::Connection<awc::http::Uri, actix_rt::net::TcpStream>| {
                 let _ = conn.io_ref().set_nodelay(true);
                 conn
             },
@@ -591,7 +588,7 @@ impl ClientActor {
         timeout: Duration,
         reply: oneshot::Sender<Result<Option<Value>, InvocationError>>,
     ) {
-        let id = crate::ids::next();
+        let id = iii_protocol::ids::next();
         let frame = protocol::Message::InvokeFunction(InvokeFunction {
             invocation_id: Some(id),
             function_id: req.function_id.clone(),
