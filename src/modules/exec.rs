@@ -12,9 +12,13 @@
 //! Nothing outlives its command: when the group's leader exits (crash, exit, or a stop), what
 //! it left behind in its group gets SIGTERM, then SIGKILL after `stop_grace_ms`, before the
 //! next run starts; on shutdown the engine waits for the whole group; if the engine is killed
-//! outright, the leader dies with it (parent-death signal) and a guardian process — a tiny `sh`
-//! that blocks reading a pipe whose write end only the engine holds — kills the rest of the
-//! group when the pipe closes.
+//! outright, the leader dies with it (parent-death signal, Linux only) and a guardian process —
+//! a tiny `sh` that blocks reading a pipe whose write end only the engine holds — kills the
+//! rest of the group when the pipe closes.
+//!
+//! Portability: Unix only (process groups, signals). The parent-death signal and reading
+//! `/proc` to see whether a group still has live members are Linux's; elsewhere the guardian
+//! alone covers a killed engine, and `kill(-pgid, 0)` tells whether a group is still there.
 
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -312,6 +316,14 @@ impl ExecActor {
 }
 
 /// Is any live (non-zombie) process left in process group `pgid`?
+#[cfg(not(target_os = "linux"))]
+fn group_alive(pgid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the group exists; nothing is sent.
+    pgid > 0 && unsafe { libc::kill(-pgid, 0) } == 0
+}
+
+/// Is any live (non-zombie) process left in process group `pgid`?
+#[cfg(target_os = "linux")]
 fn group_alive(pgid: i32) -> bool {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return false;
@@ -404,12 +416,13 @@ fn spawn(
         cmd.current_dir(cwd);
     }
     // SAFETY: only async-signal-safe calls between fork and exec.
+    #[allow(unused_unsafe)]
     unsafe {
         cmd.pre_exec(move || {
             if libc::setpgid(0, 0) != 0 {
                 return Err(io::Error::last_os_error());
             }
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            die_with_parent();
             if libc::getppid() != engine_pid {
                 libc::_exit(1);
             }
@@ -428,16 +441,41 @@ fn spawn(
     Ok((child, guardian, lifeline))
 }
 
-/// A guardian: `sh` blocked on a pipe; when the engine dies the pipe closes and it kills
-/// process group `pgid`. Returns it and the pipe's write end (held only by the engine).
-fn guard(pgid: i32) -> io::Result<(std::process::Child, OwnedFd)> {
+/// Between fork and exec: the child gets SIGKILL when the engine dies (Linux).
+#[cfg(target_os = "linux")]
+fn die_with_parent() {
+    // SAFETY: prctl is async-signal-safe and only changes this process's own setting.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+}
+
+/// Elsewhere there is no parent-death signal: the guardian covers a killed engine.
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent() {}
+
+/// A pipe whose ends are closed in every child that is not given them explicitly.
+fn cloexec_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
+    #[cfg(target_os = "linux")]
     // SAFETY: pipe2 fills two fds we then own; O_CLOEXEC keeps them out of other children.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+    let made = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == 0;
+    #[cfg(not(target_os = "linux"))]
+    // SAFETY: pipe fills two fds we then own; each is marked close-on-exec at once.
+    let made = unsafe {
+        libc::pipe(fds.as_mut_ptr()) == 0
+            && libc::fcntl(fds[0], libc::F_SETFD, libc::FD_CLOEXEC) == 0
+            && libc::fcntl(fds[1], libc::F_SETFD, libc::FD_CLOEXEC) == 0
+    };
+    if !made {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: both fds were just created and are owned by nobody else.
-    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// A guardian: `sh` blocked on a pipe; when the engine dies the pipe closes and it kills
+/// process group `pgid`. Returns it and the pipe's write end (held only by the engine).
+fn guard(pgid: i32) -> io::Result<(std::process::Child, OwnedFd)> {
+    let (read, write) = cloexec_pipe()?;
     let guardian = std::process::Command::new("sh")
         .arg("-c")
         .arg("read _ || true; kill -s KILL -- \"-$0\" 2>/dev/null")

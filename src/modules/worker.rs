@@ -4,9 +4,10 @@
 //! Routes: `GET /` upgrades to the worker protocol (a [`WorkerSession`] per socket), `GET /otel`
 //! upgrades to a telemetry-only socket that is drained, and — when the listener has a
 //! `static_dir` — every other plain GET (and `/` without an upgrade) serves a file from that
-//! directory, so one origin carries both the page and its socket. File reads run on the
-//! blocking pool, never on the socket-serving threads; a path that resolves outside the
-//! directory (through `..`, or a symlink) is not served.
+//! directory, so one origin carries both the page and its socket. Files are served by
+//! actix-files (ETag, Last-Modified, 304, ranges; `Cache-Control: no-cache`, so a reload
+//! revalidates instead of downloading everything); a path that resolves outside the directory
+//! (through `..`, or a symlink) is not served.
 
 use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
@@ -194,32 +195,42 @@ async fn static_file(
     let Some(path) = resolve(&dir, req.path()) else {
         return Ok(HttpResponse::NotFound().body("not found\n"));
     };
-    let read = web::block(move || {
+    let real = web::block(move || {
         let path = if path.is_dir() {
             path.join("index.html")
         } else {
             path
         };
         // A symlink (or anything else) that leads outside the directory is not served.
-        let real = path.canonicalize()?;
+        let real = path.canonicalize().ok()?;
         if !real.starts_with(&dir) {
             log::warn!(
                 "static file {} resolves outside static_dir; refused",
                 path.display()
             );
-            return Err(std::io::Error::from(std::io::ErrorKind::NotFound));
+            return None;
         }
-        std::fs::read(&real).map(|bytes| (bytes, content_type(&real)))
+        Some(real)
     })
     .await?;
-    Ok(match read {
-        Ok((bytes, ct)) => HttpResponse::Ok()
-            .content_type(ct)
-            .insert_header((header::CACHE_CONTROL, "no-cache"))
-            .insert_header(("x-content-type-options", "nosniff"))
-            .body(bytes),
-        Err(_) => HttpResponse::NotFound().body("not found\n"),
-    })
+    let Some(file) = real else {
+        return Ok(HttpResponse::NotFound().body("not found\n"));
+    };
+    // actix-files answers with ETag and Last-Modified, 304 to a revalidation, and ranges.
+    let mut resp = match actix_files::NamedFile::open_async(&file).await {
+        Ok(f) => f.prefer_utf8(true).into_response(&req),
+        Err(_) => return Ok(HttpResponse::NotFound().body("not found\n")),
+    };
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-cache"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    Ok(resp)
 }
 
 /// Maps a URL path into `dir`; refuses `..`, hidden files and anything odd.
@@ -255,22 +266,6 @@ fn percent_decode(s: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
-}
-
-fn content_type(path: &Path) -> &'static str {
-    match path.extension().and_then(|e| e.to_str()).unwrap_or("") {
-        "html" => "text/html; charset=utf-8",
-        "js" | "mjs" => "text/javascript; charset=utf-8",
-        "css" => "text/css; charset=utf-8",
-        "json" => "application/json",
-        "svg" => "image/svg+xml",
-        "png" => "image/png",
-        "ico" => "image/x-icon",
-        "webp" => "image/webp",
-        "woff2" => "font/woff2",
-        "txt" => "text/plain; charset=utf-8",
-        _ => "application/octet-stream",
-    }
 }
 
 #[cfg(test)]

@@ -11,42 +11,15 @@ use serde_json::Value;
 /// Bytes before the payload: length, checksum, sequence number.
 pub(super) const HEADER_LEN: usize = 16;
 
-const CRC32C_POLY: u32 = 0x82F6_3B78;
-
-const fn crc32c_table() -> [u32; 256] {
-    let mut table = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut crc = i as u32;
-        let mut bit = 0;
-        while bit < 8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ CRC32C_POLY
-            } else {
-                crc >> 1
-            };
-            bit += 1;
-        }
-        table[i] = crc;
-        i += 1;
-    }
-    table
-}
-
-static CRC32C_TABLE: [u32; 256] = crc32c_table();
-
-/// Continues a CRC-32C (Castagnoli) over `bytes`; start with `crc = 0`.
+/// Continues a CRC-32C (Castagnoli) over `bytes`; start with `crc = 0`. The `crc32c` crate
+/// uses the CPU's CRC instructions where there are some.
 pub(super) fn crc32c_update(crc: u32, bytes: &[u8]) -> u32 {
-    let mut state = !crc;
-    for &byte in bytes {
-        state = CRC32C_TABLE[((state ^ u32::from(byte)) & 0xFF) as usize] ^ (state >> 8);
-    }
-    !state
+    crc32c::crc32c_append(crc, bytes)
 }
 
 /// CRC-32C of `bytes`.
 pub(super) fn crc32c(bytes: &[u8]) -> u32 {
-    crc32c_update(0, bytes)
+    crc32c::crc32c(bytes)
 }
 
 fn record_crc(seq: u64, payload: &[u8]) -> u32 {
