@@ -1,5 +1,7 @@
 //! Unit tests of config loading: both entry forms, interpolation, and every error case.
 
+use std::path::PathBuf;
+
 use super::*;
 
 const NEW_FORM: &str = r#"

@@ -15,34 +15,35 @@
 //! runs. The actor runs on its own arbiter: file I/O never blocks the socket-serving threads.
 //!
 //! Files: `functions.rs` (the functions and their shapes), `ops.rs` (`stream::update` ops),
-//! `store.rs` (the durable store), `socket.rs` (the consumer WebSocket).
+//! `store.rs` (the durable store), `durable.rs` (fsyncs and compactions off this thread),
+//! `fanout.rs` (trigger bindings and fan-out), `consumers.rs` (consumer subscriptions),
+//! `socket.rs` (the consumer WebSocket).
 
+mod consumers;
 mod durable;
+mod fanout;
 pub mod functions;
 pub mod ops;
 mod socket;
 pub mod store;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::config::{FsyncMode, StoreMethod, StreamConfig};
 use crate::flow::Flow;
 use crate::messages::{
-    BuiltinCall, BuiltinDone, BuiltinFunction, BuiltinTriggerType, Call, FireTrigger,
-    RegisterBuiltins, TriggerBinding, TriggerRejected,
+    BuiltinCall, BuiltinDone, BuiltinFunction, BuiltinTriggerType, RegisterBuiltins, TriggerBinding,
 };
-use crate::outbox::{Delivery, Outbox};
 use crate::payload::Payload;
-use crate::protocol::ErrorBody;
 use crate::registry::RegistryActor;
-use crate::router::{now_ms, CallRequest};
+use consumers::ConsumerConn;
 use durable::{CompactionDone, Durability, Mode, Synced};
-use functions::Change;
+use fanout::{Binding, ConditionQueue};
 use store::{FsyncPolicy, Store, StoreOptions};
 
 pub use socket::ConsumerFrame;
@@ -112,47 +113,6 @@ pub struct Subscription {
     pub stream: String,
     pub group: String,
     pub item: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BindingKind {
-    Change,
-    Join,
-    Leave,
-}
-
-/// A trigger binding of one of this module's types.
-#[derive(Debug, Clone)]
-struct Binding {
-    kind: BindingKind,
-    function_id: String,
-    stream: String,
-    group: Option<String>,
-    item: Option<String>,
-    condition: Option<String>,
-    metadata: Option<Value>,
-}
-
-impl Binding {
-    fn matches(&self, c: &Change) -> bool {
-        self.kind == BindingKind::Change
-            && self.stream == c.stream
-            && self.group.as_ref().is_none_or(|g| *g == c.group)
-            && self.item.as_ref().is_none_or(|i| Some(i) == c.id.as_ref())
-    }
-}
-
-/// Events waiting for a binding's condition function, in order.
-#[derive(Default)]
-struct ConditionQueue {
-    busy: bool,
-    events: VecDeque<Payload>,
-}
-
-struct ConsumerConn {
-    outbox: Outbox<ConsumerFrame>,
-    context: Value,
-    subs: BTreeMap<String, Subscription>,
 }
 
 /// The stream actor. See the module docs.
@@ -299,358 +259,12 @@ impl StreamActor {
         }
     }
 
-    /// Fires matching triggers and pushes the change to matching subscriptions.
-    fn announce(&mut self, change: &Change, ctx: &mut Context<Self>) {
-        let payload = Payload::from_value(&change.payload(now_ms()));
-        let mut conditioned = Vec::new();
-        for (id, b) in self.bindings.iter().filter(|(_, b)| b.matches(change)) {
-            if b.condition.is_some() {
-                conditioned.push(id.clone());
-            } else {
-                self.registry.do_send(FireTrigger {
-                    function_id: b.function_id.clone(),
-                    data: payload.clone(),
-                    metadata: b.metadata.clone(),
-                });
-            }
-        }
-        for id in conditioned {
-            self.conditions
-                .entry(id.clone())
-                .or_default()
-                .events
-                .push_back(payload.clone());
-            self.next_condition(id, ctx);
-        }
-        if !self.consumers.is_empty() {
-            self.push_to_consumers(change, &payload);
-        }
-    }
-
-    fn push_to_consumers(&mut self, change: &Change, payload: &Payload) {
-        let frame: Arc<str> = Arc::from(payload.as_str());
-        let mut dropped = Vec::new();
-        for (conn_id, conn) in self.consumers.iter_mut() {
-            let hits = conn
-                .subs
-                .values()
-                .filter(|s| {
-                    s.stream == change.stream
-                        && s.group == change.group
-                        && s.item
-                            .as_ref()
-                            .is_none_or(|i| Some(i) == change.id.as_ref())
-                })
-                .count();
-            for _ in 0..hits {
-                if !deliver(*conn_id, conn, ConsumerFrame::Text(frame.clone())) {
-                    dropped.push(*conn_id);
-                    break;
-                }
-            }
-        }
-        for conn in dropped {
-            self.consumer_gone(conn);
-        }
-    }
-
-    /// Sends to one consumer; a slow or gone one is dropped.
-    fn send_consumer(&mut self, conn_id: u64, frame: ConsumerFrame) {
-        let Some(conn) = self.consumers.get_mut(&conn_id) else {
-            return;
-        };
-        if !deliver(conn_id, conn, frame) {
-            self.consumer_gone(conn_id);
-        }
-    }
-
-    /// Consumers that stopped draining what is queued for them, found once a second.
-    fn check_stalled_consumers(&mut self) {
-        let stalled: Vec<u64> = self
-            .consumers
-            .iter_mut()
-            .filter_map(|(id, c)| {
-                let ms = c.outbox.stalled_for()?;
-                log::warn!(
-                    "stream consumer {id}: slow consumer (nothing drained for {ms} ms); closing it"
-                );
-                c.outbox.force(ConsumerFrame::Close("slow consumer"));
-                Some(*id)
-            })
-            .collect();
-        for id in stalled {
-            self.consumer_gone(id);
-        }
-    }
-
-    /// Runs the next queued event of a conditioned binding, if it is idle. Only a result that
-    /// is literally `false`, or an error, skips the event (§5.3).
-    fn next_condition(&mut self, id: String, ctx: &mut Context<Self>) {
-        let Some(queue) = self.conditions.get_mut(&id) else {
-            return;
-        };
-        if queue.busy {
-            return;
-        }
-        let Some(payload) = queue.events.pop_front() else {
-            return;
-        };
-        let Some(b) = self.bindings.get(&id) else {
-            self.conditions.remove(&id);
-            return;
-        };
-        queue.busy = true;
-        let condition = b.condition.clone().unwrap_or_default();
-        let fire = FireTrigger {
-            function_id: b.function_id.clone(),
-            data: payload.clone(),
-            metadata: b.metadata.clone(),
-        };
-        let check = self
-            .registry
-            .send(Call(CallRequest::new(condition.clone(), payload)));
-        ctx.spawn(check.into_actor(self).map(move |res, act, ctx| {
-            match res {
-                Ok(Ok(Some(p))) if p.as_str() == "false" => {}
-                Ok(Ok(_)) => act.registry.do_send(fire),
-                Ok(Err(e)) => log::warn!(
-                    "trigger {id}: condition {condition} failed ({}); event skipped",
-                    e.message
-                ),
-                Err(_) => {}
-            }
-            if let Some(q) = act.conditions.get_mut(&id) {
-                q.busy = false;
-            }
-            act.next_condition(id, ctx);
-        }));
-    }
-
-    fn bind(
-        &mut self,
-        id: String,
-        trigger_type: &str,
-        function_id: String,
-        config: Value,
-        metadata: Option<Value>,
-    ) {
-        let kind = match trigger_type {
-            "stream" => BindingKind::Change,
-            "stream:join" => BindingKind::Join,
-            _ => BindingKind::Leave,
-        };
-        let binding = match parse_binding(kind, function_id, &config, metadata) {
-            Ok(b) => b,
-            Err(message) => {
-                log::warn!("trigger {id}: {message}");
-                self.registry.do_send(TriggerRejected {
-                    trigger_id: id,
-                    error: ErrorBody::new("trigger_registration_failed", message),
-                });
-                return;
-            }
-        };
-        log::debug!("trigger {id}: {trigger_type} -> {}", binding.function_id);
-        self.bindings.insert(id, binding);
-    }
-
-    fn unbind(&mut self, id: &str) {
-        self.bindings.remove(id);
-        self.conditions.remove(id);
-    }
-
-    fn handle_consumer(&mut self, event: Consumer, ctx: &mut Context<Self>) {
-        match event {
-            Consumer::Connected {
-                conn,
-                frames,
-                flow,
-                context,
-            } => {
-                let hard_cap = socket::OUTBOUND_PAUSE * 4;
-                let outbox = Outbox::new(frames, flow, CONSUMER_STALL_MS, hard_cap);
-                self.consumers.insert(
-                    conn,
-                    ConsumerConn {
-                        outbox,
-                        context,
-                        subs: BTreeMap::new(),
-                    },
-                );
-            }
-            Consumer::Join { conn, sub } => self.join(conn, sub, ctx),
-            Consumer::Leave {
-                conn,
-                subscription_id,
-                bytes,
-            } => {
-                let sub = self.consumers.get_mut(&conn).and_then(|c| {
-                    c.outbox.flow().frame_done(bytes);
-                    c.subs.remove(&subscription_id)
-                });
-                if let Some(sub) = sub {
-                    self.run_leave(conn, &sub);
-                }
-            }
-            Consumer::Gone { conn } => self.consumer_gone(conn),
-        }
-    }
-
-    fn consumer_gone(&mut self, conn: u64) {
-        if let Some(c) = self.consumers.remove(&conn) {
-            for sub in c.subs.values() {
-                self.fire_kind(BindingKind::Leave, join_payload(sub, &c.context));
-            }
-        }
-    }
-
-    fn run_leave(&mut self, conn: u64, sub: &Subscription) {
-        let context = self
-            .consumers
-            .get(&conn)
-            .map(|c| c.context.clone())
-            .unwrap_or(Value::Null);
-        self.fire_kind(BindingKind::Leave, join_payload(sub, &context));
-    }
-
-    fn fire_kind(&self, kind: BindingKind, payload: Value) {
-        let payload = Payload::from_value(&payload);
-        for b in self.bindings.values().filter(|b| b.kind == kind) {
-            self.registry.do_send(FireTrigger {
-                function_id: b.function_id.clone(),
-                data: payload.clone(),
-                metadata: b.metadata.clone(),
-            });
-        }
-    }
-
-    /// Runs every `stream:join` trigger in turn; any answer `{"unauthorized": true}` refuses.
-    fn join(&mut self, conn: u64, sub: Subscription, ctx: &mut Context<Self>) {
-        let Some(c) = self.consumers.get(&conn) else {
-            return;
-        };
-        let payload = join_payload(&sub, &c.context);
-        let mut hooks: Vec<String> = self
-            .bindings
-            .values()
-            .filter(|b| b.kind == BindingKind::Join)
-            .map(|b| b.function_id.clone())
-            .collect();
-        hooks.sort();
-        let registry = self.registry.clone();
-        let verdict = async move {
-            for function_id in hooks {
-                let res = registry
-                    .send(Call(CallRequest::new(function_id, payload.clone())))
-                    .await;
-                if let Ok(Ok(Some(v))) = res {
-                    if v.to_value().get("unauthorized") == Some(&Value::Bool(true)) {
-                        return false;
-                    }
-                }
-            }
-            true
-        };
-        ctx.spawn(
-            verdict
-                .into_actor(self)
-                .map(move |authorized, act, _| act.finish_join(conn, sub, authorized)),
-        );
-    }
-
-    fn finish_join(&mut self, conn: u64, sub: Subscription, authorized: bool) {
-        let event = if !authorized {
-            json!({"type": "unauthorized"})
-        } else {
-            match &sub.item {
-                Some(item) => {
-                    json!({"type": "sync", "data": self.store.get(&sub.stream, &sub.group, item)})
-                }
-                None => json!({"type": "sync", "data": self.store.list(&sub.stream, &sub.group)}),
-            }
-        };
-        let frame = json!({"type": "stream", "timestamp": now_ms(), "streamName": sub.stream,
-                           "groupId": sub.group, "id": sub.item, "event": event});
-        let Some(c) = self.consumers.get_mut(&conn) else {
-            return;
-        };
-        c.outbox.flow().call_finished();
-        if authorized {
-            c.subs.insert(sub.id.clone(), sub);
-        }
-        self.send_consumer(conn, ConsumerFrame::Text(Arc::from(frame.to_string())));
-    }
-
     fn maintenance(&mut self, ctx: &mut Context<Self>) {
         self.check_stalled_consumers();
         if let Some(d) = &mut self.durable {
             d.maybe_compact(&mut self.store, ctx.address().recipient());
         }
     }
-}
-
-/// Queues a frame for a consumer; false when the consumer must be dropped (it is told to close).
-fn deliver(conn_id: u64, conn: &mut ConsumerConn, frame: ConsumerFrame) -> bool {
-    let bytes = frame.wire_len();
-    match conn.outbox.send(frame, bytes) {
-        Delivery::Sent => true,
-        Delivery::Closed => false,
-        Delivery::Stalled { ms } => {
-            log::warn!("stream consumer {conn_id}: slow consumer (nothing drained for {ms} ms); closing it");
-            conn.outbox.force(ConsumerFrame::Close("slow consumer"));
-            false
-        }
-        Delivery::Overflow { queued } => {
-            log::warn!("stream consumer {conn_id}: slow consumer ({queued} bytes queued for it); closing it");
-            conn.outbox.force(ConsumerFrame::Close("slow consumer"));
-            false
-        }
-    }
-}
-
-fn join_payload(sub: &Subscription, context: &Value) -> Value {
-    json!({"subscription_id": sub.id, "stream_name": sub.stream, "group_id": sub.group,
-           "id": sub.item, "context": context})
-}
-
-/// Validates a binding's config: `stream` needs `stream_name`; join/leave take no filters.
-fn parse_binding(
-    kind: BindingKind,
-    function_id: String,
-    config: &Value,
-    metadata: Option<Value>,
-) -> Result<Binding, String> {
-    let text = |key: &str| -> Result<Option<String>, String> {
-        match config.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) if s.is_empty() => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(other) => Err(format!(
-                "Failed to deserialize stream trigger: `{key}` must be a string, got {other}"
-            )),
-        }
-    };
-    let mut b = Binding {
-        kind,
-        function_id,
-        stream: String::new(),
-        group: None,
-        item: None,
-        condition: None,
-        metadata,
-    };
-    if kind != BindingKind::Change {
-        return Ok(b);
-    }
-    if !config.is_object() {
-        return Err("Failed to deserialize stream trigger: the config must be an object".into());
-    }
-    b.stream = text("stream_name")?
-        .ok_or("Failed to deserialize stream trigger: missing field `stream_name`")?;
-    b.group = text("group_id")?;
-    b.item = text("item_id")?;
-    b.condition = text("condition_function_id")?;
-    Ok(b)
 }
 
 impl Actor for StreamActor {

@@ -1,0 +1,227 @@
+//! The entries of `workers:` and `modules:`: both forms (`name` / `class`), which module each
+//! one is, and the dispatch of its `config` to the right struct so that errors keep their path
+//! and line.
+
+use super::modules::{ExecConfig, ListenerConfig, StreamConfig};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+
+/// Keys the `iii-observability` module accepts (§9.4); their values are not used here.
+const OBSERVABILITY_KEYS: &[&str] = &[
+    "enabled",
+    "service_name",
+    "service_version",
+    "service_namespace",
+    "exporter",
+    "endpoint",
+    "sampling_ratio",
+    "sampling",
+    "memory_max_spans",
+    "live_spans",
+    "metrics_enabled",
+    "metrics_exporter",
+    "metrics_retention_seconds",
+    "metrics_max_count",
+    "logs_enabled",
+    "logs_exporter",
+    "logs_max_count",
+    "logs_retention_seconds",
+    "logs_batch_size",
+    "logs_flush_interval_ms",
+    "logs_sampling_ratio",
+    "logs_console_output",
+    "alerts",
+    "level",
+    "format",
+    "collapse_spans",
+];
+
+/// Old `class` names → new `name`s (§9.2).
+const CLASS_NAMES: &[(&str, &str)] = &[
+    ("modules::worker::WorkerModule", "iii-worker-manager"),
+    ("modules::stream::StreamModule", "iii-stream"),
+    ("modules::shell::ExecModule", "iii-exec"),
+    ("modules::observability::OtelModule", "iii-observability"),
+    ("modules::api::RestApiModule", "iii-http"),
+    ("modules::state::StateModule", "iii-state"),
+    ("modules::cron::CronModule", "iii-cron"),
+    ("modules::pubsub::PubSubModule", "iii-pubsub"),
+    ("modules::queue::QueueModule", "iii-queue"),
+    (
+        "modules::http_functions::HttpFunctionsModule",
+        "iii-http-functions",
+    ),
+    ("modules::bridge_client::BridgeClientModule", "iii-bridge"),
+    (
+        "modules::engine_fn::EngineFunctionsModule",
+        "iii-engine-functions",
+    ),
+    ("modules::telemetry::TelemetryModule", "iii-telemetry"),
+];
+
+/// Upstream modules this engine does not implement; naming one stops startup.
+const UNSUPPORTED: &[&str] = &[
+    "iii-http",
+    "iii-state",
+    "iii-cron",
+    "iii-pubsub",
+    "iii-queue",
+    "iii-http-functions",
+    "iii-bridge",
+];
+
+/// A module's parsed config.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum ModuleConfig {
+    Listener(Box<ListenerConfig>),
+    Stream(Box<StreamConfig>),
+    Exec(ExecConfig),
+    /// A module that needs nothing from us (observability, telemetry, engine functions).
+    Accepted,
+}
+
+/// One entry of `workers:` / `modules:`.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Entry {
+    pub name: String,
+    pub config: ModuleConfig,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTop {
+    #[serde(default)]
+    pub workers: Vec<Entry>,
+    #[serde(default)]
+    pub modules: Vec<Entry>,
+}
+
+// ---- entry deserialisation: dispatch on `name` / `class` so errors keep their path and line ----
+
+impl<'de> Deserialize<'de> for Entry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(EntryVisitor)
+    }
+}
+
+struct EntryVisitor;
+
+impl<'de> Visitor<'de> for EntryVisitor {
+    type Value = Entry;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a module entry {name: <module>, config: {...}} or {class: <module class>, config: {...}}")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entry, A::Error> {
+        let mut name: Option<String> = None;
+        let mut config: Option<ModuleConfig> = None;
+        let mut buffered: Option<serde_yaml::Value> = None;
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "name" | "class" => {
+                    if name.is_some() {
+                        return Err(de::Error::custom("give either `name` or `class`, once"));
+                    }
+                    let raw: String = map.next_value()?;
+                    name = Some(canonical_name(&key, &raw).map_err(de::Error::custom)?);
+                }
+                "config" => match &name {
+                    Some(n) => config = Some(map.next_value_seed(ConfigSeed(n))?),
+                    None => buffered = Some(map.next_value()?),
+                },
+                "image" => {
+                    let _: serde_yaml::Value = map.next_value()?;
+                }
+                other => {
+                    return Err(de::Error::custom(format!(
+                        "unknown key `{other}` in a module entry (expected name/class, config)"
+                    )))
+                }
+            }
+        }
+        let name =
+            name.ok_or_else(|| de::Error::custom("a module entry needs `name` (or `class`)"))?;
+        let config = match (config, buffered) {
+            (Some(c), _) => c,
+            (None, Some(v)) => ConfigSeed(&name)
+                .deserialize(v)
+                .map_err(de::Error::custom)?,
+            (None, None) => ConfigSeed(&name)
+                .deserialize(serde_yaml::Value::Null)
+                .map_err(de::Error::custom)?,
+        };
+        Ok(Entry { name, config })
+    }
+}
+
+pub(super) fn canonical_name(key: &str, raw: &str) -> Result<String, String> {
+    if key == "class" {
+        return CLASS_NAMES
+            .iter()
+            .find(|(c, _)| *c == raw)
+            .map(|(_, n)| n.to_string())
+            .ok_or_else(|| format!("unknown module class {raw:?}"));
+    }
+    let known = [
+        "iii-worker-manager",
+        "iii-stream",
+        "iii-exec",
+        "iii-observability",
+        "iii-telemetry",
+        "iii-engine-functions",
+        "configuration",
+    ];
+    if known.contains(&raw) {
+        Ok(raw.to_string())
+    } else if UNSUPPORTED.contains(&raw) {
+        Err(format!("module {raw:?} is not supported by this engine"))
+    } else {
+        Err(format!(
+            "unknown module {raw:?} (known: {})",
+            known.join(", ")
+        ))
+    }
+}
+
+/// Deserialises a module's `config` into the struct its module name calls for.
+struct ConfigSeed<'a>(&'a str);
+
+impl<'de> DeserializeSeed<'de> for ConfigSeed<'_> {
+    type Value = ModuleConfig;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<ModuleConfig, D::Error> {
+        Ok(match self.0 {
+            "iii-worker-manager" => {
+                let c: Option<ListenerConfig> = Option::deserialize(d)?;
+                ModuleConfig::Listener(Box::new(c.unwrap_or_default()))
+            }
+            "iii-stream" => {
+                let c: Option<StreamConfig> = Option::deserialize(d)?;
+                ModuleConfig::Stream(Box::new(c.unwrap_or_default()))
+            }
+            "iii-exec" => {
+                let c: Option<ExecConfig> = Option::deserialize(d)?;
+                ModuleConfig::Exec(c.ok_or_else(|| {
+                    de::Error::custom("iii-exec needs a config with an `exec` list")
+                })?)
+            }
+            "iii-observability" => {
+                let c: Option<serde_yaml::Mapping> = Option::deserialize(d)?;
+                for key in c.iter().flat_map(|m| m.keys()) {
+                    let k = key.as_str().unwrap_or("");
+                    if !OBSERVABILITY_KEYS.contains(&k) {
+                        return Err(de::Error::custom(format!(
+                            "unknown key `{k}` for iii-observability"
+                        )));
+                    }
+                }
+                ModuleConfig::Accepted
+            }
+            _ => {
+                let _: serde_yaml::Value = serde_yaml::Value::deserialize(d)?;
+                ModuleConfig::Accepted
+            }
+        })
+    }
+}

@@ -1,0 +1,216 @@
+//! The stream module's consumer side: what each consumer socket (port 3112) joined, the `sync`
+//! it gets, the changes pushed to it, and slow consumers dropped.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use serde_json::{json, Value};
+
+use super::fanout::BindingKind;
+use super::functions::Change;
+use super::socket::{self, ConsumerFrame};
+use super::{Consumer, StreamActor, Subscription, CONSUMER_STALL_MS};
+use crate::messages::Call;
+use crate::outbox::{Delivery, Outbox};
+use crate::payload::Payload;
+use crate::router::{now_ms, CallRequest};
+
+pub(super) struct ConsumerConn {
+    outbox: Outbox<ConsumerFrame>,
+    context: Value,
+    subs: BTreeMap<String, Subscription>,
+}
+
+impl StreamActor {
+    pub(super) fn push_to_consumers(&mut self, change: &Change, payload: &Payload) {
+        let frame: Arc<str> = Arc::from(payload.as_str());
+        let mut dropped = Vec::new();
+        for (conn_id, conn) in self.consumers.iter_mut() {
+            let hits = conn
+                .subs
+                .values()
+                .filter(|s| {
+                    s.stream == change.stream
+                        && s.group == change.group
+                        && s.item
+                            .as_ref()
+                            .is_none_or(|i| Some(i) == change.id.as_ref())
+                })
+                .count();
+            for _ in 0..hits {
+                if !deliver(*conn_id, conn, ConsumerFrame::Text(frame.clone())) {
+                    dropped.push(*conn_id);
+                    break;
+                }
+            }
+        }
+        for conn in dropped {
+            self.consumer_gone(conn);
+        }
+    }
+
+    /// Sends to one consumer; a slow or gone one is dropped.
+    pub(super) fn send_consumer(&mut self, conn_id: u64, frame: ConsumerFrame) {
+        let Some(conn) = self.consumers.get_mut(&conn_id) else {
+            return;
+        };
+        if !deliver(conn_id, conn, frame) {
+            self.consumer_gone(conn_id);
+        }
+    }
+
+    /// Consumers that stopped draining what is queued for them, found once a second.
+    pub(super) fn check_stalled_consumers(&mut self) {
+        let stalled: Vec<u64> = self
+            .consumers
+            .iter_mut()
+            .filter_map(|(id, c)| {
+                let ms = c.outbox.stalled_for()?;
+                log::warn!(
+                    "stream consumer {id}: slow consumer (nothing drained for {ms} ms); closing it"
+                );
+                c.outbox.force(ConsumerFrame::Close("slow consumer"));
+                Some(*id)
+            })
+            .collect();
+        for id in stalled {
+            self.consumer_gone(id);
+        }
+    }
+
+    pub(super) fn handle_consumer(&mut self, event: Consumer, ctx: &mut Context<Self>) {
+        match event {
+            Consumer::Connected {
+                conn,
+                frames,
+                flow,
+                context,
+            } => {
+                let hard_cap = socket::OUTBOUND_PAUSE * 4;
+                let outbox = Outbox::new(frames, flow, CONSUMER_STALL_MS, hard_cap);
+                self.consumers.insert(
+                    conn,
+                    ConsumerConn {
+                        outbox,
+                        context,
+                        subs: BTreeMap::new(),
+                    },
+                );
+            }
+            Consumer::Join { conn, sub } => self.join(conn, sub, ctx),
+            Consumer::Leave {
+                conn,
+                subscription_id,
+                bytes,
+            } => {
+                let sub = self.consumers.get_mut(&conn).and_then(|c| {
+                    c.outbox.flow().frame_done(bytes);
+                    c.subs.remove(&subscription_id)
+                });
+                if let Some(sub) = sub {
+                    self.run_leave(conn, &sub);
+                }
+            }
+            Consumer::Gone { conn } => self.consumer_gone(conn),
+        }
+    }
+
+    pub(super) fn consumer_gone(&mut self, conn: u64) {
+        if let Some(c) = self.consumers.remove(&conn) {
+            for sub in c.subs.values() {
+                self.fire_kind(BindingKind::Leave, join_payload(sub, &c.context));
+            }
+        }
+    }
+
+    pub(super) fn run_leave(&mut self, conn: u64, sub: &Subscription) {
+        let context = self
+            .consumers
+            .get(&conn)
+            .map(|c| c.context.clone())
+            .unwrap_or(Value::Null);
+        self.fire_kind(BindingKind::Leave, join_payload(sub, &context));
+    }
+
+    /// Runs every `stream:join` trigger in turn; any answer `{"unauthorized": true}` refuses.
+    pub(super) fn join(&mut self, conn: u64, sub: Subscription, ctx: &mut Context<Self>) {
+        let Some(c) = self.consumers.get(&conn) else {
+            return;
+        };
+        let payload = join_payload(&sub, &c.context);
+        let mut hooks: Vec<String> = self
+            .bindings
+            .values()
+            .filter(|b| b.kind == BindingKind::Join)
+            .map(|b| b.function_id.clone())
+            .collect();
+        hooks.sort();
+        let registry = self.registry.clone();
+        let verdict = async move {
+            for function_id in hooks {
+                let res = registry
+                    .send(Call(CallRequest::new(function_id, payload.clone())))
+                    .await;
+                if let Ok(Ok(Some(v))) = res {
+                    if v.to_value().get("unauthorized") == Some(&Value::Bool(true)) {
+                        return false;
+                    }
+                }
+            }
+            true
+        };
+        ctx.spawn(
+            verdict
+                .into_actor(self)
+                .map(move |authorized, act, _| act.finish_join(conn, sub, authorized)),
+        );
+    }
+
+    pub(super) fn finish_join(&mut self, conn: u64, sub: Subscription, authorized: bool) {
+        let event = if !authorized {
+            json!({"type": "unauthorized"})
+        } else {
+            match &sub.item {
+                Some(item) => {
+                    json!({"type": "sync", "data": self.store.get(&sub.stream, &sub.group, item)})
+                }
+                None => json!({"type": "sync", "data": self.store.list(&sub.stream, &sub.group)}),
+            }
+        };
+        let frame = json!({"type": "stream", "timestamp": now_ms(), "streamName": sub.stream,
+                           "groupId": sub.group, "id": sub.item, "event": event});
+        let Some(c) = self.consumers.get_mut(&conn) else {
+            return;
+        };
+        c.outbox.flow().call_finished();
+        if authorized {
+            c.subs.insert(sub.id.clone(), sub);
+        }
+        self.send_consumer(conn, ConsumerFrame::Text(Arc::from(frame.to_string())));
+    }
+}
+
+/// Queues a frame for a consumer; false when the consumer must be dropped (it is told to close).
+fn deliver(conn_id: u64, conn: &mut ConsumerConn, frame: ConsumerFrame) -> bool {
+    let bytes = frame.wire_len();
+    match conn.outbox.send(frame, bytes) {
+        Delivery::Sent => true,
+        Delivery::Closed => false,
+        Delivery::Stalled { ms } => {
+            log::warn!("stream consumer {conn_id}: slow consumer (nothing drained for {ms} ms); closing it");
+            conn.outbox.force(ConsumerFrame::Close("slow consumer"));
+            false
+        }
+        Delivery::Overflow { queued } => {
+            log::warn!("stream consumer {conn_id}: slow consumer ({queued} bytes queued for it); closing it");
+            conn.outbox.force(ConsumerFrame::Close("slow consumer"));
+            false
+        }
+    }
+}
+
+fn join_payload(sub: &Subscription, context: &Value) -> Value {
+    json!({"subscription_id": sub.id, "stream_name": sub.stream, "group_id": sub.group,
+           "id": sub.item, "context": context})
+}

@@ -1,0 +1,210 @@
+//! The stream module's trigger side: `stream`, `stream:join` and `stream:leave` bindings, and
+//! the fan-out of each change to the functions bound to it. Fan-out never waits for a
+//! subscriber: each fire is an independent call, and the registry delivers them to each worker
+//! in the order they were fired, so one item's events reach every subscriber in write order. A
+//! binding with a `condition_function_id` has its own queue so its events stay in order while
+//! its condition runs.
+
+use std::collections::VecDeque;
+
+use actix::prelude::*;
+use serde_json::Value;
+
+use super::functions::Change;
+use super::StreamActor;
+use crate::messages::{Call, FireTrigger, TriggerRejected};
+use crate::payload::Payload;
+use crate::protocol::ErrorBody;
+use crate::router::{now_ms, CallRequest};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum BindingKind {
+    Change,
+    Join,
+    Leave,
+}
+
+/// A trigger binding of one of this module's types.
+#[derive(Debug, Clone)]
+pub(super) struct Binding {
+    pub kind: BindingKind,
+    pub function_id: String,
+    pub stream: String,
+    pub group: Option<String>,
+    pub item: Option<String>,
+    pub condition: Option<String>,
+    pub metadata: Option<Value>,
+}
+
+impl Binding {
+    fn matches(&self, c: &Change) -> bool {
+        self.kind == BindingKind::Change
+            && self.stream == c.stream
+            && self.group.as_ref().is_none_or(|g| *g == c.group)
+            && self.item.as_ref().is_none_or(|i| Some(i) == c.id.as_ref())
+    }
+}
+
+/// Events waiting for a binding's condition function, in order.
+#[derive(Default)]
+pub(super) struct ConditionQueue {
+    busy: bool,
+    events: VecDeque<Payload>,
+}
+
+impl StreamActor {
+    /// Fires matching triggers and pushes the change to matching subscriptions.
+    pub(super) fn announce(&mut self, change: &Change, ctx: &mut Context<Self>) {
+        let payload = Payload::from_value(&change.payload(now_ms()));
+        let mut conditioned = Vec::new();
+        for (id, b) in self.bindings.iter().filter(|(_, b)| b.matches(change)) {
+            if b.condition.is_some() {
+                conditioned.push(id.clone());
+            } else {
+                self.registry.do_send(FireTrigger {
+                    function_id: b.function_id.clone(),
+                    data: payload.clone(),
+                    metadata: b.metadata.clone(),
+                });
+            }
+        }
+        for id in conditioned {
+            self.conditions
+                .entry(id.clone())
+                .or_default()
+                .events
+                .push_back(payload.clone());
+            self.next_condition(id, ctx);
+        }
+        if !self.consumers.is_empty() {
+            self.push_to_consumers(change, &payload);
+        }
+    }
+
+    /// Runs the next queued event of a conditioned binding, if it is idle. Only a result that
+    /// is literally `false`, or an error, skips the event (§5.3).
+    pub(super) fn next_condition(&mut self, id: String, ctx: &mut Context<Self>) {
+        let Some(queue) = self.conditions.get_mut(&id) else {
+            return;
+        };
+        if queue.busy {
+            return;
+        }
+        let Some(payload) = queue.events.pop_front() else {
+            return;
+        };
+        let Some(b) = self.bindings.get(&id) else {
+            self.conditions.remove(&id);
+            return;
+        };
+        queue.busy = true;
+        let condition = b.condition.clone().unwrap_or_default();
+        let fire = FireTrigger {
+            function_id: b.function_id.clone(),
+            data: payload.clone(),
+            metadata: b.metadata.clone(),
+        };
+        let check = self
+            .registry
+            .send(Call(CallRequest::new(condition.clone(), payload)));
+        ctx.spawn(check.into_actor(self).map(move |res, act, ctx| {
+            match res {
+                Ok(Ok(Some(p))) if p.as_str() == "false" => {}
+                Ok(Ok(_)) => act.registry.do_send(fire),
+                Ok(Err(e)) => log::warn!(
+                    "trigger {id}: condition {condition} failed ({}); event skipped",
+                    e.message
+                ),
+                Err(_) => {}
+            }
+            if let Some(q) = act.conditions.get_mut(&id) {
+                q.busy = false;
+            }
+            act.next_condition(id, ctx);
+        }));
+    }
+
+    pub(super) fn bind(
+        &mut self,
+        id: String,
+        trigger_type: &str,
+        function_id: String,
+        config: Value,
+        metadata: Option<Value>,
+    ) {
+        let kind = match trigger_type {
+            "stream" => BindingKind::Change,
+            "stream:join" => BindingKind::Join,
+            _ => BindingKind::Leave,
+        };
+        let binding = match parse_binding(kind, function_id, &config, metadata) {
+            Ok(b) => b,
+            Err(message) => {
+                log::warn!("trigger {id}: {message}");
+                self.registry.do_send(TriggerRejected {
+                    trigger_id: id,
+                    error: ErrorBody::new("trigger_registration_failed", message),
+                });
+                return;
+            }
+        };
+        log::debug!("trigger {id}: {trigger_type} -> {}", binding.function_id);
+        self.bindings.insert(id, binding);
+    }
+
+    pub(super) fn unbind(&mut self, id: &str) {
+        self.bindings.remove(id);
+        self.conditions.remove(id);
+    }
+
+    pub(super) fn fire_kind(&self, kind: BindingKind, payload: Value) {
+        let payload = Payload::from_value(&payload);
+        for b in self.bindings.values().filter(|b| b.kind == kind) {
+            self.registry.do_send(FireTrigger {
+                function_id: b.function_id.clone(),
+                data: payload.clone(),
+                metadata: b.metadata.clone(),
+            });
+        }
+    }
+}
+
+/// Validates a binding's config: `stream` needs `stream_name`; join/leave take no filters.
+fn parse_binding(
+    kind: BindingKind,
+    function_id: String,
+    config: &Value,
+    metadata: Option<Value>,
+) -> Result<Binding, String> {
+    let text = |key: &str| -> Result<Option<String>, String> {
+        match config.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.is_empty() => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(format!(
+                "Failed to deserialize stream trigger: `{key}` must be a string, got {other}"
+            )),
+        }
+    };
+    let mut b = Binding {
+        kind,
+        function_id,
+        stream: String::new(),
+        group: None,
+        item: None,
+        condition: None,
+        metadata,
+    };
+    if kind != BindingKind::Change {
+        return Ok(b);
+    }
+    if !config.is_object() {
+        return Err("Failed to deserialize stream trigger: the config must be an object".into());
+    }
+    b.stream = text("stream_name")?
+        .ok_or("Failed to deserialize stream trigger: missing field `stream_name`")?;
+    b.group = text("group_id")?;
+    b.item = text("item_id")?;
+    b.condition = text("condition_function_id")?;
+    Ok(b)
+}
