@@ -29,6 +29,10 @@ use futures_util::Stream;
 
 use crate::outbox::mono_ms;
 
+/// Bytes of complete frames a socket may have read ahead of the codec. A frame that is still
+/// arriving never counts against it (the codec needs all of it, up to the frame limit).
+const READ_AHEAD: usize = 256 << 10;
+
 /// How often a socket paused only by its listener's [`Budget`] looks again (the budget has no
 /// list of waiters to wake).
 const BUDGET_RECHECK: Duration = Duration::from_millis(5);
@@ -106,12 +110,20 @@ pub struct Flow {
     budget: Arc<Budget>,
     queued_frames: AtomicUsize,
     queued_bytes: AtomicUsize,
+    /// Bytes read off the socket that the WebSocket codec has not turned into frames yet.
+    unparsed: AtomicUsize,
+    /// Whole frames read off the socket, and frames the codec handed over: when they are
+    /// equal, what is unparsed is one frame still arriving.
+    frames_read: AtomicU64,
+    frames_parsed: AtomicU64,
     inflight: AtomicUsize,
     outbound: AtomicUsize,
     /// The reader was stopped and waits for a wake-up.
     paused: AtomicBool,
     /// Held closed regardless of the counts (a telemetry socket before its auth finished).
     held: AtomicBool,
+    /// Not read before this `mono_ms` (a connection slowed down for abuse), 0 for none.
+    throttled_until: AtomicU64,
     waker: AtomicWaker,
     /// When the socket actor last wrote something out (`mono_ms`).
     progress: AtomicU64,
@@ -124,10 +136,14 @@ impl Flow {
             budget,
             queued_frames: AtomicUsize::new(0),
             queued_bytes: AtomicUsize::new(0),
+            unparsed: AtomicUsize::new(0),
+            frames_read: AtomicU64::new(0),
+            frames_parsed: AtomicU64::new(0),
             inflight: AtomicUsize::new(0),
             outbound: AtomicUsize::new(0),
             paused: AtomicBool::new(false),
             held: AtomicBool::new(false),
+            throttled_until: AtomicU64::new(0),
             waker: AtomicWaker::new(),
             progress: AtomicU64::new(mono_ms()),
         })
@@ -151,11 +167,18 @@ impl Flow {
         &self.limits
     }
 
+    fn throttled(&self) -> Option<u64> {
+        let until = self.throttled_until.load(SeqCst);
+        (until > mono_ms()).then_some(until)
+    }
+
     fn over(&self) -> bool {
         let l = &self.limits;
         self.held.load(SeqCst)
+            || self.throttled().is_some()
             || self.queued_frames.load(SeqCst) >= l.queued_frames
             || self.queued_bytes.load(SeqCst) >= l.queued_bytes
+            || self.read_ahead() >= READ_AHEAD.min(l.queued_bytes)
             || self.inflight.load(SeqCst) >= l.inflight_calls
             || self.outbound.load(SeqCst) >= l.outbound_bytes
             || self.budget.over()
@@ -165,8 +188,10 @@ impl Flow {
     fn relieved(&self) -> bool {
         let l = &self.limits;
         !self.held.load(SeqCst)
+            && self.throttled().is_none()
             && self.queued_frames.load(SeqCst) <= l.queued_frames / 2
             && self.queued_bytes.load(SeqCst) <= l.queued_bytes / 2
+            && self.read_ahead() <= READ_AHEAD.min(l.queued_bytes) / 2
             && self.inflight.load(SeqCst) <= l.inflight_calls / 2
             && self.outbound.load(SeqCst) <= l.outbound_bytes / 2
             && !self.budget.over()
@@ -190,15 +215,26 @@ impl Flow {
             self.paused.store(false, SeqCst);
             return Poll::Ready(());
         }
-        if self.budget.over() {
-            // Nobody wakes a socket for the listener's budget: look again shortly.
+        // Nobody wakes a socket for the listener's budget or at the end of a throttle: look
+        // again then.
+        let again = match self.throttled() {
+            Some(until) => Some(Duration::from_millis(until.saturating_sub(mono_ms()) + 1)),
+            None => self.budget.over().then_some(BUDGET_RECHECK),
+        };
+        if let Some(after) = again {
             let waker = cx.waker().clone();
             actix::spawn(async move {
-                tokio::time::sleep(BUDGET_RECHECK).await;
+                tokio::time::sleep(after).await;
                 waker.wake();
             });
         }
         Poll::Pending
+    }
+
+    /// Stops reading the connection for `for_ms` (it is flooding the engine with work it
+    /// refuses).
+    pub fn throttle(&self, for_ms: u64) {
+        self.throttled_until.store(mono_ms() + for_ms, SeqCst);
     }
 
     /// Wakes the reader if it is paused and may go on.
@@ -214,6 +250,29 @@ impl Flow {
         if !held {
             self.recheck();
         }
+    }
+
+    /// Bytes read ahead of the codec, unless all of them belong to one frame still arriving.
+    fn read_ahead(&self) -> usize {
+        if self.frames_read.load(SeqCst) > self.frames_parsed.load(SeqCst) {
+            self.unparsed.load(SeqCst)
+        } else {
+            0
+        }
+    }
+
+    /// `bytes` were read off the socket, completing `frames` frames (the codec holds them until
+    /// it hands them over).
+    fn bytes_read(&self, bytes: usize, frames: u64) {
+        self.unparsed.fetch_add(bytes, SeqCst);
+        self.frames_read.fetch_add(frames, SeqCst);
+    }
+
+    /// The codec handed over a frame of `bytes` (its header included).
+    pub fn bytes_parsed(&self, bytes: usize) {
+        sub(&self.unparsed, bytes);
+        self.frames_parsed.fetch_add(1, SeqCst);
+        self.recheck();
     }
 
     /// The socket read a frame of `bytes` that the engine now holds.
@@ -279,27 +338,119 @@ fn sub(counter: &AtomicUsize, n: usize) {
     let _ = counter.fetch_update(SeqCst, SeqCst, |c| Some(c.saturating_sub(n)));
 }
 
-/// A byte stream that is not read while its [`Flow`] is paused.
+/// A byte stream that is not read while its [`Flow`] is paused. It follows the WebSocket frame
+/// boundaries of what it reads (headers only), so the flow knows how much of it is whole frames
+/// waiting for the codec.
 pub struct Gated<S> {
     inner: S,
     flow: Arc<Flow>,
+    frames: FrameScan,
 }
 
 impl<S> Gated<S> {
     pub fn new(inner: S, flow: Arc<Flow>) -> Self {
-        Gated { inner, flow }
+        Gated {
+            inner,
+            flow,
+            frames: FrameScan::default(),
+        }
     }
 }
 
-impl<S: Stream + Unpin> Stream for Gated<S> {
+/// Where in the WebSocket frame sequence a byte stream is.
+#[derive(Debug, Default)]
+struct FrameScan {
+    /// Header bytes of the frame being read, until the header is whole.
+    header: Vec<u8>,
+    /// Payload bytes of the current frame still to come (after its header).
+    payload_left: u64,
+    in_payload: bool,
+}
+
+impl FrameScan {
+    /// Reads `bytes`; returns how many frames they completed.
+    fn feed(&mut self, mut bytes: &[u8]) -> u64 {
+        let mut done = 0;
+        while !bytes.is_empty() {
+            if self.in_payload {
+                let take = (self.payload_left.min(bytes.len() as u64)) as usize;
+                self.payload_left -= take as u64;
+                bytes = &bytes[take..];
+                if self.payload_left == 0 {
+                    self.in_payload = false;
+                    done += 1;
+                }
+                continue;
+            }
+            self.header.push(bytes[0]);
+            bytes = &bytes[1..];
+            if let Some(payload) = header_complete(&self.header) {
+                self.header.clear();
+                if payload == 0 {
+                    done += 1;
+                } else {
+                    self.payload_left = payload;
+                    self.in_payload = true;
+                }
+            }
+        }
+        done
+    }
+}
+
+/// The payload length, once `header` holds a whole frame header.
+fn header_complete(header: &[u8]) -> Option<u64> {
+    let &[_, b1, ..] = header else {
+        return None;
+    };
+    let masked = b1 & 0x80 != 0;
+    let (ext, len7) = match b1 & 0x7f {
+        126 => (2, None),
+        127 => (8, None),
+        n => (0, Some(u64::from(n))),
+    };
+    let need = 2 + ext + if masked { 4 } else { 0 };
+    if header.len() < need {
+        return None;
+    }
+    Some(len7.unwrap_or_else(|| {
+        header[2..2 + ext]
+            .iter()
+            .fold(0u64, |n, b| (n << 8) | u64::from(*b))
+    }))
+}
+
+impl<S, B, E> Stream for Gated<S>
+where
+    S: Stream<Item = Result<B, E>> + Unpin,
+    B: AsRef<[u8]>,
+{
     type Item = S::Item;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
         if self.flow.poll_ready(cx).is_pending() {
             return Poll::Pending;
         }
-        Pin::new(&mut self.inner).poll_next(cx)
+        let next = Pin::new(&mut self.inner).poll_next(cx);
+        if let Poll::Ready(Some(Ok(chunk))) = &next {
+            let bytes = chunk.as_ref();
+            let frames = self.frames.feed(bytes);
+            self.flow.bytes_read(bytes.len(), frames);
+        }
+        next
     }
+}
+
+/// The size on the wire of a frame from a client whose payload is `payload` bytes: the
+/// header (2 bytes, plus 2 or 8 for the length, plus the 4-byte mask every client frame
+/// carries) and the payload.
+pub fn client_frame_len(payload: usize) -> usize {
+    let length = match payload {
+        0..=125 => 0,
+        126..=65535 => 2,
+        _ => 8,
+    };
+    2 + length + 4 + payload
 }
 
 #[cfg(test)]
@@ -358,6 +509,29 @@ mod tests {
         assert!(ready(&f));
         f.frame_in(2000);
         assert!(!ready(&f));
+    }
+
+    #[test]
+    fn whole_frames_read_ahead_can_pause_a_frame_still_arriving_cannot() {
+        let f = flow();
+        f.bytes_read(5000, 0);
+        assert!(ready(&f), "one big frame still arriving: keep reading");
+        f.bytes_read(100, 2);
+        assert!(!ready(&f), "whole frames wait for the codec");
+        f.bytes_parsed(client_frame_len(4500));
+        f.bytes_parsed(client_frame_len(500));
+        assert!(ready(&f));
+        let mut scan = FrameScan::default();
+        let small = [0x81, 0x80 | 3, 1, 2, 3, 4, b'a', b'b', b'c'];
+        let mut big = vec![0x82, 0x80 | 126, 0x01, 0x00, 9, 9, 9, 9];
+        big.extend(std::iter::repeat_n(0u8, 256));
+        let stream: Vec<u8> = [&small[..], &big, &small, &[0x89, 0x80, 1, 2, 3, 4]].concat();
+        let total: u64 = stream.chunks(7).map(|c| scan.feed(c)).sum();
+        assert_eq!(total, 4);
+        assert!(!scan.in_payload && scan.header.is_empty());
+        assert_eq!(client_frame_len(0), 6);
+        assert_eq!(client_frame_len(126), 8 + 126);
+        assert_eq!(client_frame_len(70_000), 14 + 70_000);
     }
 
     #[test]

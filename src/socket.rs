@@ -24,7 +24,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
 use bytes::{Bytes, BytesMut};
 
-use crate::flow::{Budget, Flow, Gated};
+use crate::flow::{client_frame_len, Budget, Flow, Gated};
 
 /// Flips to `true` when the engine shuts down; every socket then closes with 1001.
 pub type Shutdown = tokio::sync::watch::Receiver<bool>;
@@ -103,6 +103,19 @@ pub fn upgrade<P: Protocol>(
     ws::WsResponseBuilder::new(socket, req, Gated::new(payload, flow))
         .frame_size(limits.max_frame_bytes)
         .start()
+}
+
+/// The payload size of a frame the codec decoded (what [`client_frame_len`] counts from).
+fn payload_len(msg: &ws::Message) -> usize {
+    match msg {
+        ws::Message::Text(t) => t.len(),
+        ws::Message::Binary(b) | ws::Message::Ping(b) | ws::Message::Pong(b) => b.len(),
+        ws::Message::Continuation(
+            Item::FirstText(b) | Item::FirstBinary(b) | Item::Continue(b) | Item::Last(b),
+        ) => b.len(),
+        ws::Message::Close(Some(r)) => 2 + r.description.as_ref().map_or(0, String::len),
+        ws::Message::Close(None) | ws::Message::Nop => 0,
+    }
 }
 
 /// Closes the socket with `code` and `reason`.
@@ -229,7 +242,10 @@ impl<P: Protocol> StreamHandler<Result<ws::Message, ws::ProtocolError>> for Sock
         self.last_inbound = Instant::now();
         let label = self.proto.label();
         let msg = match item {
-            Ok(m) => m,
+            Ok(m) => {
+                self.flow.bytes_parsed(client_frame_len(payload_len(&m)));
+                m
+            }
             Err(ws::ProtocolError::Overflow) => {
                 let max = self.limits.max_frame_bytes;
                 log::warn!("{label}: frame over {max} bytes; closing");

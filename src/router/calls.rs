@@ -148,6 +148,9 @@ impl Router {
                     inv.function_id
                 );
             }
+            if let Some(c) = self.conns.get_mut(&worker_id) {
+                c.refused();
+            }
             let err = EngineError::Forbidden {
                 function_id: inv.function_id.clone(),
                 hint: hint.to_string(),

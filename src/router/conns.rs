@@ -26,6 +26,11 @@ use crate::payload::Payload;
 use crate::protocol::{self, ErrorBody, ErrorFrame};
 use crate::rbac::{SessionPolicy, PREFIX_SEPARATOR};
 
+/// Refusals (denied calls, refused registrations) one connection may earn per second; past
+/// that it is not read for [`THROTTLE_MS`]: a flood of work the engine refuses must not take
+/// the engine's time from everyone else.
+const REFUSALS_PER_SECOND: u32 = 200;
+const THROTTLE_MS: u64 = 500;
 /// How often a connection waiting for its auth function to be registered asks again.
 const AUTH_RETRY: Duration = Duration::from_millis(100);
 /// Registration prefixes an auth function may not hand out (they would shadow the engine).
@@ -84,9 +89,28 @@ pub(crate) struct Conn {
     /// Engine ids of calls this connection is waiting for, and the caller-side ids in flight.
     pub calling: IdSet,
     pub caller_ids: HashSet<Uuid>,
+    /// Refusals in the current second: (second, count).
+    pub refusals: (u64, u32),
 }
 
 impl Conn {
+    /// Counts a refusal; past [`REFUSALS_PER_SECOND`] the connection is throttled.
+    pub fn refused(&mut self) {
+        let second = crate::outbox::mono_ms() / 1000;
+        if self.refusals.0 != second {
+            self.refusals = (second, 0);
+        }
+        self.refusals.1 += 1;
+        if self.refusals.1 == REFUSALS_PER_SECOND {
+            log::warn!(
+                "a connection earned {REFUSALS_PER_SECOND} refusals within a second; not reading it for {THROTTLE_MS} ms"
+            );
+            self.flow.throttle(THROTTLE_MS);
+        } else if self.refusals.1 > REFUSALS_PER_SECOND {
+            self.flow.throttle(THROTTLE_MS);
+        }
+    }
+
     /// Is this connection on a listener with an `rbac` block (a public port)?
     pub fn public(&self) -> bool {
         self.listener.rbac.is_some()
@@ -134,6 +158,7 @@ impl Router {
                 serving: IdSet::default(),
                 calling: IdSet::default(),
                 caller_ids: HashSet::new(),
+                refusals: (0, 0),
             },
         );
         match auth {
@@ -343,6 +368,9 @@ impl Router {
     ) {
         if self.denials.allow() {
             log::warn!("worker {worker_id}: {what} denied: {reason}");
+        }
+        if let Some(c) = self.conns.get_mut(&worker_id) {
+            c.refused();
         }
         let error = ErrorBody::new(code, format!("{what} denied: {reason}"));
         self.send_frame(

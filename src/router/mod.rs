@@ -1,6 +1,6 @@
 //! The router: the engine's routing state as plain data. Functions, trigger types, trigger
-//! bindings, connections and calls in flight live here; nothing here touches a socket, an
-//! actor or a clock it was not given.
+//! bindings, connections and calls in flight live here; nothing here touches a socket or an
+//! actor (it reads the clock for deadlines; expiry itself comes with [`Event::Tick`]).
 //!
 //! ```text
 //!                 Event                         Router                          Effect
