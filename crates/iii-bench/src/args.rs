@@ -1,6 +1,6 @@
 //! Command-line parsing for `iii-bench`: a tiny `--name value` / `--name=value` / `--flag`
 //! parser (no extra dependency), byte sizes (`100`, `10k`, `10KiB`, `1m`, `1MiB`) and
-//! comma-separated lists (`1,16,64`).
+//! comma-separated lists of counts (`1,16,64`) or names (`always,every_second`).
 
 /// The arguments after the subcommand, consumed option by option; whatever is left over at
 /// the end is an error.
@@ -60,6 +60,35 @@ impl Args {
             None => Ok(default.to_vec()),
             Some(v) => parse_list(&v).map_err(|e| format!("{name}: {e}")),
         }
+    }
+
+    /// A comma-separated list of names, each one of `allowed`, with a default.
+    pub fn names_or(
+        &mut self,
+        name: &str,
+        allowed: &[&'static str],
+        default: &[&'static str],
+    ) -> Result<Vec<&'static str>, String> {
+        let Some(v) = self.value(name)? else {
+            return Ok(default.to_vec());
+        };
+        let pick = |p: &str| {
+            allowed
+                .iter()
+                .copied()
+                .find(|a| *a == p)
+                .ok_or_else(|| format!("{name}: unknown {p:?} (one of {})", allowed.join(", ")))
+        };
+        let v: Vec<&'static str> = v
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(pick)
+            .collect::<Result<_, _>>()?;
+        if v.is_empty() {
+            return Err(format!("{name}: empty list"));
+        }
+        Ok(v)
     }
 
     /// A byte size option with a default.
@@ -151,5 +180,12 @@ mod tests {
         assert_eq!(a.list_or("--levels", &[9]), Ok(vec![1, 2]));
         assert_eq!(a.usize_or("--count", 7), Ok(7));
         assert!(a.finish().is_err());
+        let mut a = Args::new(vec!["--kinds=b, a".to_string(), "--bad=c".to_string()]);
+        assert_eq!(
+            a.names_or("--kinds", &["a", "b"], &["a"]),
+            Ok(vec!["b", "a"])
+        );
+        assert!(a.names_or("--bad", &["a", "b"], &["a"]).is_err());
+        assert_eq!(a.names_or("--none", &["a", "b"], &["a"]), Ok(vec!["a"]));
     }
 }

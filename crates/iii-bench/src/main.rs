@@ -10,21 +10,29 @@
 //! | `fanout.rs` | `stream::set` fan-out to S `stream`-trigger subscribers, loss/duplicate check |
 //! | `connections.rs` | C idle connections: connect time, engine RSS per connection |
 //! | `startup.rs` | spawn → first accepted connection |
-//! | `target.rs` | spawned engine vs `--url`, client options, clients on other threads |
+//! | `flood.rs` | engine RSS and a well-behaved caller's latency under one flood at a time |
+//! | `floods.rs` | `flood`'s raw-socket flooders and what they sent and got back |
+//! | `store.rs` | `stream::set` throughput/latency per fsync mode (the `store` scenario) |
+//! | `compaction.rs` | `store`'s compaction check: `stream::get` latency while the store compacts |
+//! | `target.rs` | spawned engine vs `--url`, client options, clients and tasks on other threads |
 //! | `procs.rs` | child processes, scratch dirs, `/proc` readings, the open-file limit |
 //! | `rawws.rs` | the lean idle WebSocket worker |
 //! | `report.rs` | machine info, percentiles, JSON line + tables |
 //! | `args.rs` | option parsing, sizes, lists |
 
 mod args;
+mod compaction;
 mod connections;
 mod fanout;
+mod flood;
+mod floods;
 mod invoke;
 mod procs;
 mod rawws;
 mod relay;
 mod report;
 mod startup;
+mod store;
 mod target;
 
 use std::process::ExitCode;
@@ -42,10 +50,14 @@ Scenarios:
   fanout       stream::set fan-out to 1/10/100 `stream`-trigger subscribers; checks delivery
   connections  100/1,000/10,000 idle workers: connect time, engine RSS per connection
   startup      spawn → first accepted worker connection, 10 times
-  all          every scenario in turn (invoke, invoke --direct, fanout, connections, startup)
+  flood        engine RSS and a well-behaved caller's latency under each kind of flood
+               (slow reader, forbidden calls, pre-auth frames, joins, fragments, 60 MiB call)
+  store        stream::set throughput and latency per fsync mode; reads during compaction
+  all          invoke, invoke --direct, fanout, connections and startup in turn
   relay        run the minimal relay (what invoke --direct spawns)
 
-Where the traffic goes (every scenario):
+Where the traffic goes (every scenario but flood and store, which always spawn an engine
+with their own config):
   --spawn               start our own engine (default): the `iii` binary next to iii-bench, on
                         free ports, temp config (trusted listener + file-based stream module),
                         log level warn; stopped at the end
@@ -58,7 +70,7 @@ Build first: cargo build --release -p iii -p iii-bench
 ";
 
 const ALL_HELP: &str = "\
-iii-bench all — every scenario in turn, with default parameters
+iii-bench all — the engine-facing scenarios in turn, with default parameters
 
 Usage: iii-bench all [--url ws://HOST:PORT | --spawn] [--engine-pid <pid>] [--payload <size>]
 
@@ -90,6 +102,8 @@ fn main() -> ExitCode {
             "fanout" => fanout::HELP,
             "connections" => connections::HELP,
             "startup" => startup::HELP,
+            "flood" => flood::HELP,
+            "store" => store::HELP,
             "all" => ALL_HELP,
             _ => HELP,
         };
@@ -112,6 +126,12 @@ fn main() -> ExitCode {
         "startup" => startup::Opts::parse(&mut a)
             .and_then(|o| a.finish().map(|_| o))
             .and_then(|o| block_on(startup::run(o))),
+        "flood" => flood::Opts::parse(&mut a)
+            .and_then(|o| a.finish().map(|_| o))
+            .and_then(|o| block_on(flood::run(o))),
+        "store" => store::Opts::parse(&mut a)
+            .and_then(|o| a.finish().map(|_| o))
+            .and_then(|o| block_on(store::run(o))),
         "all" => run_all(a),
         other => Err(format!("unknown scenario {other:?} (see --help)")),
     };

@@ -1,7 +1,8 @@
 //! The processes the bench starts and watches: our own engine (the `iii` binary next to the
-//! bench executable, on free ports, with a temporary config and `--ready-file`), the `relay`
-//! baseline (this same executable), a scratch directory that removes itself, the engine's RSS
-//! from `/proc`, and the open-file limit.
+//! bench executable, on free ports, with the default or a scenario's own config and
+//! `--ready-file`), the `relay` baseline (this same executable), a scratch directory that
+//! removes itself, the engine's RSS, peak RSS and CPU time from `/proc`, and the open-file
+//! limit.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -106,9 +107,15 @@ impl Spawned {
     /// Starts our engine on a free port (0) in a fresh scratch directory, log level warn,
     /// and waits for its ready file.
     pub fn engine() -> Result<Spawned, String> {
+        Spawned::engine_with(&engine_config(0), "warn")
+    }
+
+    /// Starts our engine with this config text (its listeners should ask for port 0) and this
+    /// `RUST_LOG` filter, in a fresh scratch directory, and waits for its ready file.
+    pub fn engine_with(config: &str, rust_log: &str) -> Result<Spawned, String> {
         let exe = engine_exe()?;
         let dir = ScratchDir::new("engine")?;
-        let (child, ready_file) = start_engine(&exe, &dir, 0)?;
+        let (child, ready_file) = start_engine_with(&exe, &dir, config, rust_log)?;
         let (child, ready) = wait_ready(child, &dir, &ready_file, Duration::from_secs(20))?;
         let url = ready["listeners"][0]["url"]
             .as_str()
@@ -162,6 +169,27 @@ impl Spawned {
         self.child.id()
     }
 
+    /// The URL of the engine's `i`-th worker listener (in config order).
+    pub fn listener_url(&self, i: usize) -> Result<String, String> {
+        self.ready["listeners"][i]["url"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| {
+                format!(
+                    "the engine's ready file has no listener {i}: {}",
+                    self.ready
+                )
+            })
+    }
+
+    /// The URL of the engine's stream module.
+    pub fn stream_url(&self) -> Result<String, String> {
+        self.ready["stream"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| format!("the engine's ready file has no stream url: {}", self.ready))
+    }
+
     /// Everything the child logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("process.log")).unwrap_or_default()
@@ -200,9 +228,20 @@ fn log_file(dir: &ScratchDir) -> Result<std::fs::File, String> {
         .map_err(|e| format!("cannot create a log file: {e}"))
 }
 
-/// Writes the config into `dir` and starts the engine there (not waiting for it).
+/// Writes the default config into `dir` and starts the engine there (not waiting for it).
 pub fn start_engine(exe: &Path, dir: &ScratchDir, port: u16) -> Result<(Child, PathBuf), String> {
-    std::fs::write(dir.path().join("iii-config.yaml"), engine_config(port))
+    start_engine_with(exe, dir, &engine_config(port), "warn")
+}
+
+/// Writes `config` into `dir` and starts the engine there with this `RUST_LOG` filter (not
+/// waiting for it).
+pub fn start_engine_with(
+    exe: &Path,
+    dir: &ScratchDir,
+    config: &str,
+    rust_log: &str,
+) -> Result<(Child, PathBuf), String> {
+    std::fs::write(dir.path().join("iii-config.yaml"), config)
         .map_err(|e| format!("cannot write the engine config: {e}"))?;
     let ready_file = dir.path().join("ready.json");
     let _ = std::fs::remove_file(&ready_file);
@@ -213,7 +252,7 @@ pub fn start_engine(exe: &Path, dir: &ScratchDir, port: u16) -> Result<(Child, P
         .arg("iii-config.yaml")
         .arg("--ready-file")
         .arg(&ready_file)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", rust_log)
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| e.to_string())?)
         .stderr(log)
@@ -257,10 +296,20 @@ pub fn free_port() -> Result<u16, String> {
 
 /// `VmRSS` of a process, in KiB.
 pub fn rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// `VmHWM` (the peak RSS since the process started) of a process, in KiB.
+pub fn hwm_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmHWM:")
+}
+
+/// A `kB` field of `/proc/<pid>/status`.
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 

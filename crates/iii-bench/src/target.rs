@@ -1,11 +1,15 @@
 //! Where a scenario sends its traffic — our own spawned engine or one at `--url` — and the
 //! helpers every scenario shares to put workers (our Rust [`Client`]) on it: client options
-//! for benchmarking and starting a client on a chosen arbiter (thread).
+//! for benchmarking, starting a client (or any task) on a chosen arbiter (thread), waiting
+//! until a function is callable, and calling one at a steady pace.
 
-use std::time::Duration;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::ArbiterHandle;
-use iii_client::{Backoff, Client, ClientOptions};
+use iii_client::{Backoff, Client, ClientOptions, TriggerRequest};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
@@ -51,6 +55,18 @@ impl Common {
             None => Ok(Target::Spawned(Box::new(Spawned::engine()?))),
         }
     }
+}
+
+/// For a scenario that always spawns its engine with its own config: refuses `--url` and
+/// `--engine-pid` (saying `why`), accepts `--spawn`.
+pub fn spawn_only(a: &mut crate::args::Args, scenario: &str, why: &str) -> Result<(), String> {
+    if a.value("--url")?.is_some() || a.value("--engine-pid")?.is_some() {
+        return Err(format!(
+            "{scenario} spawns its own engine ({why}); --url and --engine-pid are not supported"
+        ));
+    }
+    a.flag("--spawn");
+    Ok(())
 }
 
 /// An engine to talk to.
@@ -136,6 +152,77 @@ where
     }
     rx.await
         .map_err(|_| "the client thread dropped the connection attempt".to_string())?
+}
+
+/// Runs the future `make` returns on `arbiter` (it need not be `Send`: it is built there);
+/// its output arrives on the returned receiver.
+pub fn run_on<F, Fut, T>(arbiter: &ArbiterHandle, make: F) -> oneshot::Receiver<T>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    let (tx, rx) = oneshot::channel();
+    arbiter.spawn_fn(move || {
+        actix::spawn(async move {
+            let _ = tx.send(make().await);
+        });
+    });
+    rx
+}
+
+/// Calls `function_id` until it answers (registrations are asynchronous), for up to 15 s.
+pub async fn wait_callable(client: &Client, function_id: &str) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut last = String::from("no answer");
+    while Instant::now() < deadline {
+        let req = TriggerRequest {
+            function_id: function_id.into(),
+            payload: json!({"probe": true}),
+            timeout: Some(Duration::from_secs(2)),
+            metadata: None,
+        };
+        match client.trigger_with(req).await {
+            Ok(_) => return Ok(()),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err(format!("{function_id} never became callable: {last}"))
+}
+
+/// Calls `function_id` every `interval` (a late call delays the next, none is skipped) until
+/// `stop`, each with a 10 s deadline; returns the latencies in µs, the failures and the first
+/// error, and shuts the client down.
+pub async fn call_every(
+    client: Client,
+    function_id: &str,
+    interval: Duration,
+    stop: Arc<AtomicBool>,
+) -> (Vec<u64>, usize, Option<String>) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (mut samples, mut failures, mut first_error) = (Vec::new(), 0, None);
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        tick.tick().await;
+        n += 1;
+        let req = TriggerRequest {
+            function_id: function_id.into(),
+            payload: json!({"n": n}),
+            timeout: Some(Duration::from_secs(10)),
+            metadata: None,
+        };
+        let t = Instant::now();
+        let outcome = client.trigger_with(req).await;
+        samples.push(crate::report::us(t.elapsed()));
+        if let Err(e) = outcome {
+            failures += 1;
+            first_error.get_or_insert_with(|| e.to_string());
+        }
+    }
+    client.shutdown().await;
+    (samples, failures, first_error)
 }
 
 /// `n` client threads (arbiters); stopped when the returned value is dropped.

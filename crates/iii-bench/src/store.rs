@@ -1,0 +1,335 @@
+//! The `store` scenario: `stream::set` throughput and latency through the engine into its
+//! file-based store, for each fsync mode, then the compaction check (`compaction.rs`).
+//!
+//! Each fsync mode gets a fresh engine with the scenario's own config (file-based kv adapter
+//! with that `fsync`). A writer (our Rust client, a fresh one per phase) does warm-up sets,
+//! then sequential sets, then a fixed number of sets at each concurrency; every key is new.
+//! Reported per phase: sets/s, latency, the engine's CPU per set. Target: fsync `always` at
+//! 64 in flight ≥ 5,000 sets/s.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use iii_client::Client;
+use serde_json::{json, Value};
+
+use crate::args::Args;
+use crate::compaction;
+use crate::procs::{self, Spawned};
+use crate::report::{self, Stats, Table};
+use crate::target;
+
+pub const HELP: &str = "\
+iii-bench store — stream::set throughput and latency per fsync mode, and a compaction check
+
+Usage: iii-bench store [options]
+
+For each fsync mode, spawns an engine whose stream module keeps a file-based store with that
+mode, then measures stream::set (new keys, the payload in `data`): sequential sets, then a
+fixed number of sets at each concurrency. Then, unless --compaction off, a writer keeps
+writing new 1 KiB items into a store that compacts past 1 MiB of log while a sequential reader
+does stream::get; the reader's latency and the number of compactions are reported.
+
+Options:
+  --fsync <list>          fsync modes: every_second, always (default every_second,always)
+  --payload <size>        size of each item's `data`: 100, 1k, 1MiB (default 100)
+  --warmup <n>            warm-up sets, not measured (default 200)
+  --sequential <n>        sequential sets for latency (default 2000)
+  --concurrency <list>    sets in flight per level (default 1,64)
+  --sets <n>              sets per concurrency level (default 10000 with every_second,
+                          3000 with always)
+  --compaction on|off     run the compaction check (default on)
+  --compaction-seconds <n>  how long the compaction check runs, per fsync mode (default 5)
+  -h, --help              this help
+
+The engine is always spawned (the scenario needs its own store settings), so --url is refused;
+its store lives in a scratch directory under $TMPDIR (default /tmp): that disk is measured.
+Output: one JSON line, then tables. Exit status 1 if a set or get failed or fsync always at 64
+in flight stayed under 5,000 sets/s.
+";
+
+const TARGET_SETS_PER_S: f64 = 5000.0;
+
+pub struct Opts {
+    pub fsync: Vec<&'static str>,
+    pub payload: usize,
+    pub warmup: usize,
+    pub sequential: usize,
+    pub levels: Vec<usize>,
+    pub sets: Option<usize>,
+    pub compaction: bool,
+    pub compaction_time: Duration,
+}
+
+impl Opts {
+    pub fn parse(a: &mut Args) -> Result<Opts, String> {
+        target::spawn_only(a, "store", "it needs its own store settings")?;
+        let modes = &["every_second", "always"];
+        let o = Opts {
+            fsync: a.names_or("--fsync", modes, modes)?,
+            payload: a.size_or("--payload", 100)?,
+            warmup: a.usize_or("--warmup", 200)?,
+            sequential: a.usize_or("--sequential", 2000)?,
+            levels: a.list_or("--concurrency", &[1, 64])?,
+            sets: a
+                .value("--sets")?
+                .map(|v| crate::args::parse_count(&v).map_err(|e| format!("--sets: {e}")))
+                .transpose()?,
+            compaction: match a.value("--compaction")?.as_deref() {
+                None | Some("on") => true,
+                Some("off") => false,
+                Some(other) => return Err(format!("--compaction takes on or off, got {other:?}")),
+            },
+            compaction_time: Duration::from_secs(a.usize_or("--compaction-seconds", 5)? as u64),
+        };
+        if o.levels.contains(&0) {
+            return Err("--concurrency levels must be at least 1".into());
+        }
+        Ok(o)
+    }
+}
+
+/// The engine config: the default trusted listener and a file-based store.
+pub fn config(fsync: &str, compact_threshold: Option<u64>) -> String {
+    let compact = compact_threshold
+        .map(|b| format!(", compact_threshold_bytes: {b}"))
+        .unwrap_or_default();
+    format!(
+        "workers:\n  - name: iii-worker-manager\n    config: {{host: 127.0.0.1, port: 0}}\n  \
+         - name: iii-stream\n    config:\n      host: 127.0.0.1\n      port: 0\n      \
+         adapter: {{name: kv, config: {{store_method: file_based, file_path: ./data/stream_store, \
+         fsync: {fsync}{compact}}}}}\n"
+    )
+}
+
+/// One measured phase.
+struct Phase {
+    in_flight: usize,
+    sets: usize,
+    elapsed: Duration,
+    stats: Stats,
+    errors: usize,
+    first_error: Option<String>,
+    engine_cpu: Option<Duration>,
+}
+
+impl Phase {
+    fn per_s(&self) -> f64 {
+        self.sets as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    fn cpu_us(&self) -> Option<f64> {
+        self.engine_cpu
+            .map(|d| d.as_secs_f64() * 1e6 / self.sets.max(1) as f64)
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "in_flight": self.in_flight,
+            "sets": self.sets,
+            "elapsed_ms": report::ms(self.elapsed),
+            "sets_per_s": self.per_s().round(),
+            "latency": self.stats.json(),
+            "errors": self.errors,
+            "first_error": self.first_error,
+            "engine_cpu_us_per_set": self.cpu_us().map(report::r1),
+        })
+    }
+}
+
+/// `total` sets of new keys `{prefix}-{n}` with `in_flight` outstanding, from this thread.
+async fn sets(
+    writer: &Client,
+    prefix: &str,
+    in_flight: usize,
+    total: usize,
+    data: &Value,
+    pid: u32,
+) -> Phase {
+    let next = Rc::new(Cell::new(0usize));
+    let cpu0 = procs::cpu_time(pid);
+    let started = Instant::now();
+    let lanes = (0..in_flight.min(total.max(1))).map(|_| {
+        let next = next.clone();
+        async move {
+            let (mut samples, mut errors, mut first) = (Vec::new(), 0usize, None::<String>);
+            while next.get() < total {
+                let n = next.get();
+                next.set(n + 1);
+                let item = json!({"stream_name": "bench", "group_id": prefix,
+                                  "item_id": format!("{prefix}-{n}"), "data": data});
+                let t = Instant::now();
+                let r = writer.trigger("stream::set", item).await;
+                samples.push(report::us(t.elapsed()));
+                if let Err(e) = r {
+                    errors += 1;
+                    first.get_or_insert_with(|| e.to_string());
+                }
+            }
+            (samples, errors, first)
+        }
+    });
+    let results = futures_util::future::join_all(lanes).await;
+    let elapsed = started.elapsed();
+    let engine_cpu = cpu0
+        .zip(procs::cpu_time(pid))
+        .map(|(a, b)| b.saturating_sub(a));
+    let (mut samples, mut errors, mut first_error) = (Vec::with_capacity(total), 0, None);
+    for (s, e, f) in results {
+        samples.extend(s);
+        errors += e;
+        first_error = first_error.or(f);
+    }
+    Phase {
+        in_flight,
+        sets: samples.len(),
+        elapsed,
+        stats: Stats::of(&mut samples),
+        errors,
+        first_error,
+        engine_cpu,
+    }
+}
+
+/// All phases of one fsync mode (warm-up first, not kept).
+async fn throughput(o: &Opts, fsync: &str, data: &Value) -> Result<Vec<Phase>, String> {
+    let engine = Spawned::engine_with(&config(fsync, None), "warn")?;
+    let count = o
+        .sets
+        .unwrap_or(if fsync == "always" { 3000 } else { 10_000 });
+    let mut plan = vec![(1, o.warmup), (1, o.sequential)];
+    plan.extend(o.levels.iter().map(|&n| (n, count)));
+    let mut phases = Vec::new();
+    for (i, (in_flight, total)) in plan.into_iter().enumerate() {
+        // A fresh writer per phase, for the reason `invoke` uses a fresh caller per phase.
+        let writer = Client::connect(&engine.url, target::bench_options("bench-writer"))
+            .await
+            .map_err(|e| format!("writer: {e}"))?;
+        let phase = sets(
+            &writer,
+            &format!("p{i}"),
+            in_flight,
+            total,
+            data,
+            engine.pid(),
+        )
+        .await;
+        writer.shutdown().await;
+        if i > 0 {
+            phases.push(phase);
+        }
+    }
+    if phases.iter().any(|p| p.errors > 0) {
+        eprintln!(
+            "---- engine log ({fsync}) ----\n{}---- end ----",
+            engine.log()
+        );
+    }
+    Ok(phases)
+}
+
+/// Runs the scenario; `Ok(false)` when a set or get failed or the target was missed.
+pub async fn run(o: Opts) -> Result<bool, String> {
+    let blob = "x".repeat(o.payload.saturating_sub(r#"{"blob":""}"#.len()));
+    let data = json!({ "blob": blob });
+    let mut table = Table::new(
+        format!(
+            "store — stream::set of new keys, data {} B, through the engine into its file \
+             store; latency in µs; engine CPU µs per set",
+            data.to_string().len()
+        ),
+        &[
+            "fsync",
+            "in flight",
+            "sets",
+            "sets/s",
+            "p50",
+            "p90",
+            "p99",
+            "max",
+            "errors",
+            "engine cpu",
+            "verdict",
+        ],
+    );
+    let mut ctable = compaction::table(o.compaction_time);
+    let (mut modes, mut ok) = (Vec::new(), true);
+    for &fsync in &o.fsync {
+        let phases = throughput(&o, fsync, &data).await?;
+        for (i, p) in phases.iter().enumerate() {
+            ok &= p.errors == 0;
+            let judged = fsync == "always" && i > 0 && p.in_flight == 64;
+            let verdict = if !judged {
+                "-".to_string()
+            } else if p.per_s() >= TARGET_SETS_PER_S {
+                "ok (≥ 5,000/s)".to_string()
+            } else {
+                ok = false;
+                "MISS (< 5,000/s)".to_string()
+            };
+            let label = if i == 0 {
+                "1 (sequential)".into()
+            } else {
+                p.in_flight.to_string()
+            };
+            table.row(vec![
+                fsync.to_string(),
+                label,
+                p.sets.to_string(),
+                report::thousands(p.per_s()),
+                p.stats.p50_us.to_string(),
+                p.stats.p90_us.to_string(),
+                p.stats.p99_us.to_string(),
+                p.stats.max_us.to_string(),
+                p.errors.to_string(),
+                p.cpu_us().map_or("-".into(), |c| format!("{c:.1}")),
+                verdict,
+            ]);
+        }
+        let check = if o.compaction {
+            let c = compaction::check(&config(fsync, Some(1 << 20)), o.compaction_time).await?;
+            ok &= c.ok();
+            c.add_to(&mut ctable, fsync);
+            c.json()
+        } else {
+            Value::Null
+        };
+        let (sequential, levels) = phases.split_first().ok_or("no phase ran")?;
+        modes.push(json!({
+            "fsync": fsync,
+            "sequential": sequential.json(),
+            "levels": levels.iter().map(Phase::json).collect::<Vec<_>>(),
+            "compaction": check,
+        }));
+    }
+    table.note("target: fsync always at 64 in flight ≥ 5,000 sets/s");
+    let result = json!({
+        "scenario": "store",
+        "target": {"kind": "engine", "spawned": true, "fresh_engine_per_mode": true},
+        "params": {
+            "fsync": o.fsync,
+            "payload_bytes": o.payload,
+            "data_json_bytes": data.to_string().len(),
+            "warmup_sets": o.warmup,
+            "sequential_sets": o.sequential,
+            "concurrency": o.levels,
+            "sets_per_level": o.sets.map_or(json!({"every_second": 10_000, "always": 3000}), |n| json!(n)),
+            "compaction": o.compaction.then(|| json!({"compact_threshold_bytes": 1 << 20,
+                "item_bytes": 1024, "writer_in_flight": 8,
+                "seconds": o.compaction_time.as_secs()})),
+            "client": "iii_client::Client (a fresh writer per phase on the main thread)",
+            "store_under": std::env::temp_dir(),
+        },
+        "machine": report::machine(),
+        "modes": modes,
+        "ok": ok,
+    });
+    let tables = if o.compaction {
+        vec![table, ctable]
+    } else {
+        vec![table]
+    };
+    report::emit(result, &tables);
+    Ok(ok)
+}
