@@ -68,6 +68,7 @@ pub mod registry;
 pub mod router;
 pub mod session;
 pub mod socket;
+pub mod update_ops;
 
 // The wire protocol is its own crate, shared with the Rust client (`crates/iii-protocol`).
 pub use iii_protocol::{deadlines, ids, payload, protocol};

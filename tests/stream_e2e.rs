@@ -1,7 +1,7 @@
 //! End-to-end tests of the stream module: the `stream::*` shapes and trigger events with the
 //! published Node SDK, fan-out order and isolation from slow subscribers, trigger filters and
-//! conditions, the consumer socket (port 3112 protocol), durability across a clean restart,
-//! the directory lock, and a config without a stream module.
+//! conditions, the consumer socket (port 3112 protocol), and a config without a stream module.
+//! The store's durability is in `store_e2e.rs`.
 
 mod common;
 
@@ -10,30 +10,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::sdk::{node_cmd, run_checks, start_worker};
+use common::streams::{client, set, stream_config};
 use common::{EngineProc, RawEvent, RawWs, BASIC};
-use iii_client::{Client, ClientOptions};
+use iii_client::Client;
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(5);
-
-/// A trusted listener and a file-backed stream module in the engine's temp directory.
-pub fn stream_config(extra_kv: &str) -> String {
-    format!(
-        "workers:\n  - name: iii-worker-manager\n    config:\n      host: 127.0.0.1\n      port: 0\n  \
-         - name: iii-stream\n    config:\n      host: 127.0.0.1\n      port: 0\n      adapter:\n        \
-         name: kv\n        config:\n          store_method: file_based\n          file_path: ./data/stream_store\n{extra_kv}"
-    )
-}
-
-async fn client(engine: &EngineProc, name: &str) -> Client {
-    Client::connect(&engine.url(0), ClientOptions::named(name))
-        .await
-        .expect("connect")
-}
-
-fn set(item: &str, data: Value) -> Value {
-    json!({"stream_name": "todo", "group_id": "todos", "item_id": item, "data": data})
-}
 
 /// Registers `id` as a subscriber that records every event it gets.
 fn recorder(c: &Client, id: &str, config: Value) -> Arc<Mutex<Vec<Value>>> {
@@ -370,63 +352,6 @@ async fn stream_join_trigger_can_refuse_a_subscription() {
 }
 
 #[actix::test]
-async fn data_survives_a_clean_restart() {
-    let mut engine = EngineProc::start(&stream_config(""));
-    {
-        let w = client(&engine, "w").await;
-        for i in 0..50 {
-            w.trigger("stream::set", set(&format!("k{i}"), json!({"i": i})))
-                .await
-                .unwrap();
-        }
-        w.trigger(
-            "stream::delete",
-            json!({"stream_name": "todo", "group_id": "todos", "item_id": "k7"}),
-        )
-        .await
-        .unwrap();
-        w.shutdown().await;
-    }
-    assert_eq!(engine.terminate(), Some(0));
-    assert!(
-        engine.log().contains("stream store flushed and closed"),
-        "{}",
-        engine.log()
-    );
-    engine.restart();
-    let w = client(&engine, "w").await;
-    let list = w
-        .trigger(
-            "stream::list",
-            json!({"stream_name": "todo", "group_id": "todos"}),
-        )
-        .await
-        .unwrap();
-    let items = list.as_array().unwrap();
-    assert_eq!(items.len(), 49);
-    assert_eq!(items[0], json!({"i": 0}), "insertion order kept");
-    assert!(!items.contains(&json!({"i": 7})), "deleted stays deleted");
-}
-
-#[test]
-fn two_engines_cannot_share_a_store() {
-    let first = EngineProc::start(&stream_config(""));
-    let dir = first.path().to_path_buf();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_iii"))
-        .current_dir(&dir)
-        .arg("--config")
-        .arg("iii-config.yaml")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("iii-stream") && err.contains("in use"),
-        "{err}"
-    );
-}
-
-#[actix::test]
 async fn without_a_stream_module_there_are_no_stream_functions() {
     let engine = EngineProc::start(BASIC);
     let w = client(&engine, "w").await;
@@ -457,127 +382,4 @@ async fn in_memory_store_works_without_a_directory() {
     );
     assert!(!engine.path().join("kv_store_data.db").exists());
     let _ = RawEvent::Ended;
-}
-
-/// Damage done to the store's files while the engine was down is never silent: an emptied or
-/// deleted log is reported loudly at start-up, and a damaged tail is cut off with the cut bytes
-/// kept in a `.corrupt-<time>` file.
-#[actix::test]
-async fn damaged_store_files_are_reported_loudly() {
-    let mut engine = EngineProc::start(&stream_config(""));
-    let write = |n: usize| {
-        let url = engine.url(0);
-        async move {
-            let w = Client::connect(&url, ClientOptions::named("w"))
-                .await
-                .unwrap();
-            for i in 0..n {
-                w.trigger("stream::set", set(&format!("k{i}"), json!(i)))
-                    .await
-                    .unwrap();
-            }
-            w.shutdown().await;
-        }
-    };
-    write(10).await;
-    assert_eq!(engine.terminate(), Some(0));
-    let dir = engine.path().join("data/stream_store");
-    let log = std::fs::read_dir(&dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "wal"))
-        .expect("a log file");
-    // A torn tail: cut, kept aside, the data before it intact.
-    let mut bytes = std::fs::read(&log).unwrap();
-    bytes.extend_from_slice(b"\x07\x00\x00\x00garbage");
-    std::fs::write(&log, &bytes).unwrap();
-    engine.restart();
-    let c = client(&engine, "c").await;
-    let list = c
-        .trigger(
-            "stream::list",
-            json!({"stream_name": "todo", "group_id": "todos"}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(list.as_array().map(Vec::len), Some(10));
-    assert!(engine.log().contains(".corrupt-"), "{}", engine.log());
-    let aside = std::fs::read_dir(&dir)
-        .unwrap()
-        .flatten()
-        .find(|e| e.file_name().to_string_lossy().contains(".corrupt-"))
-        .expect("the cut bytes are kept");
-    assert!(std::fs::read(aside.path()).unwrap().ends_with(b"garbage"));
-    c.shutdown().await;
-    // Truncated to zero: loud.
-    assert_eq!(engine.terminate(), Some(0));
-    std::fs::write(&log, b"").unwrap();
-    engine.restart();
-    assert!(
-        engine.log().contains("the log is EMPTY"),
-        "{}",
-        engine.log()
-    );
-    // Deleted: loud.
-    assert_eq!(engine.terminate(), Some(0));
-    std::fs::remove_file(&log).unwrap();
-    engine.restart();
-    assert!(
-        engine.log().contains("starting EMPTY") || engine.log().contains("no log after snapshot"),
-        "{}",
-        engine.log()
-    );
-}
-
-/// Compactions run on their own thread: a reader and a writer going through many of them see
-/// no failure, and everything is there after a restart.
-#[actix::test]
-async fn compactions_fail_no_call() {
-    let mut engine = EngineProc::start(&stream_config(
-        "          compact_threshold_bytes: 200000\n",
-    ));
-    let w = client(&engine, "w").await;
-    let r = client(&engine, "r").await;
-    let pad = "c".repeat(1000);
-    let reader = {
-        let r = r.clone();
-        actix::spawn(async move {
-            let mut failures = 0;
-            for i in 0..1500 {
-                let key = json!({"stream_name": "todo", "group_id": "todos", "item_id": format!("k{}", i % 50)});
-                if r.trigger("stream::get", key).await.is_err() {
-                    failures += 1;
-                }
-            }
-            failures
-        })
-    };
-    for i in 0..1500 {
-        w.trigger(
-            "stream::set",
-            set(&format!("k{i}"), json!({"i": i, "pad": pad})),
-        )
-        .await
-        .unwrap();
-    }
-    assert_eq!(reader.await.unwrap(), 0);
-    assert!(
-        engine.log().contains("compacted stream store"),
-        "{}",
-        engine.log()
-    );
-    w.shutdown().await;
-    r.shutdown().await;
-    assert_eq!(engine.terminate(), Some(0));
-    engine.restart();
-    let c = client(&engine, "c").await;
-    let list = c
-        .trigger(
-            "stream::list",
-            json!({"stream_name": "todo", "group_id": "todos"}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(list.as_array().map(Vec::len), Some(1500));
 }

@@ -27,6 +27,7 @@
 
 mod calls;
 mod conns;
+mod discovery;
 mod engine_fns;
 mod register;
 mod triggers;

@@ -5,7 +5,9 @@
 //! another engine binary (an older build, to see a regression test fail there).
 #![allow(dead_code)]
 
+pub mod attack;
 pub mod sdk;
+pub mod streams;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -5,9 +5,9 @@
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::ops;
 use super::store::{Store, StoreError};
 use crate::protocol::ErrorBody;
+use crate::update_ops as ops;
 
 /// Longest stream, group or item name accepted.
 pub const MAX_NAME_BYTES: usize = 4096;

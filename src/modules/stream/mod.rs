@@ -23,7 +23,7 @@ mod consumers;
 mod durable;
 mod fanout;
 pub mod functions;
-pub mod ops;
+
 mod socket;
 pub mod store;
 
