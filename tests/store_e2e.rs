@@ -189,3 +189,30 @@ async fn compactions_fail_no_call() {
         .unwrap();
     assert_eq!(list.as_array().map(Vec::len), Some(1500));
 }
+
+/// An engine with a file store and nothing to do uses next to no CPU (its fsync thread sleeps
+/// between seconds instead of spinning).
+#[actix::test]
+async fn an_idle_engine_stays_idle() {
+    let engine = EngineProc::start(&stream_config(""));
+    let ticks = || {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", engine.pid())).unwrap();
+        let fields: Vec<u64> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        // utime and stime, fields 14 and 15 of /proc/<pid>/stat (11 and 12 after the name).
+        fields[10] + fields[11]
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let before = ticks();
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let used = ticks() - before;
+    assert!(
+        used < 20,
+        "an idle engine used {used} clock ticks of CPU in 2 s"
+    );
+}

@@ -130,10 +130,13 @@ fn run(mode: Mode, mut file: File, up_to: u64, rx: mpsc::Receiver<Cmd>, report: 
             Mode::Always => true,
             Mode::EverySecond => stopping || Instant::now() >= next_tick,
         };
-        if !due || (written == synced && retired.is_empty()) {
+        if !due {
             continue;
         }
         next_tick = Instant::now() + EVERY_SECOND;
+        if written == synced && retired.is_empty() {
+            continue;
+        }
         let target = written;
         let mut result = Ok(());
         for old in retired.drain(..) {
