@@ -18,7 +18,9 @@
 //! socket that would push it past its limit is paused (or, for an unfinished message that cannot
 //! fit, closed).
 
+use std::cell::Cell;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -29,9 +31,14 @@ use futures_util::Stream;
 
 use crate::outbox::mono_ms;
 
-/// Bytes of complete frames a socket may have read ahead of the codec. A frame that is still
+/// Bytes of whole frames a socket may have read ahead of the codec. A frame that is still
 /// arriving never counts against it (the codec needs all of it, up to the frame limit).
 const READ_AHEAD: usize = 256 << 10;
+
+/// Frames at least this big are charged to the listener's [`Budget`] while they wait (small
+/// ones are bounded by each connection's limits; charging them all would make one counter
+/// every socket of the listener fights over).
+const BIG_FRAME: usize = 64 << 10;
 
 /// How often a socket paused only by its listener's [`Budget`] looks again (the budget has no
 /// list of waiters to wake).
@@ -110,12 +117,6 @@ pub struct Flow {
     budget: Arc<Budget>,
     queued_frames: AtomicUsize,
     queued_bytes: AtomicUsize,
-    /// Bytes read off the socket that the WebSocket codec has not turned into frames yet.
-    unparsed: AtomicUsize,
-    /// Whole frames read off the socket, and frames the codec handed over: when they are
-    /// equal, what is unparsed is one frame still arriving.
-    frames_read: AtomicU64,
-    frames_parsed: AtomicU64,
     inflight: AtomicUsize,
     outbound: AtomicUsize,
     /// The reader was stopped and waits for a wake-up.
@@ -125,8 +126,8 @@ pub struct Flow {
     /// Not read before this `mono_ms` (a connection slowed down for abuse), 0 for none.
     throttled_until: AtomicU64,
     waker: AtomicWaker,
-    /// When the socket actor last wrote something out (`mono_ms`).
-    progress: AtomicU64,
+    /// How many times the socket actor wrote something out (progress, for stall checks).
+    writes: AtomicU64,
 }
 
 impl Flow {
@@ -136,16 +137,13 @@ impl Flow {
             budget,
             queued_frames: AtomicUsize::new(0),
             queued_bytes: AtomicUsize::new(0),
-            unparsed: AtomicUsize::new(0),
-            frames_read: AtomicU64::new(0),
-            frames_parsed: AtomicU64::new(0),
             inflight: AtomicUsize::new(0),
             outbound: AtomicUsize::new(0),
             paused: AtomicBool::new(false),
             held: AtomicBool::new(false),
             throttled_until: AtomicU64::new(0),
             waker: AtomicWaker::new(),
-            progress: AtomicU64::new(mono_ms()),
+            writes: AtomicU64::new(0),
         })
     }
 
@@ -178,7 +176,6 @@ impl Flow {
             || self.throttled().is_some()
             || self.queued_frames.load(SeqCst) >= l.queued_frames
             || self.queued_bytes.load(SeqCst) >= l.queued_bytes
-            || self.read_ahead() >= READ_AHEAD.min(l.queued_bytes)
             || self.inflight.load(SeqCst) >= l.inflight_calls
             || self.outbound.load(SeqCst) >= l.outbound_bytes
             || self.budget.over()
@@ -191,7 +188,6 @@ impl Flow {
             && self.throttled().is_none()
             && self.queued_frames.load(SeqCst) <= l.queued_frames / 2
             && self.queued_bytes.load(SeqCst) <= l.queued_bytes / 2
-            && self.read_ahead() <= READ_AHEAD.min(l.queued_bytes) / 2
             && self.inflight.load(SeqCst) <= l.inflight_calls / 2
             && self.outbound.load(SeqCst) <= l.outbound_bytes / 2
             && !self.budget.over()
@@ -252,41 +248,22 @@ impl Flow {
         }
     }
 
-    /// Bytes read ahead of the codec, unless all of them belong to one frame still arriving.
-    fn read_ahead(&self) -> usize {
-        if self.frames_read.load(SeqCst) > self.frames_parsed.load(SeqCst) {
-            self.unparsed.load(SeqCst)
-        } else {
-            0
-        }
-    }
-
-    /// `bytes` were read off the socket, completing `frames` frames (the codec holds them until
-    /// it hands them over).
-    fn bytes_read(&self, bytes: usize, frames: u64) {
-        self.unparsed.fetch_add(bytes, SeqCst);
-        self.frames_read.fetch_add(frames, SeqCst);
-    }
-
-    /// The codec handed over a frame of `bytes` (its header included).
-    pub fn bytes_parsed(&self, bytes: usize) {
-        sub(&self.unparsed, bytes);
-        self.frames_parsed.fetch_add(1, SeqCst);
-        self.recheck();
-    }
-
     /// The socket read a frame of `bytes` that the engine now holds.
     pub fn frame_in(&self, bytes: usize) {
         self.queued_frames.fetch_add(1, SeqCst);
         self.queued_bytes.fetch_add(bytes, SeqCst);
-        self.budget.take(bytes);
+        if bytes >= BIG_FRAME {
+            self.budget.take(bytes);
+        }
     }
 
     /// The engine handled a frame counted by [`Flow::frame_in`].
     pub fn frame_done(&self, bytes: usize) {
         sub(&self.queued_frames, 1);
         sub(&self.queued_bytes, bytes);
-        self.budget.give(bytes);
+        if bytes >= BIG_FRAME {
+            self.budget.give(bytes);
+        }
         self.recheck();
     }
 
@@ -313,7 +290,7 @@ impl Flow {
 
     /// The socket actor took `bytes` off its queue and wrote them out.
     pub fn out_written(&self, bytes: usize) {
-        self.progress.store(mono_ms(), SeqCst);
+        self.writes.fetch_add(1, SeqCst);
         sub(&self.outbound, bytes);
         self.recheck();
     }
@@ -323,9 +300,9 @@ impl Flow {
         self.outbound.load(SeqCst)
     }
 
-    /// When the socket actor last wrote something out (`mono_ms`).
-    pub fn last_progress(&self) -> u64 {
-        self.progress.load(SeqCst)
+    /// How many times the socket actor wrote something out so far.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(SeqCst)
     }
 
     /// Frames read and not yet handled.
@@ -338,21 +315,53 @@ fn sub(counter: &AtomicUsize, n: usize) {
     let _ = counter.fetch_update(SeqCst, SeqCst, |c| Some(c.saturating_sub(n)));
 }
 
-/// A byte stream that is not read while its [`Flow`] is paused. It follows the WebSocket frame
-/// boundaries of what it reads (headers only), so the flow knows how much of it is whole frames
-/// waiting for the codec.
+/// What a socket has read ahead of its WebSocket codec. Kept on the socket's own thread (the
+/// reader counts what it reads, the socket what the codec hands over), so it costs no atomics.
+#[derive(Debug, Default)]
+pub struct ReadAhead {
+    /// Bytes read that the codec has not turned into frames yet.
+    unparsed: Cell<usize>,
+    /// Whole frames read, and frames the codec handed over: when they are equal, what is
+    /// unparsed is one frame still arriving.
+    frames_read: Cell<u64>,
+    frames_parsed: Cell<u64>,
+}
+
+impl ReadAhead {
+    fn read(&self, bytes: usize, frames: u64) {
+        self.unparsed.set(self.unparsed.get() + bytes);
+        self.frames_read.set(self.frames_read.get() + frames);
+    }
+
+    /// The codec handed over a frame of `bytes` (its header included).
+    pub fn parsed(&self, bytes: usize) {
+        self.unparsed.set(self.unparsed.get().saturating_sub(bytes));
+        self.frames_parsed.set(self.frames_parsed.get() + 1);
+    }
+
+    /// Too much of what was read is whole frames still waiting for the codec?
+    fn over(&self, limit: usize) -> bool {
+        self.frames_read.get() > self.frames_parsed.get() && self.unparsed.get() >= limit
+    }
+}
+
+/// A byte stream that is not read while its [`Flow`] is paused, nor while it has read too far
+/// ahead of the codec. It follows the WebSocket frame boundaries of what it reads (headers
+/// only), so it knows how much of it is whole frames waiting.
 pub struct Gated<S> {
     inner: S,
     flow: Arc<Flow>,
     frames: FrameScan,
+    ahead: Rc<ReadAhead>,
 }
 
 impl<S> Gated<S> {
-    pub fn new(inner: S, flow: Arc<Flow>) -> Self {
+    pub fn new(inner: S, flow: Arc<Flow>, ahead: Rc<ReadAhead>) -> Self {
         Gated {
             inner,
             flow,
             frames: FrameScan::default(),
+            ahead,
         }
     }
 }
@@ -428,6 +437,14 @@ where
     type Item = S::Item;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        if self
+            .ahead
+            .over(READ_AHEAD.min(self.flow.limits.queued_bytes))
+        {
+            // The codec has whole frames to hand over first; look again once it has.
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         if self.flow.poll_ready(cx).is_pending() {
             return Poll::Pending;
         }
@@ -435,7 +452,7 @@ where
         if let Poll::Ready(Some(Ok(chunk))) = &next {
             let bytes = chunk.as_ref();
             let frames = self.frames.feed(bytes);
-            self.flow.bytes_read(bytes.len(), frames);
+            self.ahead.read(bytes.len(), frames);
         }
         next
     }
@@ -513,14 +530,17 @@ mod tests {
 
     #[test]
     fn whole_frames_read_ahead_can_pause_a_frame_still_arriving_cannot() {
-        let f = flow();
-        f.bytes_read(5000, 0);
-        assert!(ready(&f), "one big frame still arriving: keep reading");
-        f.bytes_read(100, 2);
-        assert!(!ready(&f), "whole frames wait for the codec");
-        f.bytes_parsed(client_frame_len(4500));
-        f.bytes_parsed(client_frame_len(500));
-        assert!(ready(&f));
+        let ahead = ReadAhead::default();
+        ahead.read(5000, 0);
+        assert!(
+            !ahead.over(1000),
+            "one big frame still arriving: keep reading"
+        );
+        ahead.read(100, 2);
+        assert!(ahead.over(1000), "whole frames wait for the codec");
+        ahead.parsed(client_frame_len(4500));
+        ahead.parsed(client_frame_len(500));
+        assert!(!ahead.over(1000));
         let mut scan = FrameScan::default();
         let small = [0x81, 0x80 | 3, 1, 2, 3, 4, b'a', b'b', b'c'];
         let mut big = vec![0x82, 0x80 | 126, 0x01, 0x00, 9, 9, 9, 9];
@@ -554,7 +574,10 @@ mod tests {
             b.clone(),
         );
         f.frame_in(10);
+        assert!(!b.over(), "small frames are not charged to the listener");
+        f.frame_in(BIG_FRAME);
         assert!(b.over());
+        f.frame_done(BIG_FRAME);
         f.frame_done(10);
         b.give(100);
         assert_eq!(b.used(), 0);

@@ -46,8 +46,9 @@ where
 {
     recipient: Recipient<M>,
     flow: Arc<Flow>,
-    /// When the queue was first seen over the flow's outbound limit without progress since.
-    backed_up_since: Option<u64>,
+    /// When the queue was first seen over the flow's outbound limit, and the socket's write
+    /// count then (progress since means it is still draining).
+    backed_up_since: Option<(u64, u64)>,
     stall_timeout_ms: u64,
     max_bytes: usize,
 }
@@ -109,10 +110,11 @@ where
             return None;
         }
         let now = mono_ms();
-        let since = *self.backed_up_since.get_or_insert(now);
-        if self.flow.last_progress() >= since {
+        let writes = self.flow.writes();
+        let (since, seen) = *self.backed_up_since.get_or_insert((now, writes));
+        if writes != seen {
             // It wrote something since the queue was first seen over: still draining.
-            self.backed_up_since = Some(now);
+            self.backed_up_since = Some((now, writes));
             return None;
         }
         let ms = now.saturating_sub(since);

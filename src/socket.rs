@@ -24,7 +24,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
 use bytes::{Bytes, BytesMut};
 
-use crate::flow::{client_frame_len, Budget, Flow, Gated};
+use std::rc::Rc;
+
+use crate::flow::{client_frame_len, Budget, Flow, Gated, ReadAhead};
 
 /// Flips to `true` when the engine shuts down; every socket then closes with 1001.
 pub type Shutdown = tokio::sync::watch::Receiver<bool>;
@@ -74,6 +76,8 @@ pub struct Socket<P: Protocol> {
     proto: P,
     limits: Limits,
     flow: Arc<Flow>,
+    /// What the reader has read ahead of the codec (shared with the [`Gated`] reader).
+    ahead: Rc<ReadAhead>,
     budget: Arc<Budget>,
     last_inbound: Instant,
     /// A fragmented message being reassembled: (is_text, bytes so far), charged to `budget`.
@@ -91,16 +95,18 @@ pub fn upgrade<P: Protocol>(
     req: &HttpRequest,
     payload: web::Payload,
 ) -> actix_web::Result<HttpResponse> {
+    let ahead = Rc::new(ReadAhead::default());
     let socket = Socket {
         proto,
         limits,
         flow: flow.clone(),
+        ahead: ahead.clone(),
         budget,
         last_inbound: Instant::now(),
         partial: None,
         shutdown: Some(shutdown),
     };
-    ws::WsResponseBuilder::new(socket, req, Gated::new(payload, flow))
+    ws::WsResponseBuilder::new(socket, req, Gated::new(payload, flow, ahead))
         .frame_size(limits.max_frame_bytes)
         .start()
 }
@@ -243,7 +249,7 @@ impl<P: Protocol> StreamHandler<Result<ws::Message, ws::ProtocolError>> for Sock
         let label = self.proto.label();
         let msg = match item {
             Ok(m) => {
-                self.flow.bytes_parsed(client_frame_len(payload_len(&m)));
+                self.ahead.parsed(client_frame_len(payload_len(&m)));
                 m
             }
             Err(ws::ProtocolError::Overflow) => {

@@ -155,6 +155,12 @@ fn contains(whole: &Bytes, part: &[u8]) -> bool {
 /// Appends `s` as a JSON string literal.
 pub fn push_json_str(out: &mut String, s: &str) {
     out.push('"');
+    if !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        // Ids and names almost never need escaping.
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     let mut plain = 0;
     for (i, c) in s.char_indices() {
         let escaped = match c {
