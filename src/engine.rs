@@ -36,10 +36,11 @@ pub struct Engine {
 
 /// Why the engine could not start.
 #[derive(Debug, thiserror::Error)]
-#[error("{module}: {reason}")]
+#[error("{module}: {source}")]
 pub struct StartError {
     pub module: String,
-    pub reason: String,
+    #[source]
+    pub source: crate::modules::ModuleError,
 }
 
 impl Engine {
@@ -61,11 +62,11 @@ impl Engine {
                     log::info!("iii-stream consumer socket on ws://{}", module.addr);
                     engine.stream = Some(module);
                 }
-                Err(reason) => {
+                Err(source) => {
                     engine.stop().await;
                     return Err(StartError {
                         module: "iii-stream".into(),
-                        reason,
+                        source,
                     });
                 }
             }
@@ -85,11 +86,11 @@ impl Engine {
                     );
                     engine.listeners.push((listener, rbac));
                 }
-                Err(reason) => {
+                Err(source) => {
                     engine.stop().await;
                     return Err(StartError {
                         module: format!("iii-worker-manager listener {i}"),
-                        reason,
+                        source,
                     });
                 }
             }

@@ -20,6 +20,7 @@ use serde_json::{Map, Value};
 
 use crate::config::ListenerConfig;
 use crate::flow::{Budget, Flow};
+use crate::modules::ModuleError;
 use crate::registry::RegistryActor;
 use crate::router::PeerInfo;
 use crate::session::{SessionKind, WorkerSession};
@@ -47,15 +48,22 @@ pub fn start(
     config: Arc<ListenerConfig>,
     registry: Addr<RegistryActor>,
     shutdown: Shutdown,
-) -> Result<Listener, String> {
+) -> Result<Listener, ModuleError> {
     let (socket, local) = crate::modules::bind(&config.bind_addr())?;
     // Files are served only from inside the directory as it really is (symlinks resolved).
     let static_dir = match &config.static_dir {
-        Some(dir) if dir.is_dir() => Some(
-            dir.canonicalize()
-                .map_err(|e| format!("static_dir {}: {e}", dir.display()))?,
-        ),
-        Some(dir) => return Err(format!("static_dir {} is not a directory", dir.display())),
+        Some(dir) if dir.is_dir() => {
+            Some(dir.canonicalize().map_err(|e| ModuleError::StaticDir {
+                path: dir.clone(),
+                reason: e.to_string(),
+            })?)
+        }
+        Some(dir) => {
+            return Err(ModuleError::StaticDir {
+                path: dir.clone(),
+                reason: "not a directory".into(),
+            })
+        }
         None => None,
     };
     let state = ListenerState {
@@ -80,7 +88,10 @@ pub fn start(
     .client_request_timeout(Duration::from_millis(config.handshake_timeout_ms))
     .client_disconnect_timeout(Duration::from_millis(1_000))
     .listen(socket)
-    .map_err(|e| format!("cannot listen on {local}: {e}"))?
+    .map_err(|source| ModuleError::Listen {
+        addr: local.to_string(),
+        source,
+    })?
     .run();
     let handle = server.handle();
     actix_web::rt::spawn(server);

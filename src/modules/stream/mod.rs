@@ -39,6 +39,7 @@ use crate::flow::Flow;
 use crate::messages::{
     BuiltinCall, BuiltinDone, BuiltinFunction, BuiltinTriggerType, RegisterBuiltins, TriggerBinding,
 };
+use crate::modules::ModuleError;
 use crate::payload::Payload;
 use crate::registry::RegistryActor;
 use consumers::ConsumerConn;
@@ -141,7 +142,7 @@ pub fn start(
     config: &StreamConfig,
     registry: Addr<RegistryActor>,
     shutdown: crate::socket::Shutdown,
-) -> Result<StreamModule, String> {
+) -> Result<StreamModule, ModuleError> {
     let kv = &config.adapter.kv;
     let mode = match kv.fsync {
         FsyncMode::Always => Mode::Always,
@@ -161,7 +162,7 @@ pub fn start(
                 fsync: FsyncPolicy::Never,
                 compact_threshold_bytes: kv.compact_threshold_bytes,
             };
-            Store::open(opts).map_err(|e| format!("cannot open the store: {e}"))?
+            Store::open(opts)?
         }
     };
     let arbiter = Arbiter::new();

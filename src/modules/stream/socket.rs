@@ -31,6 +31,7 @@ use crate::config::StreamConfig;
 use crate::flow::{self, Budget, Flow};
 use crate::messages::Call;
 use crate::modules::worker::{peer_info, query_params};
+use crate::modules::ModuleError;
 use crate::registry::RegistryActor;
 use crate::router::CallRequest;
 use crate::socket::{self, close, Ctx, Limits, Protocol, Shutdown};
@@ -92,7 +93,7 @@ pub fn start(
     stream: Addr<StreamActor>,
     registry: Addr<RegistryActor>,
     shutdown: Shutdown,
-) -> Result<(SocketAddr, actix_web::dev::ServerHandle), String> {
+) -> Result<(SocketAddr, actix_web::dev::ServerHandle), ModuleError> {
     let (socket, local) = crate::modules::bind(&config.bind_addr())?;
     let state = State {
         stream,
@@ -114,7 +115,10 @@ pub fn start(
     .disable_signals()
     .shutdown_timeout(2)
     .listen(socket)
-    .map_err(|e| format!("cannot listen on {local}: {e}"))?
+    .map_err(|source| ModuleError::Listen {
+        addr: local.to_string(),
+        source,
+    })?
     .run();
     let handle = server.handle();
     actix_web::rt::spawn(server);
