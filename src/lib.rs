@@ -8,31 +8,36 @@
 //! # The actor graph
 //!
 //! ```text
-//!  browser tab ──ws──┐  SessionActor (session.rs)       RegistryActor (registry/)        StreamActor (modules/stream/)
-//!  Node worker ──ws──┼─ one per socket: frames <->  ──> functions, triggers, calls, ──> stream::* functions, store dir
-//!  Python, Rust ─ws──┘  typed messages, limits, pings    connections, RBAC, prefixes <── change events -> trigger fires
-//!                                                                                         consumer sockets (port 3112)
+//!  browser tab ──ws──┐  Socket<WorkerSession>           RegistryActor (registry.rs)     StreamActor (modules/stream/)
+//!  Node worker ──ws──┼─ one per socket: frames <->  ──> wraps the Router (router/):  ──> stream::* functions, store dir
+//!  Python, Rust ─ws──┘  typed messages, flow gate       functions, triggers, calls,  <── change events -> trigger fires
+//!                       (socket.rs, session.rs)          connections, RBAC, prefixes      Socket<ConsumerSession> (port 3112)
 //!  ExecActor (modules/exec.rs): sh -c <command> per exec entry, III_URL = the trusted listener
 //! ```
 //!
-//! * [`session::SessionActor`] — one per WebSocket; the only code that touches the socket.
-//! * [`registry::RegistryActor`] — the single owner of routing state, on its own thread. It
+//! * [`socket::Socket`] — the one WebSocket actor, generic over what its socket speaks:
+//!   [`session::WorkerSession`] on worker listeners, the stream module's consumer session on
+//!   port 3112. It is the only code that touches a socket; [`flow`] decides when it stops reading.
+//! * [`registry::RegistryActor`] — a thin actor on its own thread around [`router::Router`], the
+//!   engine's routing state as plain data: events in, effects out, unit-tested without actix. It
 //!   never awaits a worker: calls are forwarded and parked, results come back as messages.
 //! * [`modules`] — one module per config entry kind: the worker listeners (`modules::worker`),
 //!   the stream store and its consumer socket (`modules::stream`, a `StreamActor` on its own
 //!   thread that serves `stream::*` for the registry like any function owner), and the worker
 //!   processes the engine supervises (`modules::exec`, an `ExecActor` per entry).
-//! * [`client`] — our Rust worker client (tests, the bench tool and Rust workers use it).
+//! * `crates/iii-protocol` — the wire types, payloads, error codes and deadlines, shared with
+//!   `crates/iii-client` (our Rust worker client: tests, Rust workers) and `crates/iii-bench`.
 //!
 //! # One invocation's path
 //!
-//! 1. Worker A sends `invokefunction {invocation_id: I, function_id: F}`. A's session decodes
-//!    it ([`protocol::decode`]), injects `_caller_worker_id`, and sends `FromWorker` to the
-//!    registry.
-//! 2. The registry applies RBAC ([`rbac::decide_invoke`]), looks `F` up, parks the call under a
+//! 1. Worker A sends `invokefunction {invocation_id: I, function_id: F}`. A's socket decodes the
+//!    frame's head ([`protocol::decode`]) and keeps `data` as the raw JSON text it arrived as
+//!    ([`payload::Payload`]); the registry receives it as a [`messages::FromWorker`].
+//! 2. The router applies RBAC ([`rbac::decide_invoke`]), looks `F` up, parks the call under a
 //!    fresh engine id E with a deadline, and sends `invokefunction {invocation_id: E}` to the
-//!    owner's session (prefix stripped, §7.8).
-//! 3. Worker B answers `invocationresult {invocation_id: E}`; only B may. The registry completes
+//!    owner's socket (prefix stripped, §7.8; `_caller_worker_id` spliced in as the frame is
+//!    encoded).
+//! 3. Worker B answers `invocationresult {invocation_id: E}`; only B may. The router completes
 //!    E and sends A `invocationresult {invocation_id: I}`.
 //! 4. If B disconnects first, A gets `invocation_stopped`; if nobody answers, A gets
 //!    `invocation_timeout` at the deadline.
@@ -41,19 +46,24 @@
 //!
 //! | file | owns |
 //! |---|---|
-//! | `main.rs` | CLI, logging, signals |
-//! | `engine.rs` | start/stop order of actors and listeners |
-//! | `config.rs` | the config file: `${VAR:default}`, both entry forms, strict structs |
-//! | `protocol.rs` | wire types, decode/encode |
+//! | `main.rs` | CLI, logging, signals, the panic hook |
+//! | `engine.rs` | start/stop order of actors and listeners, typed start-up errors |
+//! | `config/` | the config file: `mod.rs` loading, `env.rs` `${VAR:default}`, `entries.rs` both entry forms, `modules.rs` strict per-module structs |
 //! | `error.rs` | [`error::EngineError`] and its wire codes |
 //! | `rbac.rs` | pure RBAC policy: patterns, decision order, prefixes |
-//! | `session.rs` | the WebSocket actor |
+//! | `messages.rs` | every message between actors |
+//! | `socket.rs` | the WebSocket actor: frames, pings, read-ahead, refusal throttling |
+//! | `session.rs` | what a worker socket says: auth, pre-auth buffering, frames to router events |
+//! | `flow.rs` | per-connection flow control: bytes in the engine, when to stop reading |
 //! | `outbox.rs` | stall-aware delivery to socket actors (a peer that stops reading is dropped) |
-//! | `registry/` | routing state: `mod.rs` messages, `connections.rs` lifecycle, `registration.rs` RBAC registrations and hooks, `invoke.rs` calls and middleware, `triggers.rs`, `engine_fns.rs` |
+//! | `lograte.rs` | rate-limited log lines for events an attacker can cause at will |
+//! | `registry.rs` | the actor around the router: messages to events, effects to messages |
+//! | `router/` | routing state: `conns.rs` lifecycle and auth, `register.rs` session registrations, `calls.rs` calls and middleware, `triggers.rs`, `engine_fns.rs`, `discovery.rs`; `tests/` |
+//! | `update_ops/` | the update-op engine of `stream::update`: `parse.rs`, `apply.rs` |
+//! | `modules/mod.rs` | module start-up and its errors |
 //! | `modules/worker.rs` | the listener (HTTP server, upgrades, static files) |
-//! | `modules/stream/` | `mod.rs` the actor and fan-out, `functions.rs` the `stream::*` shapes, `ops.rs` update ops, `store.rs` the durable log + snapshots, `socket.rs` the consumer socket |
+//! | `modules/stream/` | `mod.rs` the actor, `functions.rs` the `stream::*` shapes, `fanout.rs` triggers, `consumers.rs` + `socket.rs` the consumer socket, `durable.rs` fsync and compaction threads, `store/` the log + snapshots |
 //! | `modules/exec.rs` | child processes: pipeline, restarts, output, process groups, shutdown |
-//! | `client/` | the Rust worker client |
 
 pub mod config;
 pub mod engine;

@@ -1,5 +1,5 @@
 //! [`WorkerSession`]: what a socket on a worker listener says (the [`Protocol`] of its
-//! [`Socket`]). It turns frames into typed [`protocol::Message`]s for the registry and the
+//! [`Socket`](crate::socket::Socket)). It turns frames into typed [`protocol::Message`]s for the registry and the
 //! registry's [`ToSession`] back into frames; answers bad frames precisely (an `error` frame,
 //! or an error `invocationresult` when a broken call's id can be read) and closes after too
 //! many in a row; answers JSON pings; marks every call with the caller's id for §4.3. When it

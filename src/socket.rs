@@ -40,7 +40,7 @@ pub trait Protocol: Sized + Unpin + 'static {
     /// What the socket's owner sends it.
     type Out: Message<Result = ()> + Send + 'static;
 
-    /// How the socket is named in the log ("worker <id>", "stream consumer 7").
+    /// How the socket is named in the log ("worker `<id>`", "stream consumer 7").
     fn label(&self) -> String;
 
     /// The socket is up (tell the owner, with `ctx.address()`).
