@@ -1,112 +1,9 @@
-//! Command-line parsing for `iii-bench`: a tiny `--name value` / `--name=value` / `--flag`
-//! parser (no extra dependency), byte sizes (`100`, `10k`, `10KiB`, `1m`, `1MiB`) and
-//! comma-separated lists of counts (`1,16,64`) or names (`always,every_second`).
+//! Value parsers for `iii-bench`'s command line (the options themselves are declared with
+//! clap next to each scenario): counts (`2000`, `10k`), byte sizes (`100`, `10k`, `10KiB`,
+//! `1m`, `1MiB`), comma-separated lists of counts (`1,16,64`), durations given as a count of
+//! seconds or milliseconds, and `on`/`off` switches.
 
-/// The arguments after the subcommand, consumed option by option; whatever is left over at
-/// the end is an error.
-pub struct Args {
-    rest: Vec<String>,
-}
-
-impl Args {
-    pub fn new(rest: Vec<String>) -> Self {
-        Args { rest }
-    }
-
-    /// True (and consumed) if `--name` is present.
-    pub fn flag(&mut self, name: &str) -> bool {
-        let before = self.rest.len();
-        self.rest.retain(|a| a != name);
-        self.rest.len() != before
-    }
-
-    /// The value of `--name v` or `--name=v` (the last one wins), consumed.
-    pub fn value(&mut self, name: &str) -> Result<Option<String>, String> {
-        let mut found = None;
-        let mut i = 0;
-        while i < self.rest.len() {
-            if self.rest[i] == name {
-                if i + 1 >= self.rest.len() {
-                    return Err(format!("{name} needs a value"));
-                }
-                found = Some(self.rest.remove(i + 1));
-                self.rest.remove(i);
-                continue;
-            }
-            if let Some(v) = self.rest[i]
-                .strip_prefix(name)
-                .and_then(|s| s.strip_prefix('='))
-            {
-                found = Some(v.to_string());
-                self.rest.remove(i);
-                continue;
-            }
-            i += 1;
-        }
-        Ok(found)
-    }
-
-    /// A number option with a default.
-    pub fn usize_or(&mut self, name: &str, default: usize) -> Result<usize, String> {
-        match self.value(name)? {
-            None => Ok(default),
-            Some(v) => parse_count(&v).map_err(|e| format!("{name}: {e}")),
-        }
-    }
-
-    /// A comma-separated list of counts with a default.
-    pub fn list_or(&mut self, name: &str, default: &[usize]) -> Result<Vec<usize>, String> {
-        match self.value(name)? {
-            None => Ok(default.to_vec()),
-            Some(v) => parse_list(&v).map_err(|e| format!("{name}: {e}")),
-        }
-    }
-
-    /// A comma-separated list of names, each one of `allowed`, with a default.
-    pub fn names_or(
-        &mut self,
-        name: &str,
-        allowed: &[&'static str],
-        default: &[&'static str],
-    ) -> Result<Vec<&'static str>, String> {
-        let Some(v) = self.value(name)? else {
-            return Ok(default.to_vec());
-        };
-        let pick = |p: &str| {
-            allowed
-                .iter()
-                .copied()
-                .find(|a| *a == p)
-                .ok_or_else(|| format!("{name}: unknown {p:?} (one of {})", allowed.join(", ")))
-        };
-        let v: Vec<&'static str> = v
-            .split(',')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-            .map(pick)
-            .collect::<Result<_, _>>()?;
-        if v.is_empty() {
-            return Err(format!("{name}: empty list"));
-        }
-        Ok(v)
-    }
-
-    /// A byte size option with a default.
-    pub fn size_or(&mut self, name: &str, default: usize) -> Result<usize, String> {
-        match self.value(name)? {
-            None => Ok(default),
-            Some(v) => parse_size(&v).map_err(|e| format!("{name}: {e}")),
-        }
-    }
-
-    /// Fails on anything not consumed.
-    pub fn finish(self) -> Result<(), String> {
-        match self.rest.first() {
-            None => Ok(()),
-            Some(a) => Err(format!("unknown argument {a:?} (see --help)")),
-        }
-    }
-}
+use std::time::Duration;
 
 /// `2000`, `2_000`, `10k` (×1000).
 pub fn parse_count(s: &str) -> Result<usize, String> {
@@ -121,6 +18,16 @@ pub fn parse_count(s: &str) -> Result<usize, String> {
         .map_err(|_| format!("not a count: {s:?}"))
 }
 
+/// A count of seconds (as [`parse_count`]).
+pub fn parse_secs(s: &str) -> Result<Duration, String> {
+    parse_count(s).map(|n| Duration::from_secs(n as u64))
+}
+
+/// A count of milliseconds (as [`parse_count`]).
+pub fn parse_millis(s: &str) -> Result<Duration, String> {
+    parse_count(s).map(|n| Duration::from_millis(n as u64))
+}
+
 /// `1,16,64,256`.
 pub fn parse_list(s: &str) -> Result<Vec<usize>, String> {
     let v: Result<Vec<usize>, String> = s
@@ -131,6 +38,15 @@ pub fn parse_list(s: &str) -> Result<Vec<usize>, String> {
     let v = v?;
     if v.is_empty() {
         return Err(format!("empty list: {s:?}"));
+    }
+    Ok(v)
+}
+
+/// A list of concurrency levels: as [`parse_list`], each at least 1.
+pub fn parse_levels(s: &str) -> Result<Vec<usize>, String> {
+    let v = parse_list(s)?;
+    if v.contains(&0) {
+        return Err("levels must be at least 1".into());
     }
     Ok(v)
 }
@@ -152,6 +68,15 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
     Ok(n * mult)
 }
 
+/// `on` or `true`, `off` or `false`.
+pub fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" | "true" => Ok(true),
+        "off" | "false" => Ok(false),
+        other => Err(format!("takes on or off, got {other:?}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,24 +93,19 @@ mod tests {
     }
 
     #[test]
-    fn options() {
-        let mut a = Args::new(
-            ["--payload", "1k", "--direct", "--levels=1,2", "x"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-        );
-        assert_eq!(a.size_or("--payload", 5), Ok(1024));
-        assert!(a.flag("--direct"));
-        assert_eq!(a.list_or("--levels", &[9]), Ok(vec![1, 2]));
-        assert_eq!(a.usize_or("--count", 7), Ok(7));
-        assert!(a.finish().is_err());
-        let mut a = Args::new(vec!["--kinds=b, a".to_string(), "--bad=c".to_string()]);
-        assert_eq!(
-            a.names_or("--kinds", &["a", "b"], &["a"]),
-            Ok(vec!["b", "a"])
-        );
-        assert!(a.names_or("--bad", &["a", "b"], &["a"]).is_err());
-        assert_eq!(a.names_or("--none", &["a", "b"], &["a"]), Ok(vec!["a"]));
+    fn counts_and_lists() {
+        assert_eq!(parse_count("2000"), Ok(2000));
+        assert_eq!(parse_count("2_000"), Ok(2000));
+        assert_eq!(parse_count("10k"), Ok(10_000));
+        assert!(parse_count("ten").is_err());
+        assert_eq!(parse_secs("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_millis("1k"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_list("1,16, 64,"), Ok(vec![1, 16, 64]));
+        assert!(parse_list(",").is_err());
+        assert_eq!(parse_levels("1,64"), Ok(vec![1, 64]));
+        assert!(parse_levels("0,64").is_err());
+        assert_eq!(parse_on_off("off"), Ok(false));
+        assert_eq!(parse_on_off("true"), Ok(true));
+        assert!(parse_on_off("maybe").is_err());
     }
 }

@@ -14,50 +14,40 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use crate::args::Args;
+use crate::args::{parse_count, parse_list, parse_millis};
 use crate::procs;
 use crate::rawws::{self, Ended};
 use crate::report::{self, Stats, Table};
 use crate::target::Common;
 
-pub const HELP: &str = "\
-iii-bench connections — idle worker connections: connect time and engine memory per connection
-
-Usage: iii-bench connections [options]
+const ABOUT: &str = "\
+Idle worker connections: connect time and engine memory per connection
 
 For each level, opens C idle WebSocket worker connections (each waits for the engine's
 workerregistered frame, then only answers pings), measures the time to get all of them
-connected, and the engine's RSS growth per connection; closes them before the next level.
+connected, and the engine's RSS growth per connection; closes them before the next level.";
 
-Options:
-  --levels <list>       connection counts (default 100,1000,10000)
-  --parallel <n>        handshakes in flight while connecting (default 64)
-  --settle-ms <n>       wait after connecting before reading RSS (default 1000)
-  --url ws://HOST:PORT  use a running engine
-  --engine-pid <pid>    with --url: the engine's pid, to read its RSS and fd limit
-  --spawn               spawn our own engine (the default without --url)
-  -h, --help            this help
-
+/// The `connections` options.
+#[derive(clap::Args, Debug, Clone)]
+#[command(about = ABOUT.lines().next(), long_about = ABOUT, args_override_self = true)]
+#[command(after_help = "\
 The soft open-file limit is raised to the hard limit first; a level that does not fit under
-it (here, or in the engine) is skipped and the reason reported.
-";
-
+it (here, or in the engine) is skipped and the reason reported.")]
 pub struct Opts {
+    #[command(flatten)]
     pub common: Common,
-    pub levels: Vec<usize>,
+    /// Connection counts
+    #[arg(long, value_name = "list", value_parser = parse_list)]
+    #[arg(default_value = "100,1000,10000")]
+    pub levels: ::std::vec::Vec<usize>,
+    /// Handshakes in flight while connecting
+    #[arg(long, value_name = "n", default_value = "64")]
+    #[arg(value_parser = |s: &str| parse_count(s).map(|n| n.max(1)))]
     pub parallel: usize,
+    /// Wait after connecting before reading RSS, in ms
+    #[arg(long = "settle-ms", value_name = "n", value_parser = parse_millis)]
+    #[arg(default_value = "1000")]
     pub settle: Duration,
-}
-
-impl Opts {
-    pub fn parse(a: &mut Args) -> Result<Opts, String> {
-        Ok(Opts {
-            common: Common::parse(a)?,
-            levels: a.list_or("--levels", &[100, 1000, 10_000])?,
-            parallel: a.usize_or("--parallel", 64)?.max(1),
-            settle: Duration::from_millis(a.usize_or("--settle-ms", 1000)? as u64),
-        })
-    }
 }
 
 /// File descriptors kept free for everything else.

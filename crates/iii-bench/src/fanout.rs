@@ -14,54 +14,44 @@ use std::time::{Duration, Instant};
 use iii_client::Client;
 use serde_json::{json, Value};
 
-use crate::args::Args;
+use crate::args::{parse_count, parse_list, parse_secs};
 use crate::report::{self, Stats, Table};
 use crate::target::{self, Common, Threads};
 
-pub const HELP: &str = "\
-iii-bench fanout — stream::set fan-out to S stream-trigger subscribers
-
-Usage: iii-bench fanout [options]
+const ABOUT: &str = "\
+stream::set fan-out to S stream-trigger subscribers
 
 S subscriber workers each bind a function to the `stream` trigger
 {\"stream_name\":\"bench\",\"group_id\":\"g\"}; a writer does N stream::set of fresh items, first
 sequentially, then with several in flight. Every subscriber must see every event exactly once.
+With --url the engine needs a stream module; items are written under stream \"bench\", group
+\"g\".";
 
-Options:
-  --subscribers <list>  subscriber counts (default 1,10,100)
-  --sets <n>            stream::set calls per phase (default 2000)
-  --in-flight <n>       sets in flight in the second phase (default 16; 0 skips the phase)
-  --client-threads <n>  threads the subscriber clients are spread over (default 2)
-  --quiet-timeout <s>   give up waiting for deliveries after this many seconds without one
-                        (default 10)
-  --url ws://HOST:PORT  use a running engine (it needs a stream module); items are written
-                        under stream \"bench\", group \"g\"
-  --spawn               spawn our own engine (the default without --url)
-  -h, --help            this help
-
-Output: one JSON line, then a table. Exit status 1 if any event was lost or duplicated.
-";
-
+/// The `fanout` options.
+#[derive(clap::Args, Debug, Clone)]
+#[command(about = ABOUT.lines().next(), long_about = ABOUT, args_override_self = true)]
+#[command(
+    after_help = "Output: one JSON line, then a table. Exit status 1 if any event was lost or \
+                  duplicated."
+)]
 pub struct Opts {
+    #[command(flatten)]
     pub common: Common,
-    pub subscribers: Vec<usize>,
+    /// Subscriber counts
+    #[arg(long, value_name = "list", value_parser = parse_list, default_value = "1,10,100")]
+    pub subscribers: ::std::vec::Vec<usize>,
+    /// stream::set calls per phase
+    #[arg(long, value_name = "n", value_parser = parse_count, default_value = "2000")]
     pub sets: usize,
+    /// Sets in flight in the second phase (0 skips the phase)
+    #[arg(long, value_name = "n", value_parser = parse_count, default_value = "16")]
     pub in_flight: usize,
+    /// Threads the subscriber clients are spread over
+    #[arg(long, value_name = "n", value_parser = parse_count, default_value = "2")]
     pub client_threads: usize,
+    /// Give up waiting for deliveries after this many seconds without one
+    #[arg(long, value_name = "s", value_parser = parse_secs, default_value = "10")]
     pub quiet_timeout: Duration,
-}
-
-impl Opts {
-    pub fn parse(a: &mut Args) -> Result<Opts, String> {
-        Ok(Opts {
-            common: Common::parse(a)?,
-            subscribers: a.list_or("--subscribers", &[1, 10, 100])?,
-            sets: a.usize_or("--sets", 2000)?,
-            in_flight: a.usize_or("--in-flight", 16)?,
-            client_threads: a.usize_or("--client-threads", 2)?,
-            quiet_timeout: Duration::from_secs(a.usize_or("--quiet-timeout", 10)? as u64),
-        })
-    }
 }
 
 const PHASES: usize = 2;

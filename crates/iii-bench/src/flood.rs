@@ -14,20 +14,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use iii_client::Client;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
-use crate::args::Args;
+use crate::args::{parse_millis, parse_secs};
 use crate::floods::{self, Aim, Tally, FLOOD_COUNT, FLOOD_ECHO, KINDS, SECRET};
 use crate::procs::{self, Spawned};
 use crate::report::{self, Stats, Table};
-use crate::target::{self, Threads};
+use crate::target::{self, SpawnOnly, Threads};
 
-pub const HELP: &str = "\
-iii-bench flood — engine memory and a well-behaved caller's latency under one flood at a time
-
-Usage: iii-bench flood [options]
+const ABOUT: &str = "\
+Engine memory and a well-behaved caller's latency under one flood at a time
 
 For each kind, spawns a fresh engine, runs the flood for --seconds while a well-behaved caller
 (our Rust client) calls bench::echo every 20 ms, and reports the engine's RSS (idle, peak,
@@ -41,18 +40,32 @@ above idle) and the caller's latency. Kinds:
   joins        one stream consumer joins an 8 MiB group (80 × 100 KiB) 300 times, never reads
   fragments    10 raw sockets on the public listener each send 1 MiB continuation frames of
                one text message, up to 40 MiB, never the last frame
-  big          one 60 MiB call of small JSON records; the worker answers with a row count
+  big          one 60 MiB call of small JSON records; the worker answers with a row count";
 
-Options:
-  --kinds <list>        kinds to run, comma-separated (default: all, in the order above)
-  --seconds <n>         how long each flood runs (default 10; `big` runs until answered)
-  --interval-ms <n>     the well-behaved caller's call interval (default 20)
-  -h, --help            this help
-
+/// The `flood` options.
+#[derive(clap::Args, Debug, Clone)]
+#[command(about = ABOUT.lines().next(), long_about = ABOUT, args_override_self = true)]
+#[command(after_help = "\
 The engine is always spawned (the scenario needs its own listeners and auth function), so
 --url is refused. Output: one JSON line, then a table. Exit status 1 if a kind missed the
-target (RSS above idle < 256 MiB, caller p99 < 50 ms, no failed call, engine still running).
-";
+target (RSS above idle < 256 MiB, caller p99 < 50 ms, no failed call, engine still running).")]
+pub struct Opts {
+    #[command(flatten)]
+    pub spawn: SpawnOnly,
+    /// Kinds to run, comma-separated (default: all, in the order above)
+    #[arg(long, value_name = "list", value_delimiter = ',', default_values = KINDS)]
+    #[arg(hide_default_value = true, action = clap::ArgAction::Set)]
+    #[arg(value_parser = PossibleValuesParser::new(KINDS).map(kind))]
+    pub kinds: Vec<&'static str>,
+    /// How long each flood runs, in seconds (`big` runs until answered)
+    #[arg(long, value_name = "n", default_value = "10")]
+    #[arg(value_parser = |s: &str| parse_secs(s).map(|d| d.max(Duration::from_secs(1))))]
+    pub seconds: Duration,
+    /// The well-behaved caller's call interval
+    #[arg(long = "interval-ms", value_name = "n", default_value = "20")]
+    #[arg(value_parser = |s: &str| parse_millis(s).map(|d| d.max(Duration::from_millis(1))))]
+    pub interval: Duration,
+}
 
 /// The engine config of every kind.
 const CONFIG: &str = r#"workers:
@@ -75,21 +88,13 @@ const CONFIG: &str = r#"workers:
 const RSS_TARGET_MIB: f64 = 256.0;
 const P99_TARGET_MS: f64 = 50.0;
 
-pub struct Opts {
-    pub kinds: Vec<&'static str>,
-    pub seconds: Duration,
-    pub interval: Duration,
-}
-
-impl Opts {
-    pub fn parse(a: &mut Args) -> Result<Opts, String> {
-        target::spawn_only(a, "flood", "it needs its own listeners and auth function")?;
-        Ok(Opts {
-            kinds: a.names_or("--kinds", KINDS, KINDS)?,
-            seconds: Duration::from_secs(a.usize_or("--seconds", 10)?.max(1) as u64),
-            interval: Duration::from_millis(a.usize_or("--interval-ms", 20)?.max(1) as u64),
-        })
-    }
+/// The [`KINDS`] entry named `name` (the only names the parser lets through).
+fn kind(name: String) -> &'static str {
+    KINDS
+        .iter()
+        .copied()
+        .find(|k| *k == name)
+        .unwrap_or("unknown")
 }
 
 /// One kind's numbers.
@@ -346,6 +351,8 @@ async fn run_kind(kind: &'static str, o: &Opts) -> Result<KindRun, String> {
 
 /// Runs the scenario; `Ok(false)` when a kind missed the target.
 pub async fn run(o: Opts) -> Result<bool, String> {
+    o.spawn
+        .check("flood", "it needs its own listeners and auth function")?;
     let mut runs = Vec::new();
     for &kind in &o.kinds {
         runs.push(run_kind(kind, &o).await?);

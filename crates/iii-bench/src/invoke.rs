@@ -13,81 +13,68 @@ use std::time::{Duration, Instant};
 use iii_client::{Client, InvocationError, TriggerRequest};
 use serde_json::{json, Value};
 
-use crate::args::Args;
+use crate::args::{parse_count, parse_levels, parse_on_off, parse_size};
 use crate::procs::{self, Spawned};
 use crate::report::{self, Stats, Table};
 use crate::target::{self, Common, Target, Threads};
 
-pub const HELP: &str = "\
-iii-bench invoke — call latency and throughput through the engine (or the relay baseline)
-
-Usage: iii-bench invoke [options]
+const ABOUT: &str = "\
+Call latency and throughput through the engine (or the relay baseline)
 
 A callee worker registers bench::echo (returns its input); a caller worker calls it through the
 engine. Warm-up calls first (not measured), then sequential calls (latency percentiles), then
 a fixed number of calls at each concurrency level (calls/s and latency).
 
-Options:
-  --payload <size>        request payload size: 100, 10k, 10KiB, 1m, 1MiB (default 100)
-  --warmup <n>            warm-up calls, not measured (default 500)
-  --sequential <n>        sequential calls for latency (default 2000)
-  --calls <n>             calls per concurrency level (default 10000)
-                          (above 16 KiB of payload the three defaults shrink in proportion,
-                          to 50 / 200 / 1000 at least, so big payloads still finish quickly)
-  --concurrency <list>    calls in flight per level (default 1,16,64,256)
-  --direct                go through the minimal relay instead of the engine (the limit)
-  --relay-url <ws-url>    with --direct: use a relay already running there
-  --relay-threads <n>     with --direct: socket threads of the spawned relay (default 2)
-  --relay-nodelay on|off  with --direct: TCP_NODELAY on the relay's sockets (default on)
-  --url ws://HOST:PORT    use a running engine instead of spawning one
-  --spawn                 spawn our own engine (the default without --url)
-  -h, --help              this help
+Above 16 KiB of payload the defaults of --warmup, --sequential and --calls shrink in
+proportion (to 50 / 200 / 1000 at least), so big payloads still finish quickly.";
 
-Output: one JSON line, then tables. Exit status 1 if any call failed.
-";
-
+/// The `invoke` options.
+#[derive(clap::Args, Debug, Clone)]
+#[command(about = ABOUT.lines().next(), long_about = ABOUT, args_override_self = true)]
+#[command(after_help = "Output: one JSON line, then tables. Exit status 1 if any call failed.")]
 pub struct Opts {
+    #[command(flatten)]
     pub common: Common,
+    /// Request payload size: 100, 10k, 10KiB, 1m, 1MiB
+    #[arg(long, value_name = "size", value_parser = parse_size, default_value = "100")]
     pub payload: usize,
-    pub warmup: usize,
-    pub sequential: usize,
-    pub calls: usize,
-    pub levels: Vec<usize>,
+    /// Warm-up calls, not measured [default: 500]
+    #[arg(long, value_name = "n", value_parser = parse_count)]
+    pub warmup: Option<usize>,
+    /// Sequential calls for latency [default: 2000]
+    #[arg(long, value_name = "n", value_parser = parse_count)]
+    pub sequential: Option<usize>,
+    /// Calls per concurrency level [default: 10000]
+    #[arg(long, value_name = "n", value_parser = parse_count)]
+    pub calls: Option<usize>,
+    /// Calls in flight per level
+    #[arg(long = "concurrency", value_name = "list", value_parser = parse_levels)]
+    #[arg(default_value = "1,16,64,256")]
+    pub levels: ::std::vec::Vec<usize>,
+    /// Go through the minimal relay instead of the engine (the limit)
+    #[arg(long)]
     pub direct: bool,
+    /// With --direct: use a relay already running there
+    #[arg(long, value_name = "ws-url", requires = "direct")]
     pub relay_url: Option<String>,
+    /// With --direct: socket threads of the spawned relay
+    #[arg(long, value_name = "n", value_parser = parse_count, default_value = "2")]
     pub relay_threads: usize,
+    /// With --direct: TCP_NODELAY on the relay's sockets
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+    #[arg(action = clap::ArgAction::Set, default_value = "on")]
     pub relay_nodelay: bool,
 }
 
 impl Opts {
-    pub fn parse(a: &mut Args) -> Result<Opts, String> {
-        let common = Common::parse(a)?;
-        let payload = a.size_or("--payload", 100)?;
-        let o = Opts {
-            common,
-            payload,
-            warmup: a.usize_or("--warmup", scaled(500, 50, payload))?,
-            sequential: a.usize_or("--sequential", scaled(2000, 200, payload))?,
-            calls: a.usize_or("--calls", scaled(10_000, 1000, payload))?,
-            levels: a.list_or("--concurrency", &[1, 16, 64, 256])?,
-            direct: a.flag("--direct"),
-            relay_url: a.value("--relay-url")?,
-            relay_threads: a.usize_or("--relay-threads", 2)?,
-            relay_nodelay: match a.value("--relay-nodelay")?.as_deref() {
-                None | Some("on") | Some("true") => true,
-                Some("off") | Some("false") => false,
-                Some(other) => {
-                    return Err(format!("--relay-nodelay takes on or off, got {other:?}"))
-                }
-            },
-        };
-        if o.relay_url.is_some() && !o.direct {
-            return Err("--relay-url only makes sense with --direct".into());
-        }
-        if o.levels.contains(&0) {
-            return Err("--concurrency levels must be at least 1".into());
-        }
-        Ok(o)
+    /// Warm-up, sequential and per-level call counts: as given, or scaled to the payload.
+    fn counts(&self) -> (usize, usize, usize) {
+        let p = self.payload;
+        (
+            self.warmup.unwrap_or_else(|| scaled(500, 50, p)),
+            self.sequential.unwrap_or_else(|| scaled(2000, 200, p)),
+            self.calls.unwrap_or_else(|| scaled(10_000, 1000, p)),
+        )
     }
 }
 
@@ -301,6 +288,7 @@ async fn wait_for_echo(caller: &Client) -> Result<(), String> {
 
 /// Runs the scenario; `Ok(false)` when calls failed.
 pub async fn run(o: Opts) -> Result<bool, String> {
+    let (warmup, sequential_calls, calls) = o.counts();
     let hop = if o.direct {
         match &o.relay_url {
             Some(u) => Hop::Relay {
@@ -353,15 +341,15 @@ pub async fn run(o: Opts) -> Result<bool, String> {
         Ok::<Client, String>(caller)
     };
     let caller = fresh_caller().await?;
-    let warm = measure(&caller, 1, o.warmup, &data, pid).await;
+    let warm = measure(&caller, 1, warmup, &data, pid).await;
     caller.shutdown().await;
     let caller = fresh_caller().await?;
-    let sequential = measure(&caller, 1, o.sequential, &data, pid).await;
+    let sequential = measure(&caller, 1, sequential_calls, &data, pid).await;
     caller.shutdown().await;
     let mut levels = Vec::new();
     for &n in &o.levels {
         let caller = fresh_caller().await?;
-        levels.push(measure(&caller, n, o.calls, &data, pid).await);
+        levels.push(measure(&caller, n, calls, &data, pid).await);
         caller.shutdown().await;
     }
     callee.shutdown().await;
@@ -378,9 +366,9 @@ pub async fn run(o: Opts) -> Result<bool, String> {
         "params": {
             "payload_bytes": o.payload,
             "request_json_bytes": data.to_string().len(),
-            "warmup_calls": o.warmup,
-            "sequential_calls": o.sequential,
-            "calls_per_level": o.calls,
+            "warmup_calls": warmup,
+            "sequential_calls": sequential_calls,
+            "calls_per_level": calls,
             "concurrency": o.levels,
             "client": "iii_client::Client (callee on its own thread; a fresh caller per phase on the main thread)",
         },
@@ -396,7 +384,7 @@ pub async fn run(o: Opts) -> Result<bool, String> {
             "invoke via {} — payload {} B, {} warm-up calls; latency in µs; CPU µs per call",
             hop.label(),
             o.payload,
-            o.warmup
+            warmup
         ),
         &[
             "in flight",

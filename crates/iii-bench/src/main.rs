@@ -1,7 +1,8 @@
 //! `iii-bench`: load scenarios for the iii engine, on our Rust worker client.
 //!
-//! This file owns the command line (subcommands, `--help`) and runs each scenario on an actix
-//! system. Every scenario prints one JSON line of results on stdout, then a readable table.
+//! This file owns the command line (clap: each scenario a subcommand with its own options and
+//! `--help`, and `all`, which runs several in turn) and runs each scenario on an actix system.
+//! Every scenario prints one JSON line of results on stdout, then a readable table.
 //!
 //! | file | owns |
 //! |---|---|
@@ -18,7 +19,7 @@
 //! | `procs.rs` | child processes, scratch dirs, `/proc` readings, the open-file limit |
 //! | `rawws.rs` | the lean idle WebSocket worker |
 //! | `report.rs` | machine info, percentiles, JSON line + tables |
-//! | `args.rs` | option parsing, sizes, lists |
+//! | `args.rs` | value parsers: counts, sizes, lists, on/off |
 
 mod args;
 mod compaction;
@@ -37,25 +38,12 @@ mod target;
 
 use std::process::ExitCode;
 
-use args::Args;
+use clap::{Args, FromArgMatches, Parser, Subcommand};
 
-const HELP: &str = "\
-iii-bench — load scenarios for the iii engine
+use args::parse_size;
+use target::Common;
 
-Usage: iii-bench <scenario> [options]      (iii-bench <scenario> --help for its options)
-
-Scenarios:
-  invoke       caller → engine → callee: sequential latency, calls/s at 1/16/64/256 in flight
-               (--direct: the same through a minimal relay, the limit to compare against)
-  fanout       stream::set fan-out to 1/10/100 `stream`-trigger subscribers; checks delivery
-  connections  100/1,000/10,000 idle workers: connect time, engine RSS per connection
-  startup      spawn → first accepted worker connection, 10 times
-  flood        engine RSS and a well-behaved caller's latency under each kind of flood
-               (slow reader, forbidden calls, pre-auth frames, joins, fragments, 60 MiB call)
-  store        stream::set throughput and latency per fsync mode; reads during compaction
-  all          invoke, invoke --direct, fanout, connections and startup in turn
-  relay        run the minimal relay (what invoke --direct spawns)
-
+const AFTER_HELP: &str = "\
 Where the traffic goes (every scenario but flood and store, which always spawn an engine
 with their own config):
   --spawn               start our own engine (default): the `iii` binary next to iii-bench, on
@@ -66,74 +54,74 @@ with their own config):
 
 Each scenario prints one JSON line (results, parameters, machine) and then a table on stdout.
 Exit status: 0 ok, 1 a scenario failed its checks, 2 bad usage or could not run.
-Build first: cargo build --release -p iii -p iii-bench
-";
+Build first: cargo build --release -p iii -p iii-bench";
 
-const ALL_HELP: &str = "\
-iii-bench all — the engine-facing scenarios in turn, with default parameters
+/// The command line: `iii-bench <scenario> [options]`.
+#[derive(Parser, Debug)]
+#[command(name = "iii-bench", about = "Load scenarios for the iii engine")]
+#[command(after_help = AFTER_HELP, arg_required_else_help = true)]
+#[command(
+    override_usage = "iii-bench <scenario> [options]   (iii-bench <scenario> --help for its options)"
+)]
+#[command(
+    subcommand_value_name = "scenario",
+    subcommand_help_heading = "Scenarios"
+)]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
 
-Usage: iii-bench all [--url ws://HOST:PORT | --spawn] [--engine-pid <pid>] [--payload <size>]
+#[derive(Subcommand, Debug)]
+enum Scenario {
+    Invoke(invoke::Opts),
+    Fanout(fanout::Opts),
+    Connections(connections::Opts),
+    Startup(startup::Opts),
+    Flood(flood::Opts),
+    Store(store::Opts),
+    All(AllOpts),
+    Relay(relay::Opts),
+}
+
+const ALL_ABOUT: &str = "\
+The engine-facing scenarios in turn, with default parameters
 
 Runs invoke, invoke --direct, fanout, connections and startup (startup is skipped with --url).
-Each prints its JSON line and table; the exit status is 1 if any of them failed its checks.
-";
+Each prints its JSON line and table; the exit status is 1 if any of them failed its checks.";
+
+/// The `all` options.
+#[derive(Args, Debug, Clone)]
+#[command(about = ALL_ABOUT.lines().next(), long_about = ALL_ABOUT, args_override_self = true)]
+struct AllOpts {
+    #[command(flatten)]
+    common: Common,
+    /// Request payload size of the invoke runs: 100, 10k, 10KiB, 1m, 1MiB [default: 100]
+    #[arg(long, value_name = "size", value_parser = parse_size)]
+    payload: Option<usize>,
+}
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let mut argv = std::env::args().skip(1);
-    let Some(cmd) = argv.next() else {
-        print!("{HELP}");
-        return ExitCode::from(2);
-    };
-    let mut a = Args::new(argv.collect());
-    if matches!(cmd.as_str(), "-h" | "--help" | "help") {
-        print!("{HELP}");
-        return ExitCode::SUCCESS;
-    }
-    if cmd == "relay" {
-        return match relay::run(a) {
+    let scenario = Cli::parse().scenario;
+    if let Scenario::Relay(o) = scenario {
+        return match relay::run(o) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         };
     }
-    if a.flag("--help") || a.flag("-h") {
-        let help = match cmd.as_str() {
-            "invoke" => invoke::HELP,
-            "fanout" => fanout::HELP,
-            "connections" => connections::HELP,
-            "startup" => startup::HELP,
-            "flood" => flood::HELP,
-            "store" => store::HELP,
-            "all" => ALL_HELP,
-            _ => HELP,
-        };
-        print!("{help}");
-        return ExitCode::SUCCESS;
-    }
     // Ten thousand connections need ten thousand descriptors, here and in a spawned engine
     // (which inherits the limit).
     procs::raise_nofile();
-    let outcome = match cmd.as_str() {
-        "invoke" => invoke::Opts::parse(&mut a)
-            .and_then(|o| a.finish().map(|_| o))
-            .and_then(|o| block_on(invoke::run(o))),
-        "fanout" => fanout::Opts::parse(&mut a)
-            .and_then(|o| a.finish().map(|_| o))
-            .and_then(|o| block_on(fanout::run(o))),
-        "connections" => connections::Opts::parse(&mut a)
-            .and_then(|o| a.finish().map(|_| o))
-            .and_then(|o| block_on(connections::run(o))),
-        "startup" => startup::Opts::parse(&mut a)
-            .and_then(|o| a.finish().map(|_| o))
-            .and_then(|o| block_on(startup::run(o))),
-        "flood" => flood::Opts::parse(&mut a)
-            .and_then(|o| a.finish().map(|_| o))
-            .and_then(|o| block_on(flood::run(o))),
-        "store" => store::Opts::parse(&mut a)
-            .and_then(|o| a.finish().map(|_| o))
-            .and_then(|o| block_on(store::run(o))),
-        "all" => run_all(a),
-        other => Err(format!("unknown scenario {other:?} (see --help)")),
+    let outcome = match scenario {
+        Scenario::Invoke(o) => block_on(invoke::run(o)),
+        Scenario::Fanout(o) => block_on(fanout::run(o)),
+        Scenario::Connections(o) => block_on(connections::run(o)),
+        Scenario::Startup(o) => block_on(startup::run(o)),
+        Scenario::Flood(o) => block_on(flood::run(o)),
+        Scenario::Store(o) => block_on(store::run(o)),
+        Scenario::All(o) => run_all(o),
+        Scenario::Relay(_) => unreachable!("handled above"),
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,
@@ -155,32 +143,16 @@ where
     actix::System::new().block_on(f)
 }
 
+/// A scenario's options with every default, as if it were given no option.
+fn defaults<T: Args + FromArgMatches>() -> Result<T, String> {
+    let cmd = T::augment_args(clap::Command::new("iii-bench"));
+    cmd.try_get_matches_from(["iii-bench"])
+        .and_then(|m| T::from_arg_matches(&m))
+        .map_err(|e| e.to_string())
+}
+
 /// Every scenario in turn, each with its defaults and the shared target options.
-fn run_all(mut a: Args) -> Result<bool, String> {
-    let url = a.value("--url")?;
-    let spawn = a.flag("--spawn");
-    let pid = a.value("--engine-pid")?;
-    let payload = a.value("--payload")?;
-    a.finish()?;
-    let common = || {
-        let mut v: Vec<String> = Vec::new();
-        if let Some(u) = &url {
-            v.extend(["--url".to_string(), u.clone()]);
-        }
-        if spawn {
-            v.push("--spawn".into());
-        }
-        if let Some(p) = &pid {
-            v.extend(["--engine-pid".to_string(), p.clone()]);
-        }
-        v
-    };
-    let with_payload = |mut v: Vec<String>| {
-        if let Some(p) = &payload {
-            v.extend(["--payload".to_string(), p.clone()]);
-        }
-        v
-    };
+fn run_all(a: AllOpts) -> Result<bool, String> {
     let mut ok = true;
     let mut step = |name: &str, r: Result<bool, String>| match r {
         Ok(passed) => ok &= passed,
@@ -189,36 +161,126 @@ fn run_all(mut a: Args) -> Result<bool, String> {
             ok = false;
         }
     };
-    let mut args = Args::new(with_payload(common()));
-    step(
-        "invoke",
-        invoke::Opts::parse(&mut args).and_then(|o| block_on(invoke::run(o))),
-    );
-    let mut direct = with_payload(common());
-    direct.push("--direct".into());
-    let mut args = Args::new(direct);
-    step(
-        "invoke --direct",
-        invoke::Opts::parse(&mut args).and_then(|o| block_on(invoke::run(o))),
-    );
-    let mut args = Args::new(common());
-    step(
-        "fanout",
-        fanout::Opts::parse(&mut args).and_then(|o| block_on(fanout::run(o))),
-    );
-    let mut args = Args::new(common());
-    step(
-        "connections",
-        connections::Opts::parse(&mut args).and_then(|o| block_on(connections::run(o))),
-    );
-    if url.is_some() {
+    let mut invoke: invoke::Opts = defaults()?;
+    invoke.common = a.common.clone();
+    invoke.payload = a.payload.unwrap_or(invoke.payload);
+    step("invoke", block_on(invoke::run(invoke.clone())));
+    invoke.direct = true;
+    step("invoke --direct", block_on(invoke::run(invoke)));
+    let mut fanout: fanout::Opts = defaults()?;
+    fanout.common = a.common.clone();
+    step("fanout", block_on(fanout::run(fanout)));
+    let mut connections: connections::Opts = defaults()?;
+    connections.common = a.common.clone();
+    step("connections", block_on(connections::run(connections)));
+    if a.common.url.is_some() {
         eprintln!("iii-bench all: startup skipped (it spawns the engine; --url was given)");
     } else {
         step(
             "startup",
-            startup::Opts::parse(&mut Args::new(Vec::new()))
-                .and_then(|o| block_on(startup::run(o))),
+            defaults().and_then(|o| block_on(startup::run(o))),
         );
     }
     Ok(ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(line: &str) -> Result<Scenario, clap::Error> {
+        let argv = std::iter::once("iii-bench").chain(line.split_whitespace());
+        Cli::try_parse_from(argv).map(|c| c.scenario)
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn options_parse_as_documented() {
+        let line =
+            "invoke --url ws://127.0.0.1:9 --engine-pid 42 --payload 10k --concurrency=1,64 \
+                    --direct --relay-nodelay off --calls 2k";
+        let Ok(Scenario::Invoke(o)) = parse(line) else {
+            panic!("{line}")
+        };
+        assert_eq!(o.common.url.as_deref(), Some("ws://127.0.0.1:9"));
+        assert_eq!(o.common.engine_pid, Some(42));
+        assert_eq!((o.payload, o.calls, o.warmup), (10 << 10, Some(2000), None));
+        assert_eq!(o.levels, vec![1, 64]);
+        assert!(o.direct && !o.relay_nodelay);
+        assert_eq!(o.relay_threads, 2);
+
+        let Ok(Scenario::Store(o)) = parse("store --fsync every_second --sets 2000 --spawn") else {
+            panic!("store")
+        };
+        assert_eq!(o.fsync, vec!["every_second"]);
+        assert_eq!(
+            (o.sets, o.levels.clone(), o.compaction),
+            (Some(2000), vec![1, 64], true)
+        );
+        assert!(o.spawn.check("store", "").is_ok());
+
+        let Ok(Scenario::Flood(o)) = parse("flood --kinds forbidden,big --seconds 2") else {
+            panic!("flood")
+        };
+        assert_eq!(o.kinds, vec!["forbidden", "big"]);
+        assert_eq!(o.seconds, std::time::Duration::from_secs(2));
+        let Ok(Scenario::Flood(o)) = parse("flood --url ws://127.0.0.1:9") else {
+            panic!("flood --url")
+        };
+        assert!(o.spawn.check("flood", "").is_err());
+
+        // The last of a repeated option wins.
+        let Ok(Scenario::Fanout(o)) = parse("fanout --sets 1 --sets 2 --subscribers 1") else {
+            panic!("fanout")
+        };
+        assert_eq!((o.sets, o.subscribers), (2, vec![1]));
+        let Ok(Scenario::Flood(o)) = parse("flood --kinds joins,big --kinds forbidden") else {
+            panic!("flood --kinds")
+        };
+        assert_eq!(o.kinds, vec!["forbidden"]);
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let o: invoke::Opts = defaults().unwrap();
+        assert_eq!(
+            (o.payload, o.levels, o.direct),
+            (100, vec![1, 16, 64, 256], false)
+        );
+        assert_eq!((o.relay_threads, o.relay_nodelay), (2, true));
+        let o: store::Opts = defaults().unwrap();
+        assert_eq!(o.fsync, vec!["every_second", "always"]);
+        let o: flood::Opts = defaults().unwrap();
+        assert_eq!(o.kinds, floods::KINDS);
+        let o: connections::Opts = defaults().unwrap();
+        assert_eq!((o.levels, o.parallel), (vec![100, 1000, 10_000], 64));
+        let o: fanout::Opts = defaults().unwrap();
+        assert_eq!(
+            (o.subscribers, o.sets, o.in_flight),
+            (vec![1, 10, 100], 2000, 16)
+        );
+    }
+
+    #[test]
+    fn bad_usage_exits_2() {
+        for line in [
+            "",
+            "nope",
+            "invoke --url ws://127.0.0.1:1 --spawn",
+            "invoke --url http://127.0.0.1:1",
+            "invoke --payload 1x",
+            "invoke --concurrency 0,1",
+            "invoke --relay-url ws://127.0.0.1:1",
+            "invoke --nope",
+            "flood --kinds nope",
+            "store --compaction maybe",
+        ] {
+            assert_eq!(parse(line).unwrap_err().exit_code(), 2, "{line:?}");
+        }
+    }
 }

@@ -17,27 +17,38 @@ use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use actix_web_actors::ws;
 use serde_json::json;
 
-use crate::args::Args;
+use crate::args::{parse_count, parse_on_off};
 
-pub const HELP: &str = "\
-iii-bench relay — the baseline for `invoke --direct`: a minimal WebSocket relay
+const ABOUT: &str = "\
+Run the minimal relay (what invoke --direct spawns)
 
-Usage: iii-bench relay [--host 127.0.0.1] [--port 0] [--threads 2] [--nodelay on|off]
-                      [--ready-file <file>]
-
-Connect with ws://HOST:PORT/?role=callee and ws://HOST:PORT/?role=caller. Each connection gets
+The baseline for `invoke --direct`: a minimal WebSocket relay. Connect with
+ws://HOST:PORT/?role=callee and ws://HOST:PORT/?role=caller. Each connection gets
 {\"type\":\"workerregistered\",\"worker_id\":<uuid>,\"reattach_token\":<uuid>} on accept; every
 text frame is then forwarded verbatim to the other role (one caller and one callee at a time).
-Binary frames are dropped; pings are answered.
+Binary frames are dropped; pings are answered.";
 
-Options:
-  --host <addr>        address to listen on (default 127.0.0.1)
-  --port <n>           port (default 0: a free one)
-  --threads <n>        socket threads (default 2, as the engine's listener)
-  --nodelay on|off     TCP_NODELAY on accepted sockets (default on)
-  --ready-file <file>  write {\"url\":\"ws://HOST:PORT\",\"pid\":N} there once listening
-  -h, --help           this help
-";
+/// The `relay` options.
+#[derive(clap::Args, Debug, Clone)]
+#[command(about = ABOUT.lines().next(), long_about = ABOUT, args_override_self = true)]
+pub struct Opts {
+    /// Address to listen on
+    #[arg(long, value_name = "addr", default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port (0: a free one)
+    #[arg(long, value_name = "n", default_value = "0")]
+    pub port: u16,
+    /// Socket threads (the default is the engine listener's)
+    #[arg(long, value_name = "n", value_parser = parse_count, default_value = "2")]
+    pub threads: usize,
+    /// TCP_NODELAY on accepted sockets
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+    #[arg(action = clap::ArgAction::Set, default_value = "on")]
+    pub nodelay: bool,
+    /// Write {"url":"ws://HOST:PORT","pid":N} there once listening
+    #[arg(long, value_name = "file")]
+    pub ready_file: Option<PathBuf>,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
@@ -176,22 +187,15 @@ async fn upgrade(
 }
 
 /// Runs the relay until SIGTERM / Ctrl-C.
-pub fn run(mut a: Args) -> Result<(), String> {
-    if a.flag("--help") || a.flag("-h") {
-        print!("{HELP}");
-        return Ok(());
-    }
-    let host = a.value("--host")?.unwrap_or_else(|| "127.0.0.1".into());
-    let port = u16::try_from(a.usize_or("--port", 0)?)
-        .map_err(|_| "--port must be at most 65535".to_string())?;
-    let threads = a.usize_or("--threads", 2)?.max(1);
-    let ready_file = a.value("--ready-file")?.map(PathBuf::from);
-    let nodelay = match a.value("--nodelay")?.as_deref() {
-        None | Some("on") | Some("true") => true,
-        Some("off") | Some("false") => false,
-        Some(other) => return Err(format!("--nodelay takes on or off, got {other:?}")),
-    };
-    a.finish()?;
+pub fn run(o: Opts) -> Result<(), String> {
+    let Opts {
+        host,
+        port,
+        threads,
+        nodelay,
+        ready_file,
+    } = o;
+    let threads = threads.max(1);
     let socket = TcpListener::bind((host.as_str(), port))
         .map_err(|e| format!("cannot listen on {host}:{port}: {e}"))?;
     let addr = socket.local_addr().map_err(|e| e.to_string())?;

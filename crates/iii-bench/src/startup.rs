@@ -8,40 +8,32 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::args::Args;
+use crate::args::parse_count;
 use crate::procs::{self, ScratchDir};
 use crate::rawws;
 use crate::report::{self, Stats, Table};
 
-pub const HELP: &str = "\
-iii-bench startup — time from spawning the engine to its first accepted worker connection
-
-Usage: iii-bench startup [options]
+const ABOUT: &str = "\
+Time from spawning the engine to its first accepted worker connection
 
 Spawns the engine (the `iii` binary next to iii-bench) on a free port with the bench config
 (trusted listener + file-based stream module in a fresh temp dir), connects in a tight loop
-(retry every 1 ms) until a worker connection is welcomed, then stops it with SIGTERM. Repeated.
+(retry every 1 ms) until a worker connection is welcomed, then stops it with SIGTERM. Repeated.";
 
-Options:
-  --repeat <n>   how many starts (default 10)
-  --spawn        accepted for symmetry (this scenario always spawns)
-  -h, --help     this help
-";
-
+/// The `startup` options.
+#[derive(clap::Args, Debug, Clone)]
+#[command(about = ABOUT.lines().next(), long_about = ABOUT, args_override_self = true)]
 pub struct Opts {
+    /// How many starts
+    #[arg(long, value_name = "n", default_value = "10")]
+    #[arg(value_parser = |s: &str| parse_count(s).map(|n| n.max(1)))]
     pub repeat: usize,
-    /// Set when `--url` was given: the scenario cannot run.
-    pub url_given: bool,
-}
-
-impl Opts {
-    pub fn parse(a: &mut Args) -> Result<Opts, String> {
-        let _ = a.flag("--spawn");
-        Ok(Opts {
-            repeat: a.usize_or("--repeat", 10)?.max(1),
-            url_given: a.value("--url")?.is_some(),
-        })
-    }
+    /// Accepted for symmetry (this scenario always spawns)
+    #[arg(long)]
+    pub spawn: bool,
+    /// Refused when given: the scenario cannot run against a running engine.
+    #[arg(long, hide = true)]
+    pub url: Option<String>,
 }
 
 /// Kills the child if a start goes wrong half-way.
@@ -131,7 +123,7 @@ async fn one_start(exe: &std::path::Path) -> Result<Start, String> {
 
 /// Runs the scenario; `Err` when it cannot (e.g. `--url`).
 pub async fn run(o: Opts) -> Result<bool, String> {
-    if o.url_given {
+    if o.url.is_some() {
         return Err("startup spawns the engine itself; it does not run against --url".into());
     }
     let exe = procs::engine_exe()?;

@@ -11,83 +11,70 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use clap::builder::PossibleValuesParser;
 use iii_client::Client;
 use serde_json::{json, Value};
 
-use crate::args::Args;
+use crate::args::{parse_count, parse_levels, parse_on_off, parse_secs, parse_size};
 use crate::compaction;
 use crate::procs::{self, Spawned};
 use crate::report::{self, Stats, Table};
-use crate::target;
+use crate::target::{self, SpawnOnly};
 
-pub const HELP: &str = "\
-iii-bench store — stream::set throughput and latency per fsync mode, and a compaction check
-
-Usage: iii-bench store [options]
+const ABOUT: &str = "\
+stream::set throughput and latency per fsync mode, and a compaction check
 
 For each fsync mode, spawns an engine whose stream module keeps a file-based store with that
 mode, then measures stream::set (new keys, the payload in `data`): sequential sets, then a
 fixed number of sets at each concurrency. Then, unless --compaction off, a writer keeps
 writing new 1 KiB items into a store that compacts past 1 MiB of log while a sequential reader
-does stream::get; the reader's latency and the number of compactions are reported.
-
-Options:
-  --fsync <list>          fsync modes: every_second, always (default every_second,always)
-  --payload <size>        size of each item's `data`: 100, 1k, 1MiB (default 100)
-  --warmup <n>            warm-up sets, not measured (default 200)
-  --sequential <n>        sequential sets for latency (default 2000)
-  --concurrency <list>    sets in flight per level (default 1,64)
-  --sets <n>              sets per concurrency level (default 10000 with every_second,
-                          3000 with always)
-  --compaction on|off     run the compaction check (default on)
-  --compaction-seconds <n>  how long the compaction check runs, per fsync mode (default 5)
-  -h, --help              this help
-
-The engine is always spawned (the scenario needs its own store settings), so --url is refused;
-its store lives in a scratch directory under $TMPDIR (default /tmp): that disk is measured.
-Output: one JSON line, then tables. Exit status 1 if a set or get failed or fsync always at 64
-in flight stayed under 5,000 sets/s.
-";
+does stream::get; the reader's latency and the number of compactions are reported.";
 
 const TARGET_SETS_PER_S: f64 = 5000.0;
 
-pub struct Opts {
-    pub fsync: Vec<&'static str>,
-    pub payload: usize,
-    pub warmup: usize,
-    pub sequential: usize,
-    pub levels: Vec<usize>,
-    pub sets: Option<usize>,
-    pub compaction: bool,
-    pub compaction_time: Duration,
-}
+/// The fsync modes of the store.
+const MODES: [&str; 2] = ["every_second", "always"];
 
-impl Opts {
-    pub fn parse(a: &mut Args) -> Result<Opts, String> {
-        target::spawn_only(a, "store", "it needs its own store settings")?;
-        let modes = &["every_second", "always"];
-        let o = Opts {
-            fsync: a.names_or("--fsync", modes, modes)?,
-            payload: a.size_or("--payload", 100)?,
-            warmup: a.usize_or("--warmup", 200)?,
-            sequential: a.usize_or("--sequential", 2000)?,
-            levels: a.list_or("--concurrency", &[1, 64])?,
-            sets: a
-                .value("--sets")?
-                .map(|v| crate::args::parse_count(&v).map_err(|e| format!("--sets: {e}")))
-                .transpose()?,
-            compaction: match a.value("--compaction")?.as_deref() {
-                None | Some("on") => true,
-                Some("off") => false,
-                Some(other) => return Err(format!("--compaction takes on or off, got {other:?}")),
-            },
-            compaction_time: Duration::from_secs(a.usize_or("--compaction-seconds", 5)? as u64),
-        };
-        if o.levels.contains(&0) {
-            return Err("--concurrency levels must be at least 1".into());
-        }
-        Ok(o)
-    }
+/// The `store` options.
+#[derive(clap::Args, Debug, Clone)]
+#[command(about = ABOUT.lines().next(), long_about = ABOUT, args_override_self = true)]
+#[command(after_help = "\
+The engine is always spawned (the scenario needs its own store settings), so --url is refused;
+its store lives in a scratch directory under $TMPDIR (default /tmp): that disk is measured.
+Output: one JSON line, then tables. Exit status 1 if a set or get failed or fsync always at 64
+in flight stayed under 5,000 sets/s.")]
+pub struct Opts {
+    #[command(flatten)]
+    pub spawn: SpawnOnly,
+    /// fsync modes, comma-separated (default: every_second,always)
+    #[arg(long, value_name = "list", value_delimiter = ',', default_values = MODES)]
+    #[arg(hide_default_value = true, action = clap::ArgAction::Set)]
+    #[arg(value_parser = PossibleValuesParser::new(MODES))]
+    pub fsync: Vec<String>,
+    /// Size of each item's `data`: 100, 1k, 1MiB
+    #[arg(long, value_name = "size", value_parser = parse_size, default_value = "100")]
+    pub payload: usize,
+    /// Warm-up sets, not measured
+    #[arg(long, value_name = "n", value_parser = parse_count, default_value = "200")]
+    pub warmup: usize,
+    /// Sequential sets for latency
+    #[arg(long, value_name = "n", value_parser = parse_count, default_value = "2000")]
+    pub sequential: usize,
+    /// Sets in flight per level
+    #[arg(long = "concurrency", value_name = "list", value_parser = parse_levels)]
+    #[arg(default_value = "1,64")]
+    pub levels: ::std::vec::Vec<usize>,
+    /// Sets per concurrency level [default: 10000 with every_second, 3000 with always]
+    #[arg(long, value_name = "n", value_parser = parse_count)]
+    pub sets: Option<usize>,
+    /// Run the compaction check
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+    #[arg(action = clap::ArgAction::Set, default_value = "on")]
+    pub compaction: bool,
+    /// How long the compaction check runs, per fsync mode, in seconds
+    #[arg(long = "compaction-seconds", value_name = "n", value_parser = parse_secs)]
+    #[arg(default_value = "5")]
+    pub compaction_time: Duration,
 }
 
 /// The engine config: the default trusted listener and a file-based store.
@@ -231,6 +218,7 @@ async fn throughput(o: &Opts, fsync: &str, data: &Value) -> Result<Vec<Phase>, S
 
 /// Runs the scenario; `Ok(false)` when a set or get failed or the target was missed.
 pub async fn run(o: Opts) -> Result<bool, String> {
+    o.spawn.check("store", "it needs its own store settings")?;
     let blob = "x".repeat(o.payload.saturating_sub(r#"{"blob":""}"#.len()));
     let data = json!({ "blob": blob });
     let mut table = Table::new(
@@ -255,7 +243,7 @@ pub async fn run(o: Opts) -> Result<bool, String> {
     );
     let mut ctable = compaction::table(o.compaction_time);
     let (mut modes, mut ok) = (Vec::new(), true);
-    for &fsync in &o.fsync {
+    for fsync in &o.fsync {
         let phases = throughput(&o, fsync, &data).await?;
         for (i, p) in phases.iter().enumerate() {
             ok &= p.errors == 0;

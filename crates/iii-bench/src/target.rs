@@ -1,4 +1,5 @@
-//! Where a scenario sends its traffic — our own spawned engine or one at `--url` — and the
+//! Where a scenario sends its traffic — our own spawned engine or one at `--url` (the options
+//! that choose it: [`Common`], and [`SpawnOnly`] for scenarios that always spawn) — and the
 //! helpers every scenario shares to put workers (our Rust [`Client`]) on it: client options
 //! for benchmarking, starting a client (or any task) on a chosen arbiter (thread), waiting
 //! until a function is callable, and calling one at a steady pace.
@@ -15,36 +16,30 @@ use tokio::sync::oneshot;
 
 use crate::procs::Spawned;
 
-/// The options every engine-facing scenario accepts.
-#[derive(Debug, Clone, Default)]
+/// The options every engine-facing scenario accepts: where its traffic goes.
+#[derive(clap::Args, Debug, Clone, Default)]
 pub struct Common {
+    /// Use a running engine instead of spawning one
+    #[arg(long, value_name = "ws://HOST:PORT", value_parser = parse_ws_url)]
     pub url: Option<String>,
+    /// Spawn our own engine (the default without --url)
+    #[arg(long, conflicts_with = "url")]
+    pub spawn: bool,
+    /// With --url: the engine's pid (to read its RSS, CPU time and open-file limit)
+    #[arg(long, value_name = "pid")]
     pub engine_pid: Option<u32>,
 }
 
-impl Common {
-    /// Reads `--url`, `--spawn`, `--engine-pid`.
-    pub fn parse(a: &mut crate::args::Args) -> Result<Common, String> {
-        let url = a.value("--url")?;
-        let spawn = a.flag("--spawn");
-        let engine_pid = match a.value("--engine-pid")? {
-            None => None,
-            Some(p) => Some(
-                p.parse::<u32>()
-                    .map_err(|_| format!("--engine-pid: not a pid: {p:?}"))?,
-            ),
-        };
-        if spawn && url.is_some() {
-            return Err("--spawn and --url exclude each other".into());
-        }
-        if let Some(u) = &url {
-            if !(u.starts_with("ws://") || u.starts_with("wss://")) {
-                return Err(format!("--url must look like ws://HOST:PORT, got {u:?}"));
-            }
-        }
-        Ok(Common { url, engine_pid })
+/// `ws://HOST:PORT` or `wss://…`.
+fn parse_ws_url(u: &str) -> Result<String, String> {
+    if u.starts_with("ws://") || u.starts_with("wss://") {
+        Ok(u.to_string())
+    } else {
+        Err("must look like ws://HOST:PORT".into())
     }
+}
 
+impl Common {
     /// Starts our engine, or names the one at `--url`.
     pub fn target(&self) -> Result<Target, String> {
         match &self.url {
@@ -57,16 +52,31 @@ impl Common {
     }
 }
 
-/// For a scenario that always spawns its engine with its own config: refuses `--url` and
-/// `--engine-pid` (saying `why`), accepts `--spawn`.
-pub fn spawn_only(a: &mut crate::args::Args, scenario: &str, why: &str) -> Result<(), String> {
-    if a.value("--url")?.is_some() || a.value("--engine-pid")?.is_some() {
-        return Err(format!(
-            "{scenario} spawns its own engine ({why}); --url and --engine-pid are not supported"
-        ));
+/// The target options of a scenario that always spawns its engine with its own config:
+/// `--spawn` is accepted, `--url` and `--engine-pid` are refused by [`SpawnOnly::check`].
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct SpawnOnly {
+    /// Accepted for symmetry (this scenario always spawns its engine)
+    #[arg(long)]
+    pub spawn: bool,
+    /// Refused by [`SpawnOnly::check`]
+    #[arg(long, hide = true)]
+    pub url: Option<String>,
+    /// Refused by [`SpawnOnly::check`]
+    #[arg(long, hide = true)]
+    pub engine_pid: Option<String>,
+}
+
+impl SpawnOnly {
+    /// Refuses `--url` and `--engine-pid`, saying `why` the scenario spawns its own engine.
+    pub fn check(&self, scenario: &str, why: &str) -> Result<(), String> {
+        if self.url.is_some() || self.engine_pid.is_some() {
+            return Err(format!(
+                "{scenario} spawns its own engine ({why}); --url and --engine-pid are not supported"
+            ));
+        }
+        Ok(())
     }
-    a.flag("--spawn");
-    Ok(())
 }
 
 /// An engine to talk to.
