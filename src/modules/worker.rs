@@ -26,6 +26,9 @@ use crate::router::PeerInfo;
 use crate::session::{SessionKind, WorkerSession};
 use crate::socket::{self, Shutdown};
 
+/// How stale actix-http's cached clock can be (it refreshes every 500 ms).
+const HTTP_CLOCK_SLACK_MS: u64 = 500;
+
 /// Shared state of one listener's HTTP workers.
 #[derive(Clone)]
 struct ListenerState {
@@ -85,7 +88,12 @@ pub fn start(
     .tcp_nodelay(true)
     .disable_signals()
     .shutdown_timeout(2)
-    .client_request_timeout(Duration::from_millis(config.handshake_timeout_ms))
+    // actix-http starts this deadline from a clock it refreshes every 500 ms, so a deadline
+    // shorter than that could already be over when a request arrives (an immediate 408 to a
+    // client that sent its upgrade at once). The slack makes the configured time a minimum.
+    .client_request_timeout(Duration::from_millis(
+        config.handshake_timeout_ms + HTTP_CLOCK_SLACK_MS,
+    ))
     .client_disconnect_timeout(Duration::from_millis(1_000))
     .listen(socket)
     .map_err(|source| ModuleError::Listen {
