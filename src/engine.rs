@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use crate::config::EngineConfig;
 use crate::modules::{exec, stream, worker};
-use crate::registry::RegistryActor;
+use crate::registry::Registry;
 
 /// Whether `III_FAULT_INJECTION=1` is set: then the engine also has functions that make it fail
 /// on purpose (`engine::fault::panic`, `stream::fault::panic`), for the tests that check it
@@ -47,8 +47,7 @@ impl Engine {
     /// Starts everything the config names. Must run inside an actix system.
     pub async fn start(config: EngineConfig) -> Result<Engine, StartError> {
         let registry_arbiter = Arbiter::new();
-        let registry =
-            RegistryActor::start_in_arbiter(&registry_arbiter.handle(), |_| RegistryActor::new());
+        let registry = Registry::start(registry_arbiter.handle());
         let mut engine = Engine {
             stream: None,
             listeners: Vec::new(),

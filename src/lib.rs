@@ -8,19 +8,22 @@
 //! # The actor graph
 //!
 //! ```text
-//!  browser tab ──ws──┐  Socket<WorkerSession>           RegistryActor (registry.rs)     StreamActor (modules/stream/)
-//!  Node worker ──ws──┼─ one per socket: frames <->  ──> wraps the Router (router/):  ──> stream::* functions, store dir
-//!  Python, Rust ─ws──┘  typed messages, flow gate       functions, triggers, calls,  <── change events -> trigger fires
-//!                       (socket.rs, session.rs)          connections, RBAC, prefixes      Socket<ConsumerSession> (port 3112)
+//!  browser tab ──ws──┐  Socket<WorkerSession>           Registry (registry.rs)          StreamActor (modules/stream/)
+//!  Node worker ──ws──┼─ one per socket: frames <->  ──> the Router (router/) under  ──> stream::* functions, store dir
+//!  Python, Rust ─ws──┘  typed messages, flow gate       one lock, run on the thread <── change events -> trigger fires
+//!                       (socket.rs, session.rs)          that reports; frames go out      Socket<ConsumerSession> (port 3112)
+//!                                                        by the sockets' mailboxes
 //!  ExecActor (modules/exec.rs): sh -c <command> per exec entry, III_URL = the trusted listener
 //! ```
 //!
 //! * [`socket::Socket`] — the one WebSocket actor, generic over what its socket speaks:
 //!   [`session::WorkerSession`] on worker listeners, the stream module's consumer session on
 //!   port 3112. It is the only code that touches a socket; [`flow`] decides when it stops reading.
-//! * [`registry::RegistryActor`] — a thin actor on its own thread around [`router::Router`], the
-//!   engine's routing state as plain data: events in, effects out, unit-tested without actix. It
-//!   never awaits a worker: calls are forwarded and parked, results come back as messages.
+//! * [`registry::Registry`] — the one owner of [`router::Router`], the engine's routing state as
+//!   plain data: events in, effects out, unit-tested without actix. A socket or module reports
+//!   an event and it is routed right there, on the reporting thread, under the registry's lock;
+//!   the effects go out through actor mailboxes. It never awaits a worker: calls are forwarded
+//!   and parked, results come back as events.
 //! * [`modules`] — one module per config entry kind: the worker listeners (`modules::worker`),
 //!   the stream store and its consumer socket (`modules::stream`, a `StreamActor` on its own
 //!   thread that serves `stream::*` for the registry like any function owner), and the worker
@@ -57,7 +60,7 @@
 //! | `flow.rs` | per-connection flow control: bytes in the engine, when to stop reading |
 //! | `outbox.rs` | stall-aware delivery to socket actors (a peer that stops reading is dropped) |
 //! | `lograte.rs` | rate-limited log lines for events an attacker can cause at will |
-//! | `registry.rs` | the actor around the router: messages to events, effects to messages |
+//! | `registry.rs` | the router's owner: reports to events under one lock, effects to mailboxes, the clock thread |
 //! | `router/` | routing state: `conns.rs` lifecycle and auth, `register.rs` session registrations, `calls.rs` calls and middleware, `triggers.rs`, `engine_fns.rs`, `discovery.rs`; `tests/` |
 //! | `update_ops/` | the update-op engine of `stream::update`: `parse.rs`, `apply.rs` |
 //! | `modules/mod.rs` | module start-up and its errors |

@@ -1,15 +1,18 @@
-//! The messages between the engine's actors, defined in one place so that no actor's file
-//! imports another's: sockets and modules talk to the registry, the registry talks back.
+//! The messages between the engine's actors and the registry, defined in one place so that no
+//! actor's file imports another's: sockets and modules report to the registry
+//! ([`Registry::do_send`](crate::registry::Registry::do_send), handled on the reporting thread),
+//! the registry talks back through actor mailboxes.
 //!
 //! | message | from → to |
 //! |---|---|
 //! | [`Connect`], [`FromWorker`], [`Disconnect`] | worker socket → registry |
-//! | [`ToSession`] | registry → worker socket |
+//! | [`ToSession`] | registry → worker socket (actor message) |
 //! | [`RegisterBuiltins`] | module → registry, once at start |
-//! | [`BuiltinCall`] → [`BuiltinDone`] | registry → module → registry (a call of a module's function) |
-//! | [`TriggerBinding`] → [`TriggerRejected`] | registry → module → registry (a binding of a module's trigger type) |
+//! | [`BuiltinCall`] → [`BuiltinDone`] | registry → module (actor message) → registry (a call of a module's function) |
+//! | [`TriggerBinding`] → [`TriggerRejected`] | registry → module (actor message) → registry (a binding of a module's trigger type) |
 //! | [`FireTrigger`] | module → registry (call a bound function, nobody waits) |
-//! | [`Call`] | module → registry (a call whose outcome the module awaits) |
+//!
+//! A module that awaits a call's outcome uses [`Registry::call`](crate::registry::Registry::call).
 
 use std::sync::Arc;
 
@@ -21,11 +24,9 @@ use crate::config::ListenerConfig;
 use crate::flow::Flow;
 use crate::payload::Payload;
 use crate::protocol::{self, ErrorBody};
-use crate::router::{CallRequest, Outcome, PeerInfo};
+use crate::router::{Outcome, PeerInfo};
 
 /// A new connection on a worker listener.
-#[derive(Message)]
-#[rtype(result = "()")]
 pub struct Connect {
     pub worker_id: Uuid,
     pub session: Recipient<ToSession>,
@@ -37,8 +38,6 @@ pub struct Connect {
 }
 
 /// One decoded frame from a connection.
-#[derive(Message)]
-#[rtype(result = "()")]
 pub struct FromWorker {
     pub worker_id: Uuid,
     pub msg: protocol::Message,
@@ -47,8 +46,6 @@ pub struct FromWorker {
 }
 
 /// The connection is gone.
-#[derive(Message)]
-#[rtype(result = "()")]
 pub struct Disconnect {
     pub worker_id: Uuid,
 }
@@ -77,11 +74,6 @@ impl ToSession {
     }
 }
 
-/// An internal call (no caller connection); resolves with the function's result.
-#[derive(Message)]
-#[rtype(result = "Outcome")]
-pub struct Call(pub CallRequest);
-
 /// What the registry needs to know about one engine-hosted function.
 #[derive(Debug, Clone)]
 pub struct BuiltinFunction {
@@ -100,8 +92,6 @@ pub struct BuiltinTriggerType {
 }
 
 /// An engine-hosted module announces its functions and trigger types.
-#[derive(Message)]
-#[rtype(result = "()")]
 pub struct RegisterBuiltins {
     pub owner: &'static str,
     pub functions: Vec<BuiltinFunction>,
@@ -120,8 +110,6 @@ pub struct BuiltinCall {
 }
 
 /// An engine-hosted module finished a [`BuiltinCall`].
-#[derive(Message)]
-#[rtype(result = "()")]
 pub struct BuiltinDone {
     pub engine_id: Uuid,
     pub outcome: Outcome,
@@ -144,16 +132,12 @@ pub enum TriggerBinding {
 }
 
 /// An engine-hosted provider refused a binding.
-#[derive(Message)]
-#[rtype(result = "()")]
 pub struct TriggerRejected {
     pub trigger_id: String,
     pub error: ErrorBody,
 }
 
 /// A trigger provider fires: call `function_id` with `data`; the result is discarded.
-#[derive(Message)]
-#[rtype(result = "()")]
 pub struct FireTrigger {
     pub function_id: String,
     pub data: Payload,

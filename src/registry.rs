@@ -1,16 +1,24 @@
-//! `RegistryActor`: the actor around the [`Router`]. It turns messages into router events and
-//! carries out the effects the router returns — queueing frames in the connections' outboxes,
-//! handing calls and bindings to modules, answering modules' calls, scheduling — and nothing
-//! else: every routing decision is the router's.
+//! [`Registry`]: the one owner of the [`Router`], shared by every thread that reports to it.
+//! It turns what sockets and modules report into router events and carries out the effects
+//! the router returns — queueing frames in the connections' outboxes, handing calls and
+//! bindings to modules, answering modules' calls, scheduling — and nothing else: every routing
+//! decision is the router's.
 //!
-//! It runs on its own arbiter (thread). Because every change goes through this one mailbox,
-//! ordering questions have simple answers: frames of one connection are handled in the order
-//! they arrived, a reattach cleans the old connection up before the new one's next frame, and
-//! cleanup runs exactly once. It never awaits a worker: a call is forwarded and parked, and the
-//! result comes back as another message.
+//! Events are handled on the thread that reports them, under one lock: a socket thread routes
+//! the call its worker just sent and hands the frame straight to the callee's socket actor, and
+//! the callee's thread routes the result straight back. A call crosses threads twice (as
+//! through a bare relay), not four times as it would through a registry thread of its own.
+//! The lock is the mailbox: one event at a time, its effects carried out before the next
+//! event, so ordering has the same simple answers — frames of one connection are handled in the
+//! order they arrived (one socket reports from one thread, in order), a reattach cleans the old
+//! connection up before the new one's next frame, and cleanup runs exactly once. Nothing done
+//! under the lock waits: outboxes and module mailboxes are actor mailboxes, replies are
+//! one-shot channels. Timers (the router's tick, delayed events) run on the registry's clock
+//! thread, which reports like anyone else.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
@@ -19,12 +27,12 @@ use uuid::Uuid;
 use crate::error::Code;
 use crate::ids::IdMap;
 use crate::messages::{
-    BuiltinCall, BuiltinDone, Call, Connect, Disconnect, FireTrigger, FromWorker, RegisterBuiltins,
+    BuiltinCall, BuiltinDone, Connect, Disconnect, FireTrigger, FromWorker, RegisterBuiltins,
     ToSession, TriggerBinding, TriggerRejected,
 };
 use crate::outbox::{Delivery, Outbox};
 use crate::protocol::ErrorBody;
-use crate::router::{Effect, Effects, Event, Outcome, Router, TICK};
+use crate::router::{CallRequest, Effect, Effects, Event, Outcome, Router, TICK};
 
 /// Stalled sockets are looked for every this many ticks (one second).
 const STALL_CHECK_TICKS: u64 = 20;
@@ -35,8 +43,8 @@ struct Module {
     bindings: Recipient<TriggerBinding>,
 }
 
-/// The registry actor. See the module docs.
-pub struct RegistryActor {
+/// The state behind the lock.
+struct Core {
     router: Router,
     outboxes: IdMap<Outbox<ToSession>>,
     modules: Vec<Module>,
@@ -46,37 +54,142 @@ pub struct RegistryActor {
     /// Reused between events.
     effects: Effects,
     spare: Effects,
+    /// Delayed events, scheduled on the clock thread once the lock is released.
+    later: Vec<(Duration, Event)>,
     ticks: u64,
 }
 
-impl Default for RegistryActor {
-    fn default() -> Self {
-        Self::new()
-    }
+/// A handle to the registry; clones share it. See the module docs.
+#[derive(Clone)]
+pub struct Registry {
+    core: Arc<Mutex<Core>>,
+    clock: ArbiterHandle,
 }
 
-impl RegistryActor {
-    pub fn new() -> Self {
-        RegistryActor {
-            router: Router::new(),
-            outboxes: IdMap::default(),
-            modules: Vec::new(),
-            replies: HashMap::new(),
-            next_token: 0,
-            effects: Vec::new(),
-            spare: Vec::new(),
-            ticks: 0,
+/// What a socket or a module can report to the registry.
+pub trait Report {
+    fn report(self, registry: &Registry);
+}
+
+impl Registry {
+    /// A registry whose timers run on `clock` (an arbiter of its own: a tick never waits
+    /// behind a socket).
+    pub fn start(clock: ArbiterHandle) -> Registry {
+        let registry = Registry {
+            core: Arc::new(Mutex::new(Core {
+                router: Router::new(),
+                outboxes: IdMap::default(),
+                modules: Vec::new(),
+                replies: HashMap::new(),
+                next_token: 0,
+                effects: Vec::new(),
+                spare: Vec::new(),
+                later: Vec::new(),
+                ticks: 0,
+            })),
+            clock,
+        };
+        let ticker = registry.clone();
+        registry.clock.spawn(async move {
+            let mut interval = actix::clock::interval(TICK);
+            loop {
+                interval.tick().await;
+                ticker.tick();
+            }
+        });
+        registry
+    }
+
+    /// Reports `msg` (a [`Connect`], a [`FromWorker`], a [`BuiltinDone`], …): handled now, on
+    /// this thread.
+    pub fn do_send<R: Report>(&self, msg: R) {
+        msg.report(self);
+    }
+
+    /// An internal call (no caller connection); resolves with the function's result.
+    pub fn call(&self, req: CallRequest) -> impl std::future::Future<Output = Outcome> {
+        let (tx, rx) = oneshot::channel();
+        self.with(|core| {
+            let token = core.next_token;
+            core.next_token += 1;
+            core.replies.insert(token, tx);
+            core.run(Event::Call { token, req });
+        });
+        async move {
+            rx.await.unwrap_or_else(|_| {
+                Err(ErrorBody::new(
+                    Code::InvocationError,
+                    "the engine dropped the call",
+                ))
+            })
         }
     }
 
+    /// Runs `f` under the lock, then schedules the delayed events it caused.
+    fn with<T>(&self, f: impl FnOnce(&mut Core) -> T) -> T {
+        let mut core = self.lock();
+        let out = f(&mut core);
+        let later = std::mem::take(&mut core.later);
+        drop(core);
+        if !later.is_empty() {
+            self.schedule(later);
+        }
+        out
+    }
+
+    /// Runs each event on the clock thread after its delay.
+    fn schedule(&self, later: Vec<(Duration, Event)>) {
+        for (after, event) in later {
+            let registry = self.clone();
+            self.clock.spawn(async move {
+                actix::clock::sleep(after).await;
+                registry.run(event);
+            });
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Core> {
+        // A panic under the lock stops the engine (the panic hook exits), so a poisoned lock
+        // is never seen by a running engine; taking it anyway keeps shutdown quiet.
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn run(&self, event: Event) {
+        self.with(|core| core.run(event));
+    }
+
+    /// The periodic tick; once a second also the sockets that stopped draining.
+    fn tick(&self) {
+        self.with(|core| {
+            core.run(Event::Tick {
+                now: Instant::now(),
+            });
+            core.ticks = core.ticks.wrapping_add(1);
+            if !core.ticks.is_multiple_of(STALL_CHECK_TICKS) {
+                return;
+            }
+            let stalled: Vec<(Uuid, u64)> = core
+                .outboxes
+                .iter_mut()
+                .filter_map(|(id, o)| o.stalled_for().map(|ms| (*id, ms)))
+                .collect();
+            for (worker_id, ms) in stalled {
+                let why = format!("nothing drained for {ms} ms");
+                core.run(Event::Unreachable { worker_id, why });
+            }
+        });
+    }
+}
+
+impl Core {
     /// Hands one event to the router and carries out everything it causes.
-    fn run(&mut self, event: Event, ctx: &mut Context<Self>) {
+    fn run(&mut self, event: Event) {
         let mut effects = std::mem::take(&mut self.effects);
         let mut more = std::mem::take(&mut self.spare);
         self.router.handle(event, &mut effects);
         while !effects.is_empty() {
             for effect in effects.drain(..) {
-                self.apply(effect, &mut more, ctx);
+                self.apply(effect, &mut more);
             }
             std::mem::swap(&mut effects, &mut more);
         }
@@ -84,7 +197,7 @@ impl RegistryActor {
         self.spare = more;
     }
 
-    fn apply(&mut self, effect: Effect, more: &mut Effects, ctx: &mut Context<Self>) {
+    fn apply(&mut self, effect: Effect, more: &mut Effects) {
         match effect {
             Effect::Send { to, msg } => {
                 let Some(outbox) = self.outboxes.get_mut(&to) else {
@@ -130,152 +243,90 @@ impl RegistryActor {
                     let _ = tx.send(outcome);
                 }
             }
-            Effect::Later { after, event } => {
-                ctx.run_later(after, move |act, ctx| act.run(event, ctx));
-            }
-        }
-    }
-
-    /// The periodic tick; once a second also the sockets that stopped draining.
-    fn tick(&mut self, ctx: &mut Context<Self>) {
-        self.run(
-            Event::Tick {
-                now: Instant::now(),
-            },
-            ctx,
-        );
-        self.ticks = self.ticks.wrapping_add(1);
-        if !self.ticks.is_multiple_of(STALL_CHECK_TICKS) {
-            return;
-        }
-        let stalled: Vec<(Uuid, u64)> = self
-            .outboxes
-            .iter_mut()
-            .filter_map(|(id, o)| o.stalled_for().map(|ms| (*id, ms)))
-            .collect();
-        for (worker_id, ms) in stalled {
-            let why = format!("nothing drained for {ms} ms");
-            self.run(Event::Unreachable { worker_id, why }, ctx);
+            Effect::Later { after, event } => self.later.push((after, event)),
         }
     }
 }
 
-impl Actor for RegistryActor {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(TICK, |act, ctx| act.tick(ctx));
-    }
-}
-
-impl Handler<Connect> for RegistryActor {
-    type Result = ();
-    fn handle(&mut self, msg: Connect, ctx: &mut Self::Context) {
-        let stall_ms = msg.listener.write_stall_timeout_ms;
-        let hard_cap = msg.listener.max_outbound_bytes.saturating_mul(4);
-        let outbox = Outbox::new(msg.session, msg.flow.clone(), stall_ms, hard_cap);
-        self.outboxes.insert(msg.worker_id, outbox);
-        let event = Event::Connect {
-            worker_id: msg.worker_id,
-            listener: msg.listener,
-            peer: msg.peer,
-            flow: msg.flow,
-            telemetry: msg.telemetry,
-        };
-        self.run(event, ctx);
-    }
-}
-
-impl Handler<FromWorker> for RegistryActor {
-    type Result = ();
-    fn handle(&mut self, msg: FromWorker, ctx: &mut Self::Context) {
-        let event = Event::Frame {
-            worker_id: msg.worker_id,
-            msg: msg.msg,
-            bytes: msg.bytes,
-        };
-        self.run(event, ctx);
-    }
-}
-
-impl Handler<Disconnect> for RegistryActor {
-    type Result = ();
-    fn handle(&mut self, msg: Disconnect, ctx: &mut Self::Context) {
-        self.run(
-            Event::Disconnect {
-                worker_id: msg.worker_id,
-            },
-            ctx,
-        );
-        self.outboxes.remove(&msg.worker_id);
-    }
-}
-
-impl Handler<Call> for RegistryActor {
-    type Result = ResponseFuture<Outcome>;
-    fn handle(&mut self, msg: Call, ctx: &mut Self::Context) -> Self::Result {
-        let (tx, rx) = oneshot::channel();
-        let token = self.next_token;
-        self.next_token += 1;
-        self.replies.insert(token, tx);
-        self.run(Event::Call { token, req: msg.0 }, ctx);
-        Box::pin(async move {
-            rx.await.unwrap_or_else(|_| {
-                Err(ErrorBody::new(
-                    Code::InvocationError,
-                    "the engine dropped the call",
-                ))
-            })
-        })
-    }
-}
-
-impl Handler<RegisterBuiltins> for RegistryActor {
-    type Result = ();
-    fn handle(&mut self, msg: RegisterBuiltins, ctx: &mut Self::Context) {
-        self.modules.push(Module {
-            calls: msg.calls,
-            bindings: msg.bindings,
+impl Report for Connect {
+    fn report(self, registry: &Registry) {
+        registry.with(|core| {
+            let stall_ms = self.listener.write_stall_timeout_ms;
+            let hard_cap = self.listener.max_outbound_bytes.saturating_mul(4);
+            let outbox = Outbox::new(self.session, self.flow.clone(), stall_ms, hard_cap);
+            core.outboxes.insert(self.worker_id, outbox);
+            core.run(Event::Connect {
+                worker_id: self.worker_id,
+                listener: self.listener,
+                peer: self.peer,
+                flow: self.flow,
+                telemetry: self.telemetry,
+            });
         });
-        let event = Event::Install {
-            owner: msg.owner,
-            functions: msg.functions,
-            trigger_types: msg.trigger_types,
-        };
-        self.run(event, ctx);
     }
 }
 
-impl Handler<BuiltinDone> for RegistryActor {
-    type Result = ();
-    fn handle(&mut self, msg: BuiltinDone, ctx: &mut Self::Context) {
-        let event = Event::ModuleDone {
-            engine_id: msg.engine_id,
-            outcome: msg.outcome,
-        };
-        self.run(event, ctx);
+impl Report for FromWorker {
+    fn report(self, registry: &Registry) {
+        registry.run(Event::Frame {
+            worker_id: self.worker_id,
+            msg: self.msg,
+            bytes: self.bytes,
+        });
     }
 }
 
-impl Handler<FireTrigger> for RegistryActor {
-    type Result = ();
-    fn handle(&mut self, msg: FireTrigger, ctx: &mut Self::Context) {
-        let event = Event::Fire {
-            function_id: msg.function_id,
-            data: msg.data,
-            metadata: msg.metadata,
-        };
-        self.run(event, ctx);
+impl Report for Disconnect {
+    fn report(self, registry: &Registry) {
+        registry.with(|core| {
+            core.run(Event::Disconnect {
+                worker_id: self.worker_id,
+            });
+            core.outboxes.remove(&self.worker_id);
+        });
     }
 }
 
-impl Handler<TriggerRejected> for RegistryActor {
-    type Result = ();
-    fn handle(&mut self, msg: TriggerRejected, ctx: &mut Self::Context) {
-        let event = Event::BindingRejected {
-            trigger_id: msg.trigger_id,
-            error: msg.error,
-        };
-        self.run(event, ctx);
+impl Report for RegisterBuiltins {
+    fn report(self, registry: &Registry) {
+        registry.with(|core| {
+            core.modules.push(Module {
+                calls: self.calls,
+                bindings: self.bindings,
+            });
+            core.run(Event::Install {
+                owner: self.owner,
+                functions: self.functions,
+                trigger_types: self.trigger_types,
+            });
+        });
+    }
+}
+
+impl Report for BuiltinDone {
+    fn report(self, registry: &Registry) {
+        registry.run(Event::ModuleDone {
+            engine_id: self.engine_id,
+            outcome: self.outcome,
+        });
+    }
+}
+
+impl Report for FireTrigger {
+    fn report(self, registry: &Registry) {
+        registry.run(Event::Fire {
+            function_id: self.function_id,
+            data: self.data,
+            metadata: self.metadata,
+        });
+    }
+}
+
+impl Report for TriggerRejected {
+    fn report(self, registry: &Registry) {
+        registry.run(Event::BindingRejected {
+            trigger_id: self.trigger_id,
+            error: self.error,
+        });
     }
 }

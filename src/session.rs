@@ -27,7 +27,7 @@ use crate::error::Code;
 use crate::flow::Flow;
 use crate::messages::{Connect, Disconnect, FromWorker, ToSession};
 use crate::protocol::{self, Decoded, ErrorBody, ErrorFrame};
-use crate::registry::RegistryActor;
+use crate::registry::Registry;
 use crate::router::PeerInfo;
 use crate::socket::{close, Ctx, Limits, Protocol};
 
@@ -50,7 +50,7 @@ pub struct WorkerSession {
     /// `worker_id` as text, written into every call this connection makes.
     worker_id_text: Arc<str>,
     kind: SessionKind,
-    registry: Addr<RegistryActor>,
+    registry: Registry,
     listener: Arc<ListenerConfig>,
     peer: Option<PeerInfo>,
     invalid_streak: u32,
@@ -62,7 +62,7 @@ pub struct WorkerSession {
 impl WorkerSession {
     pub fn new(
         kind: SessionKind,
-        registry: Addr<RegistryActor>,
+        registry: Registry,
         listener: Arc<ListenerConfig>,
         peer: PeerInfo,
     ) -> Self {

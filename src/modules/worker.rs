@@ -14,14 +14,13 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Addr;
 use actix_web::{http::header, web, App, HttpRequest, HttpResponse, HttpServer};
 use serde_json::{Map, Value};
 
 use crate::config::ListenerConfig;
 use crate::flow::{Budget, Flow};
 use crate::modules::ModuleError;
-use crate::registry::RegistryActor;
+use crate::registry::Registry;
 use crate::router::PeerInfo;
 use crate::session::{SessionKind, WorkerSession};
 use crate::socket::{self, Shutdown};
@@ -33,7 +32,7 @@ const HTTP_CLOCK_SLACK_MS: u64 = 500;
 #[derive(Clone)]
 struct ListenerState {
     config: Arc<ListenerConfig>,
-    registry: Addr<RegistryActor>,
+    registry: Registry,
     static_dir: Option<PathBuf>,
     /// Bytes held for all of this listener's sockets (`max_inflight_bytes`).
     budget: Arc<Budget>,
@@ -49,7 +48,7 @@ pub struct Listener {
 /// Binds and starts one listener. Binding errors name the address.
 pub fn start(
     config: Arc<ListenerConfig>,
-    registry: Addr<RegistryActor>,
+    registry: Registry,
     shutdown: Shutdown,
 ) -> Result<Listener, ModuleError> {
     let (socket, local) = crate::modules::bind(&config.bind_addr())?;

@@ -13,7 +13,8 @@
 //! ```
 //!
 //! [`Router::handle`] takes one [`Event`] and appends the [`Effect`]s it causes; the registry
-//! actor (`registry.rs`) delivers events and carries the effects out, in order. Every call in
+//! (`registry.rs`) delivers events, one at a time under its lock, and carries the effects
+//! out, in order. Every call in
 //! flight is parked under a fresh engine id with a [`Waiter`] saying who gets the outcome: a
 //! connection (under its own invocation id), nobody, a module's internal call, or the engine
 //! itself — a connection's auth function ([`Waiter::Auth`]) or a registration hook

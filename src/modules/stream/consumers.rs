@@ -11,7 +11,6 @@ use super::fanout::BindingKind;
 use super::functions::Change;
 use super::socket::{self, ConsumerFrame};
 use super::{Consumer, StreamActor, Subscription, CONSUMER_STALL_MS};
-use crate::messages::Call;
 use crate::outbox::{Delivery, Outbox};
 use crate::payload::Payload;
 use crate::router::{now_ms, CallRequest};
@@ -150,9 +149,9 @@ impl StreamActor {
         let verdict = async move {
             for function_id in hooks {
                 let res = registry
-                    .send(Call(CallRequest::new(function_id, payload.clone())))
+                    .call(CallRequest::new(function_id, payload.clone()))
                     .await;
-                if let Ok(Ok(Some(v))) = res {
+                if let Ok(Some(v)) = res {
                     if v.to_value().get("unauthorized") == Some(&Value::Bool(true)) {
                         return false;
                     }

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::functions::Change;
 use super::StreamActor;
-use crate::messages::{Call, FireTrigger, TriggerRejected};
+use crate::messages::{FireTrigger, TriggerRejected};
 use crate::payload::Payload;
 use crate::protocol::ErrorBody;
 use crate::router::{now_ms, CallRequest};
@@ -106,16 +106,15 @@ impl StreamActor {
         };
         let check = self
             .registry
-            .send(Call(CallRequest::new(condition.clone(), payload)));
+            .call(CallRequest::new(condition.clone(), payload));
         ctx.spawn(check.into_actor(self).map(move |res, act, ctx| {
             match res {
-                Ok(Ok(Some(p))) if p.as_str() == "false" => {}
-                Ok(Ok(_)) => act.registry.do_send(fire),
-                Ok(Err(e)) => log::warn!(
+                Ok(Some(p)) if p.as_str() == "false" => {}
+                Ok(_) => act.registry.do_send(fire),
+                Err(e) => log::warn!(
                     "trigger {id}: condition {condition} failed ({}); event skipped",
                     e.message
                 ),
-                Err(_) => {}
             }
             if let Some(q) = act.conditions.get_mut(&id) {
                 q.busy = false;

@@ -41,7 +41,7 @@ use crate::messages::{
 };
 use crate::modules::ModuleError;
 use crate::payload::Payload;
-use crate::registry::RegistryActor;
+use crate::registry::Registry;
 use consumers::ConsumerConn;
 use durable::{CompactionDone, Durability, Mode, Synced};
 use fanout::{Binding, ConditionQueue};
@@ -119,7 +119,7 @@ pub struct Subscription {
 /// The stream actor. See the module docs.
 pub struct StreamActor {
     store: Store,
-    registry: Addr<RegistryActor>,
+    registry: Registry,
     /// fsyncs off this thread, the answers held until durable, compactions.
     durable: Option<Durability>,
     mode: Mode,
@@ -140,7 +140,7 @@ pub struct StreamModule {
 /// consumer socket.
 pub fn start(
     config: &StreamConfig,
-    registry: Addr<RegistryActor>,
+    registry: Registry,
     shutdown: crate::socket::Shutdown,
 ) -> Result<StreamModule, ModuleError> {
     let kv = &config.adapter.kv;

@@ -29,10 +29,9 @@ use serde_json::{json, Value};
 use super::{Consumer, StreamActor, Subscription};
 use crate::config::StreamConfig;
 use crate::flow::{self, Budget, Flow};
-use crate::messages::Call;
 use crate::modules::worker::{peer_info, query_params};
 use crate::modules::ModuleError;
-use crate::registry::RegistryActor;
+use crate::registry::Registry;
 use crate::router::CallRequest;
 use crate::socket::{self, close, Ctx, Limits, Protocol, Shutdown};
 
@@ -79,7 +78,7 @@ fn flow_limits() -> flow::Limits {
 #[derive(Clone)]
 struct State {
     stream: Addr<StreamActor>,
-    registry: Addr<RegistryActor>,
+    registry: Registry,
     auth_function: Option<String>,
     budget: Arc<Budget>,
     shutdown: Shutdown,
@@ -91,7 +90,7 @@ static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 pub fn start(
     config: &StreamConfig,
     stream: Addr<StreamActor>,
-    registry: Addr<RegistryActor>,
+    registry: Registry,
     shutdown: Shutdown,
 ) -> Result<(SocketAddr, actix_web::dev::ServerHandle), ModuleError> {
     let (socket, local) = crate::modules::bind(&config.bind_addr())?;
@@ -137,12 +136,10 @@ async fn upgrade(
                            "query_params": query_params(req.query_string()),
                            "addr": req.peer_addr().map(|a| a.to_string())});
         let req_call = CallRequest::new(function_id.clone(), input).timeout(Duration::from_secs(5));
-        match state.registry.send(Call(req_call)).await {
-            Ok(Ok(Some(v))) => {
-                context = v.to_value().get("context").cloned().unwrap_or(Value::Null)
-            }
-            Ok(Ok(None)) => {}
-            Ok(Err(e)) => {
+        match state.registry.call(req_call).await {
+            Ok(Some(v)) => context = v.to_value().get("context").cloned().unwrap_or(Value::Null),
+            Ok(None) => {}
+            Err(e) => {
                 log::warn!(
                     "stream socket: auth function {function_id} refused a connection: {}",
                     e.message
@@ -151,7 +148,6 @@ async fn upgrade(
                     HttpResponse::Unauthorized().body(format!("{}: {}\n", e.code, e.message))
                 );
             }
-            Err(_) => return Ok(HttpResponse::ServiceUnavailable().finish()),
         }
     }
     let session = ConsumerSession {
