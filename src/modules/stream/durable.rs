@@ -16,7 +16,8 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -45,7 +46,8 @@ pub enum Mode {
 pub struct Synced(pub Result<u64, String>);
 
 enum Cmd {
-    Written(u64),
+    /// Something was written (`always` mode: fsync it now).
+    Written,
     Switch(File),
     Stop,
 }
@@ -54,6 +56,10 @@ enum Cmd {
 pub struct Syncer {
     tx: mpsc::Sender<Cmd>,
     thread: Option<JoinHandle<()>>,
+    mode: Mode,
+    /// The last sequence number written. With `every_second` the syncer reads it once a
+    /// second: telling it about each write would wake its thread once per write for nothing.
+    written: Arc<AtomicU64>,
 }
 
 impl Syncer {
@@ -61,19 +67,29 @@ impl Syncer {
     /// written when it starts.
     pub fn start(mode: Mode, file: File, up_to: u64, report: Recipient<Synced>) -> Syncer {
         let (tx, rx) = mpsc::channel();
+        let written = Arc::new(AtomicU64::new(up_to));
+        let seen = written.clone();
         let thread = std::thread::Builder::new()
             .name("iii-stream-sync".into())
-            .spawn(move || run(mode, file, up_to, rx, report))
+            .spawn(move || run(mode, file, seen, rx, report))
             .ok();
         if thread.is_none() {
             log::error!("stream store: cannot start the fsync thread; writes are not fsynced");
         }
-        Syncer { tx, thread }
+        Syncer {
+            tx,
+            thread,
+            mode,
+            written,
+        }
     }
 
     /// Writes up to `seq` are in the log.
     pub fn written(&self, seq: u64) {
-        let _ = self.tx.send(Cmd::Written(seq));
+        self.written.fetch_max(seq, Ordering::Release);
+        if self.mode == Mode::Always {
+            let _ = self.tx.send(Cmd::Written);
+        }
     }
 
     /// Later writes go to this new log file.
@@ -96,15 +112,20 @@ impl Drop for Syncer {
     }
 }
 
-fn run(mode: Mode, mut file: File, up_to: u64, rx: mpsc::Receiver<Cmd>, report: Recipient<Synced>) {
-    let mut written = up_to;
-    let mut synced = up_to;
+fn run(
+    mode: Mode,
+    mut file: File,
+    seen: Arc<AtomicU64>,
+    rx: mpsc::Receiver<Cmd>,
+    report: Recipient<Synced>,
+) {
+    let mut synced = seen.load(Ordering::Acquire);
     let mut retired: Vec<File> = Vec::new();
     let mut next_tick = Instant::now() + EVERY_SECOND;
     let mut stopping = false;
     while !stopping {
         let first = match mode {
-            Mode::Always if written > synced => None,
+            Mode::Always if seen.load(Ordering::Acquire) > synced => None,
             Mode::Always => rx.recv().ok().or(Some(Cmd::Stop)),
             Mode::EverySecond => {
                 let wait = next_tick.saturating_duration_since(Instant::now());
@@ -121,7 +142,7 @@ fn run(mode: Mode, mut file: File, up_to: u64, rx: mpsc::Receiver<Cmd>, report: 
             .chain(std::iter::from_fn(|| rx.try_recv().ok()))
         {
             match cmd {
-                Cmd::Written(seq) => written = written.max(seq),
+                Cmd::Written => {}
                 Cmd::Switch(new) => retired.push(std::mem::replace(&mut file, new)),
                 Cmd::Stop => stopping = true,
             }
@@ -134,6 +155,7 @@ fn run(mode: Mode, mut file: File, up_to: u64, rx: mpsc::Receiver<Cmd>, report: 
             continue;
         }
         next_tick = Instant::now() + EVERY_SECOND;
+        let written = seen.load(Ordering::Acquire);
         if written == synced && retired.is_empty() {
             continue;
         }
