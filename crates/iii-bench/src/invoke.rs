@@ -13,10 +13,11 @@ use std::time::{Duration, Instant};
 use iii_client::{Client, InvocationError, TriggerRequest};
 use serde_json::{json, Value};
 
-use crate::args::{parse_count, parse_levels, parse_on_off, parse_size};
-use crate::procs::{self, Spawned};
+use crate::args::{parse_count, parse_levels, parse_size};
+use crate::hop::{Hop, RelayOpts};
+use crate::procs;
 use crate::report::{self, Stats, Table};
-use crate::target::{self, Common, Target, Threads};
+use crate::target::{self, Common, Threads};
 
 const ABOUT: &str = "\
 Call latency and throughput through the engine (or the relay baseline)
@@ -51,19 +52,8 @@ pub struct Opts {
     #[arg(long = "concurrency", value_name = "list", value_parser = parse_levels)]
     #[arg(default_value = "1,16,64,256")]
     pub levels: ::std::vec::Vec<usize>,
-    /// Go through the minimal relay instead of the engine (the limit)
-    #[arg(long)]
-    pub direct: bool,
-    /// With --direct: use a relay already running there
-    #[arg(long, value_name = "ws-url", requires = "direct")]
-    pub relay_url: Option<String>,
-    /// With --direct: socket threads of the spawned relay
-    #[arg(long, value_name = "n", value_parser = parse_count, default_value = "2")]
-    pub relay_threads: usize,
-    /// With --direct: TCP_NODELAY on the relay's sockets
-    #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
-    #[arg(action = clap::ArgAction::Set, default_value = "on")]
-    pub relay_nodelay: bool,
+    #[command(flatten)]
+    pub relay: RelayOpts,
 }
 
 impl Opts {
@@ -86,61 +76,6 @@ fn scaled(full: usize, floor: usize, payload: usize) -> usize {
         return full;
     }
     (full * BUDGET_PAYLOAD / payload).clamp(floor, full)
-}
-
-/// What the traffic goes through, kept alive for the run.
-enum Hop {
-    Engine(Target),
-    Relay {
-        url: String,
-        spawned: Option<Box<Spawned>>,
-        threads: usize,
-        nodelay: bool,
-    },
-}
-
-impl Hop {
-    fn urls(&self) -> (String, String) {
-        match self {
-            Hop::Engine(t) => (t.url().to_string(), t.url().to_string()),
-            Hop::Relay { url, .. } => {
-                (format!("{url}/?role=caller"), format!("{url}/?role=callee"))
-            }
-        }
-    }
-
-    fn pid(&self) -> Option<u32> {
-        match self {
-            Hop::Engine(t) => t.pid(),
-            Hop::Relay { spawned, .. } => spawned.as_ref().map(|s| s.pid()),
-        }
-    }
-
-    fn json(&self) -> Value {
-        match self {
-            Hop::Engine(t) => t.json(),
-            Hop::Relay {
-                url,
-                spawned,
-                threads,
-                nodelay,
-            } => json!({
-                "kind": "direct",
-                "spawned": spawned.is_some(),
-                "url": url,
-                "pid": spawned.as_ref().map(|s| s.pid()),
-                "relay_threads": if spawned.is_some() { json!(threads) } else { Value::Null },
-                "relay_nodelay": if spawned.is_some() { json!(nodelay) } else { Value::Null },
-            }),
-        }
-    }
-
-    fn label(&self) -> &'static str {
-        match self {
-            Hop::Engine(_) => "engine",
-            Hop::Relay { .. } => "direct (relay)",
-        }
-    }
 }
 
 /// The request payload: `{"blob":"xxx…"}`, `bytes` long once serialized (at least the braces).
@@ -289,27 +224,7 @@ async fn wait_for_echo(caller: &Client) -> Result<(), String> {
 /// Runs the scenario; `Ok(false)` when calls failed.
 pub async fn run(o: Opts) -> Result<bool, String> {
     let (warmup, sequential_calls, calls) = o.counts();
-    let hop = if o.direct {
-        match &o.relay_url {
-            Some(u) => Hop::Relay {
-                url: u.trim_end_matches('/').to_string(),
-                spawned: None,
-                threads: o.relay_threads,
-                nodelay: o.relay_nodelay,
-            },
-            None => {
-                let r = Spawned::relay(o.relay_threads, o.relay_nodelay)?;
-                Hop::Relay {
-                    url: r.url.clone(),
-                    spawned: Some(Box::new(r)),
-                    threads: o.relay_threads,
-                    nodelay: o.relay_nodelay,
-                }
-            }
-        }
-    } else {
-        Hop::Engine(o.common.target()?)
-    };
+    let hop = Hop::open(&o.common, &o.relay)?;
     let (caller_url, callee_url) = hop.urls();
     let threads = Threads::new(1);
     let callee = target::connect_on(

@@ -7,6 +7,8 @@
 //! | file | owns |
 //! |---|---|
 //! | `invoke.rs` | caller → engine → callee latency/throughput, and the `--direct` baseline |
+//! | `node.rs` | the published Node SDK as caller and callee (`tests/sdk/node-bench.mjs`) |
+//! | `hop.rs` | engine or relay: what `invoke` and `node` send their calls through |
 //! | `relay.rs` | the `relay` subcommand: the minimal WebSocket forwarder `--direct` measures |
 //! | `fanout.rs` | `stream::set` fan-out to S `stream`-trigger subscribers, loss/duplicate check |
 //! | `connections.rs` | C idle connections: connect time, engine RSS per connection |
@@ -27,7 +29,9 @@ mod connections;
 mod fanout;
 mod flood;
 mod floods;
+mod hop;
 mod invoke;
+mod node;
 mod procs;
 mod rawws;
 mod relay;
@@ -75,6 +79,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Scenario {
     Invoke(invoke::Opts),
+    Node(node::Opts),
     Fanout(fanout::Opts),
     Connections(connections::Opts),
     Startup(startup::Opts),
@@ -115,6 +120,7 @@ fn main() -> ExitCode {
     procs::raise_nofile();
     let outcome = match scenario {
         Scenario::Invoke(o) => block_on(invoke::run(o)),
+        Scenario::Node(o) => block_on(node::run(o)),
         Scenario::Fanout(o) => block_on(fanout::run(o)),
         Scenario::Connections(o) => block_on(connections::run(o)),
         Scenario::Startup(o) => block_on(startup::run(o)),
@@ -165,7 +171,7 @@ fn run_all(a: AllOpts) -> Result<bool, String> {
     invoke.common = a.common.clone();
     invoke.payload = a.payload.unwrap_or(invoke.payload);
     step("invoke", block_on(invoke::run(invoke.clone())));
-    invoke.direct = true;
+    invoke.relay.direct = true;
     step("invoke --direct", block_on(invoke::run(invoke)));
     let mut fanout: fanout::Opts = defaults()?;
     fanout.common = a.common.clone();
@@ -211,8 +217,8 @@ mod tests {
         assert_eq!(o.common.engine_pid, Some(42));
         assert_eq!((o.payload, o.calls, o.warmup), (10 << 10, Some(2000), None));
         assert_eq!(o.levels, vec![1, 64]);
-        assert!(o.direct && !o.relay_nodelay);
-        assert_eq!(o.relay_threads, 2);
+        assert!(o.relay.direct && !o.relay.relay_nodelay);
+        assert_eq!(o.relay.relay_threads, 2);
 
         let Ok(Scenario::Store(o)) = parse("store --fsync every_second --sets 2000 --spawn") else {
             panic!("store")
@@ -243,16 +249,23 @@ mod tests {
             panic!("flood --kinds")
         };
         assert_eq!(o.kinds, vec!["forbidden"]);
+
+        let Ok(Scenario::Node(o)) = parse("node --direct --otel off --concurrency 8 --warmup 10")
+        else {
+            panic!("node")
+        };
+        assert!(o.relay.direct && !o.otel);
+        assert_eq!((o.levels, o.warmup, o.sequential), (vec![8], 10, 3000));
     }
 
     #[test]
     fn defaults_are_the_documented_ones() {
         let o: invoke::Opts = defaults().unwrap();
         assert_eq!(
-            (o.payload, o.levels, o.direct),
+            (o.payload, o.levels, o.relay.direct),
             (100, vec![1, 16, 64, 256], false)
         );
-        assert_eq!((o.relay_threads, o.relay_nodelay), (2, true));
+        assert_eq!((o.relay.relay_threads, o.relay.relay_nodelay), (2, true));
         let o: store::Opts = defaults().unwrap();
         assert_eq!(o.fsync, vec!["every_second", "always"]);
         let o: flood::Opts = defaults().unwrap();
