@@ -14,7 +14,7 @@ use actix::prelude::*;
 use serde_json::{json, Value};
 
 use crate::config::EngineConfig;
-use crate::modules::{exec, stream, worker};
+use crate::modules::{cron, exec, pubsub, state, stream, worker, worker_log};
 use crate::registry::Registry;
 
 /// Whether `III_FAULT_INJECTION=1` is set: then the engine also has functions that make it fail
@@ -27,6 +27,7 @@ pub fn fault_injection() -> bool {
 /// A running engine.
 pub struct Engine {
     stream: Option<stream::StreamModule>,
+    state: Option<state::StateModule>,
     listeners: Vec<(worker::Listener, bool)>,
     exec: Vec<exec::ExecModule>,
     arbiters: Vec<Arbiter>,
@@ -48,11 +49,21 @@ impl Engine {
     pub async fn start(config: EngineConfig) -> Result<Engine, StartError> {
         let registry_arbiter = Arbiter::new();
         let registry = Registry::start(registry_arbiter.handle());
+        // The light service modules (pub/sub, cron, engine::log::*) share one thread.
+        let services = Arbiter::new();
+        worker_log::start(registry.clone(), &services.handle());
+        if config.pubsub.is_some() {
+            pubsub::start(registry.clone(), &services.handle());
+        }
+        if config.cron.is_some() {
+            cron::start(registry.clone(), &services.handle());
+        }
         let mut engine = Engine {
             stream: None,
+            state: None,
             listeners: Vec::new(),
             exec: Vec::new(),
-            arbiters: vec![registry_arbiter],
+            arbiters: vec![registry_arbiter, services],
             shutdown: tokio::sync::watch::channel(false).0,
         };
         if let Some(cfg) = &config.stream {
@@ -65,6 +76,18 @@ impl Engine {
                     engine.stop().await;
                     return Err(StartError {
                         module: "iii-stream".into(),
+                        source,
+                    });
+                }
+            }
+        }
+        if let Some(cfg) = &config.state {
+            match state::start(cfg, registry.clone()) {
+                Ok(module) => engine.state = Some(module),
+                Err(source) => {
+                    engine.stop().await;
+                    return Err(StartError {
+                        module: "iii-state".into(),
                         source,
                     });
                 }
@@ -142,6 +165,9 @@ impl Engine {
         let stops = self.listeners.iter().map(|(l, _)| l.server.stop(true));
         futures_util::future::join_all(stops).await;
         if let Some(s) = self.stream {
+            s.stop().await;
+        }
+        if let Some(s) = self.state {
             s.stop().await;
         }
         for a in self.arbiters {

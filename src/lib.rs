@@ -13,6 +13,8 @@
 //!  Python, Rust ─ws──┘  typed messages, flow gate       one lock, run on the thread <── change events -> trigger fires
 //!                       (socket.rs, session.rs)          that reports; frames go out      Socket<ConsumerSession> (port 3112)
 //!                                                        by the sockets' mailboxes
+//!  StateActor (modules/state/): state::*, its own store dir, `state` trigger fires
+//!  services thread: PubSubActor (publish, `subscribe`), CronActor (`cron` ticks), engine::log::*
 //!  ExecActor (modules/exec.rs): sh -c <command> per exec entry, III_URL = the trusted listener
 //! ```
 //!
@@ -26,8 +28,11 @@
 //!   and parked, results come back as events.
 //! * [`modules`] — one module per config entry kind: the worker listeners (`modules::worker`),
 //!   the stream store and its consumer socket (`modules::stream`, a `StreamActor` on its own
-//!   thread that serves `stream::*` for the registry like any function owner), and the worker
-//!   processes the engine supervises (`modules::exec`, an `ExecActor` per entry).
+//!   thread that serves `stream::*` for the registry like any function owner), state
+//!   (`modules::state`), pub/sub, cron and worker logs (`modules::{pubsub,cron,worker_log}`),
+//!   and the worker processes the engine supervises (`modules::exec`, an `ExecActor` per entry).
+//! * [`kv`] — the durable log store (log + snapshots, fsync and compaction threads) that the
+//!   stream and state modules each open in their own directory.
 //! * `crates/iii-protocol` — the wire types, payloads, error codes and deadlines, shared with
 //!   `crates/iii-client` (our Rust worker client: tests, Rust workers) and `crates/iii-bench`.
 //!
@@ -51,7 +56,7 @@
 //! |---|---|
 //! | `main.rs` | CLI, logging, signals, the panic hook |
 //! | `engine.rs` | start/stop order of actors and listeners, typed start-up errors |
-//! | `config/` | the config file: `mod.rs` loading, `env.rs` `${VAR:default}`, `entries.rs` both entry forms, `modules.rs` strict per-module structs |
+//! | `config/` | the config file: `mod.rs` loading, `env.rs` `${VAR:default}`, `entries.rs` both entry forms, `modules.rs` strict per-module structs, `services.rs` state, pub/sub and cron |
 //! | `error.rs` | [`error::EngineError`] and its wire codes |
 //! | `rbac.rs` | pure RBAC policy: patterns, decision order, prefixes |
 //! | `messages.rs` | every message between actors |
@@ -65,13 +70,18 @@
 //! | `update_ops/` | the update-op engine of `stream::update`: `parse.rs`, `apply.rs` |
 //! | `modules/mod.rs` | module start-up and its errors |
 //! | `modules/worker.rs` | the listener (HTTP server, upgrades, static files) |
-//! | `modules/stream/` | `mod.rs` the actor, `functions.rs` the `stream::*` shapes, `fanout.rs` triggers, `consumers.rs` + `socket.rs` the consumer socket, `durable.rs` fsync and compaction threads, `store/` the log + snapshots |
+//! | `kv/` | the durable store: `store.rs` + `store/` the log and snapshots, `durable.rs` fsync and compaction threads and the answers held until durable |
+//! | `modules/stream/` | `mod.rs` the actor, `functions.rs` the `stream::*` shapes, `custom.rs` streams served by a worker, `fanout.rs` triggers, `consumers.rs` + `socket.rs` the consumer socket |
+//! | `modules/state/` | `mod.rs` the actor and the `state` trigger, `functions.rs` the `state::*` shapes |
+//! | `modules/pubsub.rs`, `cron.rs`, `worker_log.rs` | `publish` + `subscribe`; `cron` schedules; `engine::log::*` |
+//! | `modules/fire.rs` | firing trigger bindings, with a condition's queue when they have one |
 //! | `modules/exec.rs` | child processes: pipeline, restarts, output, process groups, shutdown |
 
 pub mod config;
 pub mod engine;
 pub mod error;
 pub mod flow;
+pub mod kv;
 pub mod lograte;
 pub mod messages;
 pub mod modules;

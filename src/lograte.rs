@@ -14,6 +14,7 @@ pub struct LogLimiter {
     window_start: u64,
     in_window: u32,
     suppressed: u64,
+    last_used: u64,
 }
 
 impl LogLimiter {
@@ -25,6 +26,7 @@ impl LogLimiter {
             window_start: mono_ms(),
             in_window: 0,
             suppressed: 0,
+            last_used: mono_ms(),
         }
     }
 
@@ -35,6 +37,7 @@ impl LogLimiter {
 
     fn allow_at(&mut self, now: u64) -> bool {
         self.roll_at(now);
+        self.last_used = now;
         if self.in_window < self.per_second {
             self.in_window += 1;
             true
@@ -42,6 +45,12 @@ impl LogLimiter {
             self.suppressed += 1;
             false
         }
+    }
+
+    /// Was a line allowed or counted in the last two seconds? (Owners of many limiters drop the
+    /// quiet ones.)
+    pub fn recently_used(&self) -> bool {
+        mono_ms().saturating_sub(self.last_used) < 2000 || self.suppressed > 0
     }
 
     /// Starts a new second when the current one is over, reporting what was suppressed in it.

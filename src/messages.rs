@@ -107,6 +107,11 @@ pub struct BuiltinCall {
     pub engine_id: Uuid,
     pub function_id: String,
     pub data: Payload,
+    /// The calling connection's worker id (`None` for internal calls and trigger fires).
+    pub caller: Option<Arc<str>>,
+    /// A `stream::<op>` call on a custom stream: the worker function that serves it
+    /// (`stream::set(todo)`, …) instead of the store.
+    pub delegate: Option<String>,
 }
 
 /// An engine-hosted module finished a [`BuiltinCall`].

@@ -42,13 +42,20 @@ async fn r1_r2_r3_calls_outside_the_expose_list() {
     ] {
         forbidden(&c, id).await;
     }
-    // R3: the infrastructure allow-list passes RBAC (log functions have no provider here).
+    // R3: the infrastructure allow-list passes RBAC: the call reaches the log function, which
+    // answers for its input, not RBAC.
     assert!(c
         .trigger("engine::workers::register", json!({"name": "x"}))
         .await
         .is_ok());
     let err = c.trigger("engine::log::info", json!({})).await.unwrap_err();
-    assert_eq!(err.code, "function_not_found");
+    assert_eq!(err.code, "deserialization_error", "{err:?}");
+    c.trigger(
+        "engine::log::info",
+        json!({"message": "hello from a public session"}),
+    )
+    .await
+    .unwrap();
     assert!(
         engine.log().contains("denied by rule NotExposed"),
         "denials are logged with the rule"

@@ -3,6 +3,7 @@
 //! and line.
 
 use super::modules::{ExecConfig, ListenerConfig, StreamConfig};
+use super::services::{CronConfig, PubSubConfig, StateConfig};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
@@ -60,15 +61,7 @@ const CLASS_NAMES: &[(&str, &str)] = &[
 ];
 
 /// Upstream modules this engine does not implement; naming one stops startup.
-const UNSUPPORTED: &[&str] = &[
-    "iii-http",
-    "iii-state",
-    "iii-cron",
-    "iii-pubsub",
-    "iii-queue",
-    "iii-http-functions",
-    "iii-bridge",
-];
+const UNSUPPORTED: &[&str] = &["iii-http", "iii-queue", "iii-http-functions", "iii-bridge"];
 
 /// A module's parsed config.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,6 +69,9 @@ pub(super) enum ModuleConfig {
     Listener(Box<ListenerConfig>),
     Stream(Box<StreamConfig>),
     Exec(ExecConfig),
+    State(Box<StateConfig>),
+    PubSub(PubSubConfig),
+    Cron(CronConfig),
     /// A module that needs nothing from us (observability, telemetry, engine functions).
     Accepted,
 }
@@ -167,6 +163,9 @@ pub(super) fn canonical_name(key: &str, raw: &str) -> Result<String, String> {
         "iii-worker-manager",
         "iii-stream",
         "iii-exec",
+        "iii-state",
+        "iii-pubsub",
+        "iii-cron",
         "iii-observability",
         "iii-telemetry",
         "iii-engine-functions",
@@ -205,6 +204,28 @@ impl<'de> DeserializeSeed<'de> for ConfigSeed<'_> {
                 ModuleConfig::Exec(c.ok_or_else(|| {
                     de::Error::custom("iii-exec needs a config with an `exec` list")
                 })?)
+            }
+            "iii-state" => {
+                let c: Option<StateConfig> = Option::deserialize(d)?;
+                ModuleConfig::State(Box::new(c.unwrap_or_default()))
+            }
+            "iii-pubsub" => {
+                let c: Option<PubSubConfig> = Option::deserialize(d)?;
+                ModuleConfig::PubSub(c.unwrap_or_else(|| PubSubConfig {
+                    adapter: super::services::NamedAdapter {
+                        name: "local".into(),
+                        config: None,
+                    },
+                }))
+            }
+            "iii-cron" => {
+                let c: Option<CronConfig> = Option::deserialize(d)?;
+                ModuleConfig::Cron(c.unwrap_or_else(|| CronConfig {
+                    adapter: super::services::NamedAdapter {
+                        name: "kv".into(),
+                        config: None,
+                    },
+                }))
             }
             "iii-observability" => {
                 let c: Option<serde_yaml::Mapping> = Option::deserialize(d)?;

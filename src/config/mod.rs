@@ -8,13 +8,15 @@
 //! unknown keys refused, so every error names the file, the entry, the key, the reason and the
 //! line. Nothing here starts anything.
 //!
-//! Files: `mod.rs` (loading, validation), `modules.rs` (each module's config struct),
+//! Files: `mod.rs` (loading, validation), `modules.rs` (the listener, stream and exec config
+//! structs), `services.rs` (state, pub/sub, cron),
 //! `entries.rs` (the two entry forms and their dispatch on `name` / `class`), `env.rs`
 //! (`${VAR:default}`).
 
 mod entries;
 mod env;
 mod modules;
+mod services;
 
 use std::path::Path;
 
@@ -24,6 +26,7 @@ pub use modules::{
     AdapterConfig, ExecConfig, ExecEntry, FsyncMode, KvConfig, ListenerConfig, RbacConfig,
     RestartPolicy, StoreMethod, StreamConfig,
 };
+pub use services::{CronConfig, NamedAdapter, PubSubConfig, StateConfig, STATE_DEFAULT_DIR};
 
 /// The whole engine configuration, ready to start.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,6 +37,12 @@ pub struct EngineConfig {
     pub stream: Option<StreamConfig>,
     /// Exec modules (`iii-exec`), in file order.
     pub exec: Vec<ExecConfig>,
+    /// The state module (`iii-state`), if configured.
+    pub state: Option<StateConfig>,
+    /// The pub/sub module (`iii-pubsub`), if configured.
+    pub pubsub: Option<PubSubConfig>,
+    /// The cron module (`iii-cron`), if configured.
+    pub cron: Option<CronConfig>,
 }
 
 /// Why a configuration could not be used. The message names the file, entry and key.
@@ -73,7 +82,11 @@ pub fn parse(text: &str, file: &str) -> Result<EngineConfig, ConfigError> {
         listeners: Vec::new(),
         stream: None,
         exec: Vec::new(),
+        state: None,
+        pubsub: None,
+        cron: None,
     };
+    let twice = |name: &str| err(format!("{name} is configured twice; give it once"));
     let entries = raw.workers.into_iter().chain(raw.modules);
     for entry in entries {
         match entry.config {
@@ -87,6 +100,21 @@ pub fn parse(text: &str, file: &str) -> Result<EngineConfig, ConfigError> {
                 cfg.stream = Some(*s);
             }
             ModuleConfig::Exec(e) => cfg.exec.push(e),
+            ModuleConfig::State(c) => {
+                if cfg.state.replace(*c).is_some() {
+                    return Err(twice("iii-state"));
+                }
+            }
+            ModuleConfig::PubSub(c) => {
+                if cfg.pubsub.replace(c).is_some() {
+                    return Err(twice("iii-pubsub"));
+                }
+            }
+            ModuleConfig::Cron(c) => {
+                if cfg.cron.replace(c).is_some() {
+                    return Err(twice("iii-cron"));
+                }
+            }
             ModuleConfig::Accepted => log::debug!("{file}: module {} needs no setup", entry.name),
         }
     }

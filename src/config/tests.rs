@@ -168,7 +168,7 @@ fn unknown_and_unsupported_modules() {
     );
     let e = err("modules:\n  - class: modules::nope::Nope\n");
     assert!(e.contains("unknown module class"), "{e}");
-    let e = err("workers:\n  - name: iii-cron\n");
+    let e = err("workers:\n  - name: iii-bridge\n");
     assert!(e.contains("not supported"), "{e}");
     let e = err("workers:\n  - config: {port: 1}\n");
     assert!(e.contains("needs `name`"), "{e}");
@@ -227,4 +227,32 @@ fn missing_file_is_reported() {
         e.starts_with("definitely/not/here.yaml: cannot read"),
         "{e}"
     );
+}
+
+#[test]
+fn service_modules_parse_in_both_forms() {
+    let c = ok("workers:\n  - name: iii-state\n  - name: iii-pubsub\n  - name: iii-cron\n");
+    let state = c.state.as_ref().unwrap();
+    assert!(state.triggers_enabled);
+    assert_eq!(state.adapter.kv.store_method, StoreMethod::InMemory);
+    assert_eq!(state.directory(), PathBuf::from("state_store_data.db"));
+    assert_eq!(c.pubsub.as_ref().unwrap().adapter.name, "local");
+    assert_eq!(c.cron.as_ref().unwrap().adapter.name, "kv");
+    let old = ok("modules:\n  - class: modules::state::StateModule\n    config:\n      adapter:\n        class: modules::state::adapters::KvStore\n        config: {store_method: file_based, file_path: ./data/state}\n      max_value_bytes: 0\n  - class: modules::pubsub::PubSubModule\n    config:\n      adapter: {class: modules::pubsub::LocalAdapter}\n  - class: modules::cron::CronModule\n");
+    let state = old.state.as_ref().unwrap();
+    assert_eq!(state.directory(), PathBuf::from("./data/state"));
+    assert_eq!(state.value_limit(), None, "0 means no limit, as upstream");
+    assert!(old.pubsub.is_some() && old.cron.is_some());
+}
+
+#[test]
+fn service_module_mistakes_stop_startup() {
+    let e = err("workers:\n  - name: iii-state\n    config:\n      trigers_enabled: false\n");
+    assert!(e.contains("trigers_enabled"), "{e}");
+    let e = err("workers:\n  - name: iii-pubsub\n    config:\n      adapter: {name: redis}\n");
+    assert!(e.contains("not supported") && e.contains("local"), "{e}");
+    let e = err(
+        "workers:\n  - name: iii-cron\n    config:\n      adapter: {name: kv}\n      extra: 1\n",
+    );
+    assert!(e.contains("extra"), "{e}");
 }

@@ -1,5 +1,5 @@
-//! Durability off the stream actor's thread: a syncer thread fsyncs the store's log, so no
-//! `stream::*` call ever waits behind an fsync it does not need.
+//! Durability off the owning actor's thread: a syncer thread fsyncs the store's log, so no
+//! call (`stream::*`, `state::*`) ever waits behind an fsync it does not need.
 //!
 //! With `fsync: every_second` the actor answers a write once it is in the log (write(2)) and
 //! the syncer fsyncs the log once a second if anything was written. With `fsync: always` the
@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use super::functions::Change;
 use super::store::Store;
 use crate::messages::BuiltinDone;
 use crate::protocol::ErrorBody;
@@ -65,16 +64,22 @@ pub struct Syncer {
 impl Syncer {
     /// Starts the thread for the log open as `file`; `up_to` is the last sequence number already
     /// written when it starts.
-    pub fn start(mode: Mode, file: File, up_to: u64, report: Recipient<Synced>) -> Syncer {
+    pub fn start(
+        owner: &'static str,
+        mode: Mode,
+        file: File,
+        up_to: u64,
+        report: Recipient<Synced>,
+    ) -> Syncer {
         let (tx, rx) = mpsc::channel();
         let written = Arc::new(AtomicU64::new(up_to));
         let seen = written.clone();
         let thread = std::thread::Builder::new()
-            .name("iii-stream-sync".into())
-            .spawn(move || run(mode, file, seen, rx, report))
+            .name(format!("iii-{owner}-sync"))
+            .spawn(move || run(owner, mode, file, seen, rx, report))
             .ok();
         if thread.is_none() {
-            log::error!("stream store: cannot start the fsync thread; writes are not fsynced");
+            log::error!("{owner} store: cannot start the fsync thread; writes are not fsynced");
         }
         Syncer {
             tx,
@@ -113,6 +118,7 @@ impl Drop for Syncer {
 }
 
 fn run(
+    owner: &'static str,
     mode: Mode,
     mut file: File,
     seen: Arc<AtomicU64>,
@@ -173,7 +179,7 @@ fn run(
                 }
             }
             Err(e) => {
-                log::error!("stream store: fsync failed: {e}");
+                log::error!("{owner} store: fsync failed: {e}");
                 report.do_send(Synced(Err(e.to_string())));
                 // The kernel may have dropped the pages: do not pretend a retry made them safe.
                 synced = target;
@@ -187,16 +193,17 @@ fn run(
 #[rtype(result = "()")]
 pub struct CompactionDone(pub Result<(u64, u64), String>);
 
-/// A call's answer and the change it made, held until its write is on disk.
-pub struct Held {
+/// A call's answer and the change it made (`C`, what the owner announces), held until its
+/// write is on disk.
+pub struct Held<C> {
     seq: u64,
     pub done: BuiltinDone,
-    pub change: Option<Change>,
+    pub change: Option<C>,
 }
 
-impl Held {
+impl<C> Held<C> {
     /// Nothing to wait for.
-    pub fn now(done: BuiltinDone, change: Option<Change>) -> Held {
+    pub fn now(done: BuiltinDone, change: Option<C>) -> Held<C> {
         Held {
             seq: 0,
             done,
@@ -205,31 +212,39 @@ impl Held {
     }
 }
 
-/// What the stream actor keeps for durability: the syncer, the answers it holds back, and
+/// What the owning actor keeps for durability: the syncer, the answers it holds back, and
 /// whether a compaction is running. Plain data; the actor feeds it and sends what it releases.
-pub struct Durability {
+pub struct Durability<C> {
+    /// `stream` or `state`: names threads, log lines and the write-failed error code.
+    owner: &'static str,
     syncer: Option<Syncer>,
     mode: Mode,
     /// Highest sequence number the syncer was told about, and the highest known durable.
     noted: u64,
     synced: u64,
-    held: VecDeque<Held>,
+    held: VecDeque<Held<C>>,
     compacting: bool,
 }
 
-impl Durability {
+impl<C> Durability<C> {
     /// For `store` (no syncer for an in-memory store); reports go to `report`.
-    pub fn new(store: &Store, mode: Mode, report: Recipient<Synced>) -> Durability {
+    pub fn new(
+        owner: &'static str,
+        store: &Store,
+        mode: Mode,
+        report: Recipient<Synced>,
+    ) -> Durability<C> {
         let seq = store.last_seq();
         let syncer = match store.log_handle() {
-            Some(Ok(file)) => Some(Syncer::start(mode, file, seq, report)),
+            Some(Ok(file)) => Some(Syncer::start(owner, mode, file, seq, report)),
             Some(Err(e)) => {
-                log::error!("stream store: no second handle on the log ({e}); writes are fsynced only at shutdown");
+                log::error!("{owner} store: no second handle on the log ({e}); writes are fsynced only at shutdown");
                 None
             }
             None => None,
         };
         Durability {
+            owner,
             mode: if syncer.is_some() {
                 mode
             } else {
@@ -245,7 +260,7 @@ impl Durability {
 
     /// A call was served while the store's last write was `seq`: its answer goes out now
     /// (returned) or once that write is durable (held).
-    pub fn admit(&mut self, seq: u64, done: BuiltinDone, change: Option<Change>) -> Option<Held> {
+    pub fn admit(&mut self, seq: u64, done: BuiltinDone, change: Option<C>) -> Option<Held<C>> {
         if seq > self.noted {
             self.noted = seq;
             if let Some(s) = &self.syncer {
@@ -262,7 +277,7 @@ impl Durability {
 
     /// The syncer's report: the answers it makes durable, in order. A failed fsync poisons the
     /// store (writes refused until a compaction rewrites everything) and fails what was held.
-    pub fn synced(&mut self, report: Result<u64, String>, store: &mut Store) -> Vec<Held> {
+    pub fn synced(&mut self, report: Result<u64, String>, store: &mut Store) -> Vec<Held<C>> {
         match report {
             Ok(seq) => {
                 self.synced = self.synced.max(seq);
@@ -275,7 +290,7 @@ impl Durability {
                     .drain(..)
                     .map(|mut h| {
                         h.done.outcome = Err(ErrorBody::new(
-                            "STREAM_WRITE_FAILED",
+                            format!("{}_WRITE_FAILED", self.owner.to_uppercase()),
                             format!(
                                 "the store could not make the write durable (fsync failed: {e})"
                             ),
@@ -298,17 +313,20 @@ impl Durability {
         let job = match store.start_compaction() {
             Ok(Some(job)) => job,
             Ok(None) => return,
-            Err(e) => return log::error!("stream store: cannot start a compaction: {e}"),
+            Err(e) => return log::error!("{} store: cannot start a compaction: {e}", self.owner),
         };
         if let (Some(s), Some(Ok(file))) = (&self.syncer, store.log_handle()) {
             s.switch(file);
         }
         self.compacting = true;
         let spawned = std::thread::Builder::new()
-            .name("iii-stream-compact".into())
+            .name(format!("iii-{}-compact", self.owner))
             .spawn(move || done.do_send(CompactionDone(job.run().map_err(|e| e.to_string()))));
         if let Err(e) = spawned {
-            log::error!("stream store: cannot start the compaction thread: {e}");
+            log::error!(
+                "{} store: cannot start the compaction thread: {e}",
+                self.owner
+            );
             self.compacting = false;
         }
     }
@@ -317,15 +335,30 @@ impl Durability {
         self.compacting = false;
         match result {
             Ok((seq, len)) => store.finish_compaction(seq, len),
-            Err(e) => log::error!("stream store: compaction failed: {e}"),
+            Err(e) => log::error!("{} store: compaction failed: {e}", self.owner),
         }
     }
 
     /// Shutdown: stops the syncer (a last fsync) and releases everything held.
-    pub fn close(&mut self) -> Vec<Held> {
+    pub fn close(&mut self) -> Vec<Held<C>> {
         if let Some(s) = self.syncer.take() {
             s.stop();
         }
         self.held.drain(..).collect()
     }
+}
+
+/// A store actor's shutdown: stops the fsync thread, flushes and closes the store (logging the
+/// outcome under `owner`'s name), and returns the answers that were waiting, to be sent now.
+pub fn shut_down<C>(
+    owner: &str,
+    durable: &mut Option<Durability<C>>,
+    store: &mut Store,
+) -> Vec<Held<C>> {
+    let held = durable.take().map(|mut d| d.close()).unwrap_or_default();
+    match std::mem::replace(store, Store::in_memory()).close() {
+        Ok(()) => log::info!("{owner} store flushed and closed"),
+        Err(e) => log::error!("{owner} store: closing failed: {e}"),
+    }
+    held
 }

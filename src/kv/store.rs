@@ -1,5 +1,6 @@
-//! The durable key/value store behind the `stream::*` functions: stream › group › item → JSON
-//! value, kept in memory and persisted to an append-only log plus snapshots in one directory.
+//! The durable key/value store behind the `stream::*` and `state::*` functions: stream › group ›
+//! item → JSON value, kept in memory and persisted to an append-only log plus snapshots in one
+//! directory.
 //!
 //! # Promise (RELIABILITY.md §3.3)
 //!
@@ -63,7 +64,7 @@
 //! and log are complete; after it the new snapshot is complete and the old log's records are
 //! skipped as already included; old files are removed only once the new ones are durable.
 //!
-//! The store is plain synchronous code; the stream actor owns it and calls it from one thread.
+//! The store is plain synchronous code; its module's actor owns it and calls it from one thread.
 
 mod data;
 mod files;
@@ -109,6 +110,8 @@ pub struct StoreOptions {
     pub fsync: FsyncPolicy,
     /// [`Store::needs_compaction`] once the log is larger than this (and than the snapshot).
     pub compact_threshold_bytes: u64,
+    /// What the store is called in log lines (`stream`, `state`).
+    pub name: &'static str,
 }
 
 impl StoreOptions {
@@ -118,6 +121,7 @@ impl StoreOptions {
             dir: dir.into(),
             fsync: FsyncPolicy::default(),
             compact_threshold_bytes: DEFAULT_COMPACT_THRESHOLD,
+            name: "stream",
         }
     }
 }
@@ -198,6 +202,7 @@ pub struct Store {
 
 /// The persistent side of a [`Store`].
 struct Disk {
+    name: &'static str,
     dir: PathBuf,
     fsync: FsyncPolicy,
     compact_threshold: u64,
@@ -251,11 +256,13 @@ impl Store {
         let (mut data, snapshot_seq, snapshot_len) = load_snapshot(&listing.snapshots);
         let (log, last_seq) = replay_logs(&dir, &listing.logs, &mut data, snapshot_seq)?;
         log::info!(
-            "opened stream store {}: {} items, last sequence number {last_seq}",
+            "opened {} store {}: {} items, last sequence number {last_seq}",
+            opts.name,
             dir.display(),
             data.len()
         );
         let disk = Disk {
+            name: opts.name,
             dir,
             fsync: opts.fsync,
             compact_threshold: opts.compact_threshold_bytes,
@@ -387,6 +394,7 @@ impl Store {
             disk.log = LogFile::create(&disk.dir, seq)?;
         }
         Ok(Some(Compaction {
+            name: disk.name,
             dir: disk.dir.clone(),
             seq,
             data: self.data.clone(),
@@ -441,6 +449,7 @@ impl Store {
 
 /// The slow half of a compaction: see [`Store::start_compaction`].
 pub struct Compaction {
+    name: &'static str,
     dir: PathBuf,
     seq: u64,
     data: Data,
@@ -453,7 +462,8 @@ impl Compaction {
         let len = files::write_snapshot(&self.dir, self.seq, &self.data)?;
         files::remove_obsolete(&self.dir, self.seq);
         log::info!(
-            "compacted stream store {}: snapshot at sequence number {}, {len} bytes",
+            "compacted {} store {}: snapshot at sequence number {}, {len} bytes",
+            self.name,
             self.dir.display(),
             self.seq
         );

@@ -1,18 +1,28 @@
 //! Engine modules, one per config entry kind: `worker` (the `iii-worker-manager` listeners),
 //! `stream` (`iii-stream`: the store, the `stream::*` functions and triggers, the consumer
-//! socket) and `exec` (`iii-exec`: the worker processes the engine starts and supervises).
+//! socket), `state` (`iii-state`), `pubsub` (`iii-pubsub`), `cron` (`iii-cron`), `worker_log`
+//! (`engine::log::*`, always present) and `exec` (`iii-exec`: the worker processes the engine
+//! starts and supervises). `fire` is what the trigger-providing modules share.
 //! Each module's `start` does its fallible setup first and returns a handle the engine keeps to
 //! stop it, or a [`ModuleError`] naming what failed.
 
+pub mod cron;
 pub mod exec;
+pub mod fire;
+pub mod pubsub;
+pub mod state;
 pub mod stream;
 pub mod worker;
+pub mod worker_log;
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::path::PathBuf;
 
-use crate::modules::stream::store::StoreError;
+use serde_json::Value;
+
+use crate::kv::store::StoreError;
+use crate::protocol::ErrorBody;
 
 /// Why a module could not start.
 #[derive(Debug, thiserror::Error)]
@@ -50,4 +60,32 @@ pub(crate) fn bind(addr: &str) -> Result<(TcpListener, SocketAddr), ModuleError>
     let socket = TcpListener::bind(resolved).map_err(listen)?;
     let local = socket.local_addr().map_err(listen)?;
     Ok((socket, local))
+}
+
+/// `deserialization_error` with upstream's message form: `Failed to deserialize input for <fn>: …`.
+pub fn bad_input(function_id: &str, reason: impl std::fmt::Display) -> ErrorBody {
+    ErrorBody::new(
+        "deserialization_error",
+        format!("Failed to deserialize input for {function_id}: {reason}"),
+    )
+}
+
+/// Names the key when one of `keys` is present in an object input but is not a string (serde
+/// alone says only "invalid type: integer, expected a string"). `null` counts as absent.
+pub fn check_string_keys(function_id: &str, input: &Value, keys: &[&str]) -> Result<(), ErrorBody> {
+    let Some(obj) = input.as_object() else {
+        return Ok(());
+    };
+    for key in keys {
+        match obj.get(*key) {
+            None | Some(Value::Null) | Some(Value::String(_)) => {}
+            Some(other) => {
+                return Err(bad_input(
+                    function_id,
+                    format!("`{key}` must be a string, got {other}"),
+                ))
+            }
+        }
+    }
+    Ok(())
 }

@@ -298,6 +298,25 @@ impl Router {
         self.call(req, Waiter::Nobody, out);
     }
 
+    /// The custom stream function that serves this `stream::<op>` call instead of the store,
+    /// if a worker registered one for the call's `stream_name`.
+    fn stream_delegate(&self, req: &CallRequest) -> Option<String> {
+        #[derive(serde::Deserialize)]
+        struct Named {
+            stream_name: String,
+        }
+        if self.custom_streams.is_empty() {
+            return None;
+        }
+        let op = req.function_id.strip_prefix("stream::")?;
+        if !super::CUSTOM_STREAM_OPS.contains(&op) {
+            return None;
+        }
+        let name = req.data.parse::<Named>().ok()?.stream_name;
+        let id = format!("stream::{op}({name})");
+        self.custom_streams.contains(&id).then_some(id)
+    }
+
     /// Routes a call to its owner and parks it until the answer, the deadline or a disconnect.
     pub(crate) fn call(&mut self, req: CallRequest, waiter: Waiter, out: &mut Effects) {
         let Some(entry) = self.functions.get(&req.function_id) else {
@@ -313,10 +332,13 @@ impl Router {
             }
             Owner::Module(module) => {
                 self.park(engine_id, waiter, Callee::Module, &req);
+                let delegate = self.stream_delegate(&req);
                 let call = BuiltinCall {
                     engine_id,
                     function_id: req.function_id,
                     data: req.data,
+                    caller: req.caller,
+                    delegate,
                 };
                 out.push(Effect::ModuleCall { module, call });
             }

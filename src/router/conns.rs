@@ -426,6 +426,7 @@ impl Router {
         for id in &conn.functions {
             if matches!(self.functions.get(id), Some(f) if f.owner == Owner::Session(worker_id)) {
                 self.functions.remove(id);
+                self.custom_streams.remove(id);
             }
         }
         for engine_id in &conn.serving {

@@ -183,6 +183,9 @@ pub struct Router {
     pub(crate) trusted_ids: HashSet<String>,
     /// Denied calls and registrations: logged a few per second, the rest counted.
     pub(crate) denials: LogLimiter,
+    /// Registered custom stream functions (`stream::set(todo)`, …; see `custom_stream_op`):
+    /// while there are none, stream calls are routed without looking at their input.
+    pub(crate) custom_streams: HashSet<String>,
 }
 
 impl Default for Router {
@@ -204,6 +207,7 @@ impl Router {
             functions_dirty: false,
             trusted_ids: HashSet::new(),
             denials: LogLimiter::new("denied calls and registrations", 20),
+            custom_streams: HashSet::new(),
         };
         r.install_engine_functions();
         r
@@ -283,6 +287,18 @@ impl Router {
         });
         self.cleanup(worker_id, out);
     }
+}
+
+/// The stream operations a worker may take over for one stream (`PROTOCOL.md` §6.1,
+/// "per-stream overrides"): `stream::<op>(<stream_name>)`.
+pub const CUSTOM_STREAM_OPS: &[&str] = &["get", "set", "delete", "list", "list_groups", "update"];
+
+/// `Some((op, stream_name))` when `id` is a custom stream function id such as
+/// `stream::set(todo)`.
+pub fn custom_stream_op(id: &str) -> Option<(&str, &str)> {
+    let rest = id.strip_prefix("stream::")?.strip_suffix(')')?;
+    let (op, name) = rest.split_once('(')?;
+    (CUSTOM_STREAM_OPS.contains(&op) && !name.is_empty()).then_some((op, name))
 }
 
 /// Wall-clock milliseconds since the Unix epoch (for `connected_at_ms` and event timestamps).

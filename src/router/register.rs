@@ -16,7 +16,7 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use super::calls::{CallRequest, HeldRegistration, Outcome, Waiter};
-use super::{Conn, Effects, FunctionEntry, Owner, Router};
+use super::{custom_stream_op, Conn, Effects, FunctionEntry, Owner, Router};
 use crate::error::Code;
 use crate::protocol::{RegisterFunction, RegisterTrigger, RegisterTriggerType};
 use crate::rbac::{self, Decision};
@@ -192,6 +192,9 @@ impl Router {
         if !public {
             self.trusted_ids.insert(id.clone());
         }
+        if custom_stream_op(&id).is_some() {
+            self.custom_streams.insert(id.clone());
+        }
         let is_new = self.functions.insert(id.clone(), entry).is_none();
         if let Some(conn) = self.conns.get_mut(&worker_id) {
             conn.functions.insert(id.clone());
@@ -208,6 +211,9 @@ impl Router {
                 "this session already has {} functions (max_functions_per_session)",
                 conn.functions.len()
             ));
+        }
+        if custom_stream_op(id).is_some() {
+            return Some("custom stream functions (stream::<op>(<stream_name>)) are served by trusted workers only".into());
         }
         if conn.policy.function_registration_prefix.is_some() {
             return None;
@@ -236,6 +242,7 @@ impl Router {
             matches!(self.functions.get(&id), Some(f) if f.owner == Owner::Session(worker_id));
         if owned {
             self.functions.remove(&id);
+            self.custom_streams.remove(&id);
             log::debug!("worker {worker_id}: unregistered function {id}");
             self.functions_dirty = true;
         } else {

@@ -15,6 +15,29 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// A trusted listener, a public RBAC listener exposing nothing, and every service module;
+/// state is file based with a 1 KiB value limit.
+pub const MODULES: &str = "workers:
+  - name: iii-worker-manager
+    config: {host: 127.0.0.1, port: 0}
+  - name: iii-worker-manager
+    config:
+      host: 127.0.0.1
+      port: 0
+      rbac: {expose_functions: ['match(\"public::*\")']}
+  - name: iii-stream
+    config:
+      host: 127.0.0.1
+      port: 0
+      adapter: {name: kv, config: {store_method: file_based, file_path: ./data/stream}}
+  - name: iii-state
+    config:
+      adapter: {name: kv, config: {store_method: file_based, file_path: ./data/state}}
+      max_value_bytes: 1024
+  - name: iii-pubsub
+  - name: iii-cron
+";
+
 /// A running engine process.
 pub struct EngineProc {
     pub child: Child,

@@ -6,6 +6,7 @@
 //   * a watchdog (env SDK_TEST_TIMEOUT_MS, default 20000) fails the script loudly instead of hanging;
 //   * exit 0 on success, non-zero with a message on stderr on failure.
 
+import { isDeepStrictEqual } from "node:util";
 import { InvocationError, registerWorker } from "iii-sdk";
 
 // The SDK and its OTel helper print progress with console.log/console.debug, which would mix
@@ -120,4 +121,35 @@ export function stayUpUntilSignalled(iii) {
   }, 1000);
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));
+}
+
+/** Deep equality, for checks. */
+export const same = (a, b) => isDeepStrictEqual(a, b);
+
+/**
+ * The plumbing of a checking script: `check(name, ok, details)` prints one JSON line and
+ * remembers failures; `call(function_id, payload)` resolves to `{result}` or `{error}`, never
+ * throws; `finish()` prints the summary and exits 0 only when every check passed.
+ */
+export function checker(iii, script) {
+  const failures = [];
+  return {
+    failures,
+    check(name, ok, details) {
+      emit({ check: name, ok, ...details });
+      if (!ok) failures.push(`${name}: ${JSON.stringify(details)}`);
+    },
+    async call(function_id, payload) {
+      try {
+        return { result: await iii.trigger({ function_id, payload, timeoutMs: 5000 }) };
+      } catch (error) {
+        return { error };
+      }
+    },
+    async finish() {
+      if (failures.length) console.error(`${script}: FAIL:\n  ${failures.join("\n  ")}`);
+      emit({ done: true, ok: failures.length === 0, failures: failures.length });
+      await shutdownAndExit(iii, failures.length === 0 ? 0 : 1);
+    },
+  };
 }

@@ -1,26 +1,11 @@
 // Calls every stream::* function through the engine with the published Node SDK and checks the
 // exact result shapes of PROTOCOL.md §6.1 (as the todo app relies on them). Writes go to stream
 // `todo`, groups `todos` and `other`. One JSON line per check; exit 0 when all pass.
-import { isDeepStrictEqual } from "node:util";
-import { connect, describeError, emit, shutdownAndExit, startWatchdog } from "./common.mjs";
+import { checker, connect, describeError, same, startWatchdog } from "./common.mjs";
 
 const stopWatchdog = startWatchdog();
 const iii = connect("sdk-test-stream-check");
-const failures = [];
-const same = (a, b) => isDeepStrictEqual(a, b);
-
-function check(name, ok, details) {
-  emit({ check: name, ok, ...details });
-  if (!ok) failures.push(`${name}: ${JSON.stringify(details)}`);
-}
-
-async function call(function_id, payload) {
-  try {
-    return { result: await iii.trigger({ function_id, payload, timeoutMs: 5000 }) };
-  } catch (error) {
-    return { error };
-  }
-}
+const { check, call, finish } = checker(iii, "node-stream-check.mjs");
 
 const key = { stream_name: "todo", group_id: "todos", item_id: "t1" };
 const first = { id: "t1", title: "first", completed: false };
@@ -72,6 +57,4 @@ r = await call("stream::listGroups", { stream_name: "todo" });
 check("no listGroups alias", r.error?.code === "function_not_found", { error: describeError(r.error) });
 
 stopWatchdog();
-if (failures.length) console.error(`node-stream-check.mjs: FAIL:\n  ${failures.join("\n  ")}`);
-emit({ done: true, ok: failures.length === 0 });
-await shutdownAndExit(iii, failures.length === 0 ? 0 : 1);
+await finish();

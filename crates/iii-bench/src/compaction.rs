@@ -3,7 +3,7 @@
 //! sequential reader on this thread does `stream::get` of one item; reported: the reader's
 //! latency and failures, the writer's sets, and the compactions the engine logged
 //! ("compacted stream store", an info line of the store module: the engine runs with
-//! `RUST_LOG=warn,iii::modules::stream::store=info`).
+//! `RUST_LOG=warn,iii::kv::store=info`).
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -115,7 +115,7 @@ async fn write_until(writer: Client, stop: Arc<AtomicBool>) -> (usize, usize) {
 
 /// Runs the check for `seconds` on a fresh engine started with `config`.
 pub async fn check(config: &str, seconds: Duration) -> Result<Check, String> {
-    let engine = Spawned::engine_with(config, "warn,iii::modules::stream::store=info")?;
+    let engine = Spawned::engine_with(config, "warn,iii::kv::store=info")?;
     let reader = Client::connect(&engine.url, target::bench_options("bench-reader"))
         .await
         .map_err(|e| format!("reader: {e}"))?;

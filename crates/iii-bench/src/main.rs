@@ -17,6 +17,7 @@
 //! | `floods.rs` | `flood`'s raw-socket flooders and what they sent and got back |
 //! | `store.rs` | `stream::set` throughput/latency per fsync mode (the `store` scenario) |
 //! | `compaction.rs` | `store`'s compaction check: `stream::get` latency while the store compacts |
+//! | `state.rs` | `state::set` / `state::get` rate and latency, durable, per fsync mode |
 //! | `target.rs` | spawned engine vs `--url`, client options, clients and tasks on other threads |
 //! | `procs.rs` | child processes, scratch dirs, `/proc` readings, the open-file limit |
 //! | `rawws.rs` | the lean idle WebSocket worker |
@@ -37,6 +38,7 @@ mod rawws;
 mod relay;
 mod report;
 mod startup;
+mod state;
 mod store;
 mod target;
 
@@ -48,7 +50,7 @@ use args::parse_size;
 use target::Common;
 
 const AFTER_HELP: &str = "\
-Where the traffic goes (every scenario but flood and store, which always spawn an engine
+Where the traffic goes (every scenario but flood, store and state, which always spawn an engine
 with their own config):
   --spawn               start our own engine (default): the `iii` binary next to iii-bench, on
                         free ports, temp config (trusted listener + file-based stream module),
@@ -85,6 +87,7 @@ enum Scenario {
     Startup(startup::Opts),
     Flood(flood::Opts),
     Store(store::Opts),
+    State(state::Opts),
     All(AllOpts),
     Relay(relay::Opts),
 }
@@ -126,6 +129,7 @@ fn main() -> ExitCode {
         Scenario::Startup(o) => block_on(startup::run(o)),
         Scenario::Flood(o) => block_on(flood::run(o)),
         Scenario::Store(o) => block_on(store::run(o)),
+        Scenario::State(o) => block_on(state::run(o)),
         Scenario::All(o) => run_all(o),
         Scenario::Relay(_) => unreachable!("handled above"),
     };
@@ -229,6 +233,15 @@ mod tests {
             (Some(2000), vec![1, 64], true)
         );
         assert!(o.spawn.check("store", "").is_ok());
+
+        let Ok(Scenario::State(o)) = parse("state --fsync always --calls 500") else {
+            panic!("state")
+        };
+        assert_eq!(
+            (o.fsync, o.calls, o.levels),
+            (vec!["always".to_string()], Some(500), vec![1, 64])
+        );
+        assert!(parse("state --fsync sometimes").is_err());
 
         let Ok(Scenario::Flood(o)) = parse("flood --kinds forbidden,big --seconds 2") else {
             panic!("flood")

@@ -90,28 +90,28 @@ pub fn config(fsync: &str, compact_threshold: Option<u64>) -> String {
     )
 }
 
-/// One measured phase.
-struct Phase {
-    in_flight: usize,
-    sets: usize,
-    elapsed: Duration,
-    stats: Stats,
-    errors: usize,
-    first_error: Option<String>,
-    engine_cpu: Option<Duration>,
+/// One measured phase (also used by the `state` scenario).
+pub(crate) struct Phase {
+    pub in_flight: usize,
+    pub sets: usize,
+    pub elapsed: Duration,
+    pub stats: Stats,
+    pub errors: usize,
+    pub first_error: Option<String>,
+    pub engine_cpu: Option<Duration>,
 }
 
 impl Phase {
-    fn per_s(&self) -> f64 {
+    pub(crate) fn per_s(&self) -> f64 {
         self.sets as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
-    fn cpu_us(&self) -> Option<f64> {
+    pub(crate) fn cpu_us(&self) -> Option<f64> {
         self.engine_cpu
             .map(|d| d.as_secs_f64() * 1e6 / self.sets.max(1) as f64)
     }
 
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         json!({
             "in_flight": self.in_flight,
             "sets": self.sets,
@@ -134,6 +134,23 @@ async fn sets(
     data: &Value,
     pid: u32,
 ) -> Phase {
+    let call = |n: usize| {
+        let item = json!({"stream_name": "bench", "group_id": prefix,
+                          "item_id": format!("{prefix}-{n}"), "data": data});
+        ("stream::set", item)
+    };
+    calls(writer, in_flight, total, call, pid).await
+}
+
+/// `total` calls `call(n)` (n = 0, 1, …) with `in_flight` outstanding, from this thread.
+pub(crate) async fn calls(
+    writer: &Client,
+    in_flight: usize,
+    total: usize,
+    call: impl Fn(usize) -> (&'static str, Value),
+    pid: u32,
+) -> Phase {
+    let call = &call;
     let next = Rc::new(Cell::new(0usize));
     let cpu0 = procs::cpu_time(pid);
     let started = Instant::now();
@@ -144,10 +161,9 @@ async fn sets(
             while next.get() < total {
                 let n = next.get();
                 next.set(n + 1);
-                let item = json!({"stream_name": "bench", "group_id": prefix,
-                                  "item_id": format!("{prefix}-{n}"), "data": data});
+                let (function_id, input) = call(n);
                 let t = Instant::now();
-                let r = writer.trigger("stream::set", item).await;
+                let r = writer.trigger(function_id, input).await;
                 samples.push(report::us(t.elapsed()));
                 if let Err(e) = r {
                     errors += 1;

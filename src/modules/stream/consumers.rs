@@ -146,6 +146,7 @@ impl StreamActor {
             .collect();
         hooks.sort();
         let registry = self.registry.clone();
+        let custom = custom_sync_call(&sub);
         let verdict = async move {
             for function_id in hooks {
                 let res = registry
@@ -153,22 +154,45 @@ impl StreamActor {
                     .await;
                 if let Ok(Some(v)) = res {
                     if v.to_value().get("unauthorized") == Some(&Value::Bool(true)) {
-                        return false;
+                        return (false, None);
                     }
                 }
             }
-            true
+            // A custom stream's data is its worker's: ask it (no such function → the store).
+            let (function_id, input) = custom;
+            let data = match registry.call(CallRequest::new(function_id, input)).await {
+                Err(e) if e.code == "function_not_found" => None,
+                Ok(v) => Some(v.map(|v| v.to_value()).unwrap_or(Value::Null)),
+                Err(e) => {
+                    log::warn!(
+                        "stream consumer {conn}: custom stream sync failed: {}",
+                        e.message
+                    );
+                    Some(Value::Null)
+                }
+            };
+            (true, data)
         };
         ctx.spawn(
             verdict
                 .into_actor(self)
-                .map(move |authorized, act, _| act.finish_join(conn, sub, authorized)),
+                .map(move |(authorized, data), act, _| {
+                    act.finish_join(conn, sub, authorized, data)
+                }),
         );
     }
 
-    pub(super) fn finish_join(&mut self, conn: u64, sub: Subscription, authorized: bool) {
+    pub(super) fn finish_join(
+        &mut self,
+        conn: u64,
+        sub: Subscription,
+        authorized: bool,
+        custom: Option<Value>,
+    ) {
         let event = if !authorized {
             json!({"type": "unauthorized"})
+        } else if let Some(data) = custom {
+            json!({"type": "sync", "data": data})
         } else {
             match &sub.item {
                 Some(item) => {
@@ -187,6 +211,23 @@ impl StreamActor {
             c.subs.insert(sub.id.clone(), sub);
         }
         self.send_consumer(conn, ConsumerFrame::Text(Arc::from(frame.to_string())));
+    }
+}
+
+/// The custom stream function that would serve a subscription's first `sync`, with its input:
+/// `stream::get(<stream>)` for one item, `stream::list(<stream>)` for a group.
+fn custom_sync_call(sub: &Subscription) -> (String, Payload) {
+    match &sub.item {
+        Some(item) => (
+            format!("stream::get({})", sub.stream),
+            Payload::from_value(
+                &json!({"stream_name": sub.stream, "group_id": sub.group, "item_id": item}),
+            ),
+        ),
+        None => (
+            format!("stream::list({})", sub.stream),
+            Payload::from_value(&json!({"stream_name": sub.stream, "group_id": sub.group})),
+        ),
     }
 }
 

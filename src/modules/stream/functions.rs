@@ -5,7 +5,7 @@
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::store::{Store, StoreError};
+use crate::kv::store::{Store, StoreError};
 use crate::protocol::ErrorBody;
 use crate::update_ops as ops;
 

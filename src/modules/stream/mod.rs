@@ -14,18 +14,16 @@
 //! a `condition_function_id` has its own queue so its events stay in order while its condition
 //! runs. The actor runs on its own arbiter: file I/O never blocks the socket-serving threads.
 //!
-//! Files: `functions.rs` (the functions and their shapes), `ops.rs` (`stream::update` ops),
-//! `store.rs` (the durable store), `durable.rs` (fsyncs and compactions off this thread),
-//! `fanout.rs` (trigger bindings and fan-out), `consumers.rs` (consumer subscriptions),
-//! `socket.rs` (the consumer WebSocket).
+//! Files: `functions.rs` (the functions and their shapes), `custom.rs` (streams served by a
+//! worker's own functions), `fanout.rs` (trigger bindings and fan-out), `consumers.rs` (consumer subscriptions), `socket.rs` (the consumer WebSocket). The
+//! store and its fsync and compaction threads are `crate::kv`, shared with the state module.
 
 mod consumers;
-mod durable;
+mod custom;
 mod fanout;
 pub mod functions;
 
 mod socket;
-pub mod store;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,6 +34,8 @@ use serde_json::Value;
 
 use crate::config::{FsyncMode, StoreMethod, StreamConfig};
 use crate::flow::Flow;
+use crate::kv::durable::{self, CompactionDone, Durability, Mode, Synced};
+use crate::kv::store::{FsyncPolicy, Store, StoreOptions};
 use crate::messages::{
     BuiltinCall, BuiltinDone, BuiltinFunction, BuiltinTriggerType, RegisterBuiltins, TriggerBinding,
 };
@@ -43,9 +43,8 @@ use crate::modules::ModuleError;
 use crate::payload::Payload;
 use crate::registry::Registry;
 use consumers::ConsumerConn;
-use durable::{CompactionDone, Durability, Mode, Synced};
 use fanout::{Binding, ConditionQueue};
-use store::{FsyncPolicy, Store, StoreOptions};
+use functions::Change;
 
 pub use socket::ConsumerFrame;
 
@@ -121,7 +120,7 @@ pub struct StreamActor {
     store: Store,
     registry: Registry,
     /// fsyncs off this thread, the answers held until durable, compactions.
-    durable: Option<Durability>,
+    durable: Option<Durability<Change>>,
     mode: Mode,
     bindings: HashMap<String, Binding>,
     conditions: HashMap<String, ConditionQueue>,
@@ -161,6 +160,7 @@ pub fn start(
                 dir: kv.file_path.clone(),
                 fsync: FsyncPolicy::Never,
                 compact_threshold_bytes: kv.compact_threshold_bytes,
+                name: "stream",
             };
             Store::open(opts)?
         }
@@ -226,7 +226,10 @@ impl StreamModule {
 }
 
 impl StreamActor {
-    fn handle_call(&mut self, call: BuiltinCall, ctx: &mut Context<Self>) {
+    pub(super) fn handle_call(&mut self, mut call: BuiltinCall, ctx: &mut Context<Self>) {
+        if let Some(delegate) = call.delegate.take() {
+            return self.call_custom(call, delegate, ctx);
+        }
         if call.function_id == FAULT_FUNCTION && crate::engine::fault_injection() {
             panic!("fault injection: {FAULT_FUNCTION} was called");
         }
@@ -253,7 +256,7 @@ impl StreamActor {
     }
 
     /// Answers a call and announces its change (once its write is durable).
-    fn release(&mut self, held: durable::Held, ctx: &mut Context<Self>) {
+    fn release(&mut self, held: durable::Held<Change>, ctx: &mut Context<Self>) {
         self.registry.do_send(held.done);
         if let Some(change) = held.change {
             self.announce(&change, ctx);
@@ -273,6 +276,7 @@ impl Actor for StreamActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.durable = Some(Durability::new(
+            "stream",
             &self.store,
             self.mode,
             ctx.address().recipient(),
@@ -314,17 +318,7 @@ impl Handler<Consumer> for StreamActor {
 impl Handler<Close> for StreamActor {
     type Result = ();
     fn handle(&mut self, _: Close, ctx: &mut Self::Context) {
-        let held = self
-            .durable
-            .take()
-            .map(|mut d| d.close())
-            .unwrap_or_default();
-        let store = std::mem::replace(&mut self.store, Store::in_memory());
-        match store.close() {
-            Ok(()) => log::info!("stream store flushed and closed"),
-            Err(e) => log::error!("stream store: closing failed: {e}"),
-        }
-        for h in held {
+        for h in durable::shut_down("stream", &mut self.durable, &mut self.store) {
             self.registry.do_send(h.done);
         }
         ctx.stop();

@@ -16,6 +16,7 @@ fn options(dir: &Path) -> StoreOptions {
         dir: dir.to_path_buf(),
         fsync: FsyncPolicy::Never,
         compact_threshold_bytes: DEFAULT_COMPACT_THRESHOLD,
+        name: "test",
     }
 }
 

@@ -1,0 +1,171 @@
+//! The configuration of the in-engine service modules: `iii-state`, `iii-pubsub` and `iii-cron`
+//! (`MODULES.md` §1.1, §3.1, §4.1). Strict like every module block: unknown keys are errors.
+
+use std::path::PathBuf;
+
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+
+use super::modules::AdapterConfig;
+
+/// Where file-based state lives when the config names no directory: not the stream store's
+/// default (upstream shares one default directory, and the two stores then load each other's
+/// files).
+pub const STATE_DEFAULT_DIR: &str = "state_store_data.db";
+
+/// The `iii-state` module.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// The kv adapter: `store_method`, `file_path` (a directory), `fsync`,
+    /// `compact_threshold_bytes`.
+    pub adapter: AdapterConfig,
+    /// `false` suppresses every `state` trigger.
+    pub triggers_enabled: bool,
+    /// `state::set` and `state::update` refuse values whose compact JSON is longer (0: no
+    /// limit, as upstream).
+    pub max_value_bytes: Option<usize>,
+    /// Accepted for compatibility: writes are logged before they are acknowledged.
+    pub save_interval_ms: Option<u64>,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            adapter: AdapterConfig::default(),
+            triggers_enabled: true,
+            max_value_bytes: None,
+            save_interval_ms: None,
+        }
+    }
+}
+
+impl StateConfig {
+    /// The store's directory: the adapter's `file_path`, unless that is the shared upstream
+    /// default, which becomes [`STATE_DEFAULT_DIR`].
+    pub fn directory(&self) -> PathBuf {
+        let path = &self.adapter.kv.file_path;
+        if *path == super::modules::KvConfig::default().file_path {
+            PathBuf::from(STATE_DEFAULT_DIR)
+        } else {
+            path.clone()
+        }
+    }
+
+    /// `max_value_bytes` with upstream's "0 means unset".
+    pub fn value_limit(&self) -> Option<usize> {
+        self.max_value_bytes.filter(|n| *n > 0)
+    }
+}
+
+/// An `adapter: {name, config}` block of a module with named adapters; the old
+/// `{class: modules::…::XAdapter}` form is mapped to the name.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NamedAdapter {
+    pub name: String,
+    pub config: Option<serde_yaml::Value>,
+}
+
+impl NamedAdapter {
+    fn parse<'de, D: Deserializer<'de>>(
+        d: D,
+        module: &str,
+        classes: &[(&str, &str)],
+        supported: &[&str],
+    ) -> Result<NamedAdapter, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Raw {
+            name: Option<String>,
+            class: Option<String>,
+            #[serde(default)]
+            config: Option<serde_yaml::Value>,
+        }
+        let raw = Raw::deserialize(d)?;
+        let name = match (raw.name, raw.class) {
+            (Some(n), None) => n,
+            (None, Some(c)) => classes
+                .iter()
+                .find(|(class, _)| *class == c)
+                .map(|(_, n)| n.to_string())
+                .ok_or_else(|| {
+                    de::Error::custom(format!("{module}: unknown adapter class {c:?}"))
+                })?,
+            (None, None) => supported[0].to_string(),
+            (Some(_), Some(_)) => {
+                return Err(de::Error::custom(
+                    "adapter: give either `name` or `class`, not both",
+                ))
+            }
+        };
+        if !supported.contains(&name.as_str()) {
+            return Err(de::Error::custom(format!(
+                "{module}: adapter {name:?} is not supported by this engine (available: {})",
+                supported.join(", ")
+            )));
+        }
+        Ok(NamedAdapter {
+            name,
+            config: raw.config,
+        })
+    }
+}
+
+/// The `iii-pubsub` module: `adapter: {name: local}`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PubSubConfig {
+    pub adapter: NamedAdapter,
+}
+
+impl<'de> Deserialize<'de> for PubSubConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Raw {
+            #[serde(default, deserialize_with = "pubsub_adapter")]
+            adapter: Option<NamedAdapter>,
+        }
+        let raw = Raw::deserialize(d)?;
+        Ok(PubSubConfig {
+            adapter: raw.adapter.unwrap_or(NamedAdapter {
+                name: "local".into(),
+                config: None,
+            }),
+        })
+    }
+}
+
+fn pubsub_adapter<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NamedAdapter>, D::Error> {
+    let classes = [("modules::pubsub::LocalAdapter", "local")];
+    NamedAdapter::parse(d, "iii-pubsub", &classes, &["local"]).map(Some)
+}
+
+/// The `iii-cron` module: `adapter: {name: kv, config: {lock_ttl_ms, lock_index}}`. Locks are
+/// per engine with `kv` (a cron run never overlaps itself within one engine either way).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CronConfig {
+    pub adapter: NamedAdapter,
+}
+
+impl<'de> Deserialize<'de> for CronConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Raw {
+            #[serde(default, deserialize_with = "cron_adapter")]
+            adapter: Option<NamedAdapter>,
+        }
+        let raw = Raw::deserialize(d)?;
+        Ok(CronConfig {
+            adapter: raw.adapter.unwrap_or(NamedAdapter {
+                name: "kv".into(),
+                config: None,
+            }),
+        })
+    }
+}
+
+fn cron_adapter<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NamedAdapter>, D::Error> {
+    let classes = [("modules::cron::KvCronAdapter", "kv")];
+    NamedAdapter::parse(d, "iii-cron", &classes, &["kv"]).map(Some)
+}

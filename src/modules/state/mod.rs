@@ -1,0 +1,288 @@
+//! The state module (`iii-state`, `MODULES.md` §1): a `StateActor` that owns a key/value store
+//! (scope › key → JSON value), serves the `state::*` functions for the registry like any
+//! function owner, and provides the `state` trigger type.
+//!
+//! Who sends what: the registry sends [`BuiltinCall`] (a call of a `state::*` function) and
+//! [`TriggerBinding`] (a `state` binding); the engine sends [`Close`] at shutdown.
+//!
+//! The store is the stream module's (`crate::kv`): with `store_method: file_based` a write is in
+//! the log of its own directory before it is acknowledged and survives `kill -9`; with
+//! `fsync: always` the answer also waits for the fsync. Then the call is answered, then every
+//! matching `state` binding is fired (through its condition's queue if it has one), unless
+//! `triggers_enabled: false`. The actor runs on its own arbiter: file I/O never blocks the
+//! socket-serving threads.
+//!
+//! Files: `functions.rs` (the functions and their shapes).
+
+pub mod functions;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use actix::prelude::*;
+use serde_json::Value;
+
+use crate::config::{FsyncMode, StateConfig, StoreMethod};
+use crate::kv::durable::{self, CompactionDone, Durability, Mode, Synced};
+use crate::kv::store::{FsyncPolicy, Store, StoreOptions};
+use crate::messages::{
+    BuiltinCall, BuiltinDone, BuiltinFunction, BuiltinTriggerType, RegisterBuiltins,
+    TriggerBinding, TriggerRejected,
+};
+use crate::modules::fire::{config_text, Route};
+use crate::modules::ModuleError;
+use crate::payload::Payload;
+use crate::protocol::ErrorBody;
+use crate::registry::Registry;
+use functions::StateChange;
+
+/// How often compaction is considered.
+const MAINTENANCE: Duration = Duration::from_secs(1);
+
+/// Stop: flush and close the store.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Close;
+
+/// A `state` binding: optional scope and key filters, and the way to its function.
+struct Binding {
+    scope: Option<String>,
+    key: Option<String>,
+    route: Route,
+}
+
+impl Binding {
+    fn matches(&self, c: &StateChange) -> bool {
+        self.scope.as_ref().is_none_or(|s| *s == c.scope)
+            && self.key.as_ref().is_none_or(|k| *k == c.key)
+    }
+}
+
+/// The state actor. See the module docs.
+pub struct StateActor {
+    store: Store,
+    registry: Registry,
+    durable: Option<Durability<StateChange>>,
+    mode: Mode,
+    triggers_enabled: bool,
+    max_value_bytes: Option<usize>,
+    bindings: HashMap<String, Binding>,
+}
+
+/// A started state module.
+pub struct StateModule {
+    actor: Addr<StateActor>,
+    arbiter: Arbiter,
+}
+
+/// Opens the store, starts the actor and announces its functions and trigger type.
+pub fn start(config: &StateConfig, registry: Registry) -> Result<StateModule, ModuleError> {
+    let kv = &config.adapter.kv;
+    let store = match kv.store_method {
+        StoreMethod::InMemory => Store::in_memory(),
+        StoreMethod::FileBased => Store::open(StoreOptions {
+            dir: config.directory(),
+            fsync: FsyncPolicy::Never,
+            compact_threshold_bytes: kv.compact_threshold_bytes,
+            name: "state",
+        })?,
+    };
+    let mode = match kv.fsync {
+        FsyncMode::Always => Mode::Always,
+        FsyncMode::EverySecond => Mode::EverySecond,
+    };
+    let arbiter = Arbiter::new();
+    let reg = registry.clone();
+    let (triggers_enabled, max_value_bytes) = (config.triggers_enabled, config.value_limit());
+    let actor = StateActor::start_in_arbiter(&arbiter.handle(), move |_| StateActor {
+        store,
+        registry: reg,
+        durable: None,
+        mode,
+        triggers_enabled,
+        max_value_bytes,
+        bindings: HashMap::new(),
+    });
+    registry.do_send(RegisterBuiltins {
+        owner: "iii-state",
+        functions: functions::FUNCTIONS
+            .iter()
+            .map(|(id, d)| BuiltinFunction {
+                id: id.to_string(),
+                description: d.to_string(),
+            })
+            .collect(),
+        calls: actor.clone().recipient(),
+        trigger_types: vec![BuiltinTriggerType {
+            id: "state".into(),
+            description: "State trigger".into(),
+            engine_wide: false,
+        }],
+        bindings: actor.clone().recipient(),
+    });
+    Ok(StateModule { actor, arbiter })
+}
+
+impl StateModule {
+    /// Flushes and closes the store.
+    pub async fn stop(self) {
+        let _ = self.actor.send(Close).await;
+        self.arbiter.stop();
+    }
+}
+
+impl StateActor {
+    fn handle_call(&mut self, call: BuiltinCall, ctx: &mut Context<Self>) {
+        let (outcome, change) = functions::call(
+            &mut self.store,
+            &call.function_id,
+            call.data.to_value(),
+            self.max_value_bytes,
+        );
+        if let Err(e) = &outcome {
+            if e.code.ends_with("_ERROR") && e.code != "deserialization_error" {
+                log::error!("{}: {}", call.function_id, e.message);
+            }
+        }
+        let done = BuiltinDone {
+            engine_id: call.engine_id,
+            outcome: outcome.map(|v| v.map(|v| Payload::from_value(&v))),
+        };
+        let seq = self.store.last_seq();
+        let ready = match &mut self.durable {
+            Some(d) => d.admit(seq, done, change),
+            None => Some(durable::Held::now(done, change)),
+        };
+        if let Some(held) = ready {
+            self.release(held, ctx);
+        }
+    }
+
+    /// Answers a call and announces its change (once its write is durable).
+    fn release(&mut self, held: durable::Held<StateChange>, _ctx: &mut Context<Self>) {
+        self.registry.do_send(held.done);
+        if let Some(change) = held.change {
+            self.announce(&change);
+        }
+    }
+
+    fn announce(&self, change: &StateChange) {
+        if !self.triggers_enabled {
+            return;
+        }
+        let mut matching = self
+            .bindings
+            .values()
+            .filter(|b| b.matches(change))
+            .peekable();
+        if matching.peek().is_none() {
+            return;
+        }
+        let payload = Payload::from_value(&change.payload());
+        for b in matching {
+            b.route.send(&self.registry, payload.clone());
+        }
+    }
+
+    fn bind(&mut self, id: String, function_id: String, config: Value, metadata: Option<Value>) {
+        let parsed = (|| -> Result<_, String> {
+            if !config.is_object() {
+                return Err(format!(
+                    "Failed to parse trigger config: expected an object, got {config}"
+                ));
+            }
+            Ok((
+                config_text(&config, "scope", "state")?,
+                config_text(&config, "key", "state")?,
+                config_text(&config, "condition_function_id", "state")?,
+            ))
+        })();
+        match parsed {
+            Ok((scope, key, condition)) => {
+                let route = Route::new(&self.registry, &id, function_id, condition, metadata);
+                self.bindings.insert(id, Binding { scope, key, route });
+            }
+            Err(message) => {
+                log::warn!("trigger {id}: {message}");
+                self.registry.do_send(TriggerRejected {
+                    trigger_id: id,
+                    error: ErrorBody::new("trigger_registration_failed", message),
+                });
+            }
+        }
+    }
+}
+
+impl Actor for StateActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.durable = Some(Durability::new(
+            "state",
+            &self.store,
+            self.mode,
+            ctx.address().recipient(),
+        ));
+        ctx.run_interval(MAINTENANCE, |act, ctx| {
+            if let Some(d) = &mut act.durable {
+                d.maybe_compact(&mut act.store, ctx.address().recipient());
+            }
+        });
+    }
+}
+
+impl Handler<BuiltinCall> for StateActor {
+    type Result = ();
+    fn handle(&mut self, call: BuiltinCall, ctx: &mut Self::Context) {
+        self.handle_call(call, ctx);
+    }
+}
+
+impl Handler<TriggerBinding> for StateActor {
+    type Result = ();
+    fn handle(&mut self, msg: TriggerBinding, _ctx: &mut Self::Context) {
+        match msg {
+            TriggerBinding::Bind {
+                id,
+                function_id,
+                config,
+                metadata,
+                ..
+            } => self.bind(id, function_id, config, metadata),
+            TriggerBinding::Unbind { id } => {
+                self.bindings.remove(&id);
+            }
+        }
+    }
+}
+
+impl Handler<Close> for StateActor {
+    type Result = ();
+    fn handle(&mut self, _: Close, ctx: &mut Self::Context) {
+        for h in durable::shut_down("state", &mut self.durable, &mut self.store) {
+            self.registry.do_send(h.done);
+        }
+        ctx.stop();
+    }
+}
+
+impl Handler<Synced> for StateActor {
+    type Result = ();
+    fn handle(&mut self, msg: Synced, ctx: &mut Self::Context) {
+        let Some(d) = &mut self.durable else {
+            return;
+        };
+        for held in d.synced(msg.0, &mut self.store) {
+            self.release(held, ctx);
+        }
+    }
+}
+
+impl Handler<CompactionDone> for StateActor {
+    type Result = ();
+    fn handle(&mut self, msg: CompactionDone, _ctx: &mut Self::Context) {
+        if let Some(d) = &mut self.durable {
+            d.compaction_done(msg.0, &mut self.store);
+        }
+    }
+}
