@@ -10,7 +10,7 @@
 //! | [`RegisterBuiltins`] | module → registry, once at start |
 //! | [`BuiltinCall`] → [`BuiltinDone`] | registry → module (actor message) → registry (a call of a module's function) |
 //! | [`TriggerBinding`] → [`TriggerRejected`] | registry → module (actor message) → registry (a binding of a module's trigger type) |
-//! | [`FireTrigger`] | module → registry (call a bound function, nobody waits) |
+//! | [`FireTrigger`], [`FireMany`] | module → registry (call bound functions, nobody waits) |
 //!
 //! A module that awaits a call's outcome uses [`Registry::call`](crate::registry::Registry::call).
 
@@ -148,3 +148,6 @@ pub struct FireTrigger {
     pub data: Payload,
     pub metadata: Option<Value>,
 }
+
+/// Every fire of one event, routed under one acquisition of the registry's lock, in order.
+pub struct FireMany(pub Vec<FireTrigger>);

@@ -27,7 +27,7 @@ use uuid::Uuid;
 use crate::error::Code;
 use crate::ids::IdMap;
 use crate::messages::{
-    BuiltinCall, BuiltinDone, Connect, Disconnect, FireTrigger, FromWorker, RegisterBuiltins,
+    BuiltinCall, BuiltinDone, Connect, Disconnect, FireMany, FireTrigger, FromWorker, RegisterBuiltins,
     ToSession, TriggerBinding, TriggerRejected,
 };
 use crate::outbox::{Delivery, Outbox};
@@ -318,6 +318,20 @@ impl Report for FireTrigger {
             function_id: self.function_id,
             data: self.data,
             metadata: self.metadata,
+        });
+    }
+}
+
+impl Report for FireMany {
+    fn report(self, registry: &Registry) {
+        registry.with(|core| {
+            for fire in self.0 {
+                core.run(Event::Fire {
+                    function_id: fire.function_id,
+                    data: fire.data,
+                    metadata: fire.metadata,
+                });
+            }
         });
     }
 }

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::functions::Change;
 use super::StreamActor;
-use crate::messages::{FireTrigger, TriggerRejected};
+use crate::messages::{FireMany, FireTrigger, TriggerRejected};
 use crate::payload::Payload;
 use crate::protocol::ErrorBody;
 use crate::router::{now_ms, CallRequest};
@@ -56,17 +56,23 @@ impl StreamActor {
     /// Fires matching triggers and pushes the change to matching subscriptions.
     pub(super) fn announce(&mut self, change: &Change, ctx: &mut Context<Self>) {
         let payload = Payload::from_value(&change.payload(now_ms()));
-        let mut conditioned = Vec::new();
+        let (mut conditioned, mut fires) = (Vec::new(), Vec::new());
         for (id, b) in self.bindings.iter().filter(|(_, b)| b.matches(change)) {
             if b.condition.is_some() {
                 conditioned.push(id.clone());
             } else {
-                self.registry.do_send(FireTrigger {
+                fires.push(FireTrigger {
                     function_id: b.function_id.clone(),
                     data: payload.clone(),
                     metadata: b.metadata.clone(),
                 });
             }
+        }
+        // One event's fires are routed under one acquisition of the registry's lock.
+        match fires.len() {
+            0 => {}
+            1 => self.registry.do_send(fires.pop().expect("one fire")),
+            _ => self.registry.do_send(FireMany(fires)),
         }
         for id in conditioned {
             self.conditions
