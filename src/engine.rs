@@ -14,7 +14,7 @@ use actix::prelude::*;
 use serde_json::{json, Value};
 
 use crate::config::EngineConfig;
-use crate::modules::{cron, exec, pubsub, state, stream, worker, worker_log};
+use crate::modules::{cron, exec, http, pubsub, state, stream, worker, worker_log};
 use crate::registry::Registry;
 
 /// Whether `III_FAULT_INJECTION=1` is set: then the engine also has functions that make it fail
@@ -28,6 +28,7 @@ pub fn fault_injection() -> bool {
 pub struct Engine {
     stream: Option<stream::StreamModule>,
     state: Option<state::StateModule>,
+    http: Option<http::HttpModule>,
     listeners: Vec<(worker::Listener, bool)>,
     exec: Vec<exec::ExecModule>,
     arbiters: Vec<Arbiter>,
@@ -61,6 +62,7 @@ impl Engine {
         let mut engine = Engine {
             stream: None,
             state: None,
+            http: None,
             listeners: Vec::new(),
             exec: Vec::new(),
             arbiters: vec![registry_arbiter, services],
@@ -88,6 +90,21 @@ impl Engine {
                     engine.stop().await;
                     return Err(StartError {
                         module: "iii-state".into(),
+                        source,
+                    });
+                }
+            }
+        }
+        if let Some(cfg) = &config.http {
+            match http::start(cfg, registry.clone(), &engine.arbiters[1].handle()) {
+                Ok(module) => {
+                    log::info!("iii-http on http://{}", module.addr);
+                    engine.http = Some(module);
+                }
+                Err(source) => {
+                    engine.stop().await;
+                    return Err(StartError {
+                        module: "iii-http".into(),
                         source,
                     });
                 }
@@ -152,7 +169,8 @@ impl Engine {
             .map(|(l, rbac)| json!({"url": format!("ws://{}", l.addr), "port": l.addr.port(), "rbac": rbac}))
             .collect();
         let stream = self.stream.as_ref().map(|s| format!("ws://{}", s.addr));
-        json!({"pid": std::process::id(), "listeners": listeners, "stream": stream})
+        let http = self.http.as_ref().map(|h| format!("http://{}", h.addr));
+        json!({"pid": std::process::id(), "listeners": listeners, "stream": stream, "http": http})
     }
 
     /// Stops the processes the engine started, then listeners (closing every connection),
@@ -162,6 +180,9 @@ impl Engine {
             e.stop().await;
         }
         let _ = self.shutdown.send(true);
+        if let Some(h) = self.http {
+            h.stop().await;
+        }
         let stops = self.listeners.iter().map(|(l, _)| l.server.stop(true));
         futures_util::future::join_all(stops).await;
         if let Some(s) = self.stream {

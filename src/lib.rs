@@ -64,6 +64,7 @@
 //! | `session.rs` | what a worker socket says: auth, pre-auth buffering, frames to router events |
 //! | `flow.rs` | per-connection flow control: bytes in the engine, when to stop reading |
 //! | `outbox.rs` | stall-aware delivery to socket actors (a peer that stops reading is dropped) |
+//! | `channels.rs` | channels: the table, `engine::channels::create`'s pipes, the `/ws/channels/{id}` socket protocol |
 //! | `lograte.rs` | rate-limited log lines for events an attacker can cause at will |
 //! | `registry.rs` | the router's owner: reports to events under one lock, effects to mailboxes, the clock thread |
 //! | `router/` | routing state: `conns.rs` lifecycle and auth, `register.rs` session registrations, `calls.rs` calls and middleware, `triggers.rs`, `engine_fns.rs`, `discovery.rs`; `tests/` |
@@ -77,6 +78,7 @@
 //! | `modules/fire.rs` | firing trigger bindings, with a condition's queue when they have one |
 //! | `modules/exec.rs` | child processes: pipeline, restarts, output, process groups, shutdown |
 
+pub mod channels;
 pub mod config;
 pub mod engine;
 pub mod error;

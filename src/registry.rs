@@ -24,11 +24,12 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+use crate::channels::{Channels, ABANDONED_AFTER};
 use crate::error::Code;
 use crate::ids::IdMap;
 use crate::messages::{
-    BuiltinCall, BuiltinDone, Connect, Disconnect, FireMany, FireTrigger, FromWorker, RegisterBuiltins,
-    ToSession, TriggerBinding, TriggerRejected,
+    BuiltinCall, BuiltinDone, Connect, Disconnect, FireMany, FireTrigger, FromWorker,
+    RegisterBuiltins, ToSession, TriggerBinding, TriggerRejected,
 };
 use crate::outbox::{Delivery, Outbox};
 use crate::protocol::ErrorBody;
@@ -36,6 +37,8 @@ use crate::router::{CallRequest, Effect, Effects, Event, Outcome, Router, TICK};
 
 /// Stalled sockets are looked for every this many ticks (one second).
 const STALL_CHECK_TICKS: u64 = 20;
+/// How often abandoned channels are looked for.
+const CHANNEL_SWEEP: Duration = Duration::from_secs(60);
 
 /// A module's two mailboxes.
 struct Module {
@@ -64,6 +67,8 @@ struct Core {
 pub struct Registry {
     core: Arc<Mutex<Core>>,
     clock: ArbiterHandle,
+    /// The channel table (shared with the router's `engine::channels::create`).
+    channels: Channels,
 }
 
 /// What a socket or a module can report to the registry.
@@ -75,9 +80,11 @@ impl Registry {
     /// A registry whose timers run on `clock` (an arbiter of its own: a tick never waits
     /// behind a socket).
     pub fn start(clock: ArbiterHandle) -> Registry {
+        let router = Router::new();
+        let channels = router.channels.clone();
         let registry = Registry {
             core: Arc::new(Mutex::new(Core {
-                router: Router::new(),
+                router,
                 outboxes: IdMap::default(),
                 modules: Vec::new(),
                 replies: HashMap::new(),
@@ -88,7 +95,19 @@ impl Registry {
                 ticks: 0,
             })),
             clock,
+            channels,
         };
+        let channels = registry.channels.clone();
+        registry.clock.spawn(async move {
+            let mut interval = actix::clock::interval(CHANNEL_SWEEP);
+            loop {
+                interval.tick().await;
+                let n = channels.sweep(ABANDONED_AFTER);
+                if n > 0 {
+                    log::info!("{n} abandoned channel(s) removed");
+                }
+            }
+        });
         let ticker = registry.clone();
         registry.clock.spawn(async move {
             let mut interval = actix::clock::interval(TICK);
@@ -98,6 +117,11 @@ impl Registry {
             }
         });
         registry
+    }
+
+    /// The channel table.
+    pub fn channels(&self) -> &Channels {
+        &self.channels
     }
 
     /// Reports `msg` (a [`Connect`], a [`FromWorker`], a [`BuiltinDone`], …): handled now, on

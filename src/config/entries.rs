@@ -2,6 +2,7 @@
 //! one is, and the dispatch of its `config` to the right struct so that errors keep their path
 //! and line.
 
+use super::http::HttpConfig;
 use super::modules::{ExecConfig, ListenerConfig, StreamConfig};
 use super::services::{CronConfig, PubSubConfig, StateConfig};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
@@ -61,7 +62,7 @@ const CLASS_NAMES: &[(&str, &str)] = &[
 ];
 
 /// Upstream modules this engine does not implement; naming one stops startup.
-const UNSUPPORTED: &[&str] = &["iii-http", "iii-queue", "iii-http-functions", "iii-bridge"];
+const UNSUPPORTED: &[&str] = &["iii-queue", "iii-http-functions", "iii-bridge"];
 
 /// A module's parsed config.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,6 +73,7 @@ pub(super) enum ModuleConfig {
     State(Box<StateConfig>),
     PubSub(PubSubConfig),
     Cron(CronConfig),
+    Http(Box<HttpConfig>),
     /// A module that needs nothing from us (observability, telemetry, engine functions).
     Accepted,
 }
@@ -165,6 +167,7 @@ pub(super) fn canonical_name(key: &str, raw: &str) -> Result<String, String> {
         "iii-exec",
         "iii-state",
         "iii-pubsub",
+        "iii-http",
         "iii-cron",
         "iii-observability",
         "iii-telemetry",
@@ -208,6 +211,10 @@ impl<'de> DeserializeSeed<'de> for ConfigSeed<'_> {
             "iii-state" => {
                 let c: Option<StateConfig> = Option::deserialize(d)?;
                 ModuleConfig::State(Box::new(c.unwrap_or_default()))
+            }
+            "iii-http" => {
+                let c: Option<HttpConfig> = Option::deserialize(d)?;
+                ModuleConfig::Http(Box::new(c.unwrap_or_default()))
             }
             "iii-pubsub" => {
                 let c: Option<PubSubConfig> = Option::deserialize(d)?;

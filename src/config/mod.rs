@@ -9,12 +9,13 @@
 //! line. Nothing here starts anything.
 //!
 //! Files: `mod.rs` (loading, validation), `modules.rs` (the listener, stream and exec config
-//! structs), `services.rs` (state, pub/sub, cron),
+//! structs), `services.rs` (state, pub/sub, cron), `http.rs` (iii-http),
 //! `entries.rs` (the two entry forms and their dispatch on `name` / `class`), `env.rs`
 //! (`${VAR:default}`).
 
 mod entries;
 mod env;
+mod http;
 mod modules;
 mod services;
 
@@ -22,6 +23,7 @@ use std::path::Path;
 
 use entries::{canonical_name, ModuleConfig, RawTop};
 pub use env::expand_env;
+pub use http::{CorsConfig, HttpConfig, MiddlewareEntry};
 pub use modules::{
     AdapterConfig, ExecConfig, ExecEntry, FsyncMode, KvConfig, ListenerConfig, RbacConfig,
     RestartPolicy, StoreMethod, StreamConfig,
@@ -43,6 +45,8 @@ pub struct EngineConfig {
     pub pubsub: Option<PubSubConfig>,
     /// The cron module (`iii-cron`), if configured.
     pub cron: Option<CronConfig>,
+    /// The HTTP module (`iii-http`), if configured.
+    pub http: Option<HttpConfig>,
 }
 
 /// Why a configuration could not be used. The message names the file, entry and key.
@@ -85,6 +89,7 @@ pub fn parse(text: &str, file: &str) -> Result<EngineConfig, ConfigError> {
         state: None,
         pubsub: None,
         cron: None,
+        http: None,
     };
     let twice = |name: &str| err(format!("{name} is configured twice; give it once"));
     let entries = raw.workers.into_iter().chain(raw.modules);
@@ -113,6 +118,11 @@ pub fn parse(text: &str, file: &str) -> Result<EngineConfig, ConfigError> {
             ModuleConfig::Cron(c) => {
                 if cfg.cron.replace(c).is_some() {
                     return Err(twice("iii-cron"));
+                }
+            }
+            ModuleConfig::Http(c) => {
+                if cfg.http.replace(*c).is_some() {
+                    return Err(twice("iii-http"));
                 }
             }
             ModuleConfig::Accepted => log::debug!("{file}: module {} needs no setup", entry.name),
@@ -156,11 +166,16 @@ fn validate(cfg: &EngineConfig) -> Result<(), String> {
         .stream
         .as_ref()
         .map(|s| ("iii-stream", s.host.clone(), s.port));
+    let http_port = cfg
+        .http
+        .as_ref()
+        .map(|h| ("iii-http", h.host.clone(), h.port));
     let ports = cfg
         .listeners
         .iter()
         .map(|l| ("iii-worker-manager", l.host.clone(), l.port))
-        .chain(stream_port);
+        .chain(stream_port)
+        .chain(http_port);
     for (module, host, port) in ports {
         if port != 0
             && seen

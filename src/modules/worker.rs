@@ -2,7 +2,8 @@
 //! listener.
 //!
 //! Routes: `GET /` upgrades to the worker protocol (a [`WorkerSession`] per socket), `GET /otel`
-//! upgrades to a telemetry-only socket that is drained, and — when the listener has a
+//! upgrades to a telemetry-only socket that is drained, `GET /ws/channels/{id}` attaches one end
+//! of a channel (`crate::channels`), and — when the listener has a
 //! `static_dir` — every other plain GET (and `/` without an upgrade) serves a file from that
 //! directory, so one origin carries both the page and its socket. Files are served by
 //! actix-files (ETag, Last-Modified, 304, ranges; `Cache-Control: no-cache`, so a reload
@@ -17,6 +18,7 @@ use std::time::Duration;
 use actix_web::{http::header, web, App, HttpRequest, HttpResponse, HttpServer};
 use serde_json::{Map, Value};
 
+use crate::channels::{AttachError, ChannelSession, Side};
 use crate::config::ListenerConfig;
 use crate::flow::{Budget, Flow};
 use crate::modules::ModuleError;
@@ -80,6 +82,7 @@ pub fn start(
             .app_data(web::Data::new(state.clone()))
             .route("/", web::get().to(root))
             .route("/otel", web::get().to(otel))
+            .route("/ws/channels/{id}", web::get().to(channel))
             .default_service(web::to(static_file))
     })
     .workers(config.threads)
@@ -149,6 +152,44 @@ fn upgrade(
     );
     socket::upgrade(
         session,
+        WorkerSession::limits(&state.config),
+        flow,
+        state.budget.clone(),
+        state.shutdown.clone(),
+        &req,
+        payload,
+    )
+}
+
+/// `GET /ws/channels/{id}?key=<access key>&dir=read|write`: attaches one end of a channel
+/// (the key is the capability: no session, no RBAC). Unknown channel or key → 404; a bad
+/// query → 400; an end already attached → upgraded and closed at once.
+async fn channel(
+    req: HttpRequest,
+    payload: web::Payload,
+    path: web::Path<String>,
+    state: web::Data<ListenerState>,
+) -> actix_web::Result<HttpResponse> {
+    let query = query_params(req.query_string());
+    let text = |k: &str| {
+        let raw = query.get(k)?.as_array()?.last()?.as_str()?;
+        percent_decode(raw)
+    };
+    let (Some(key), Some(side)) = (text("key"), text("dir").as_deref().and_then(Side::parse))
+    else {
+        return Ok(HttpResponse::BadRequest().body("key and dir=read|write are required"));
+    };
+    let Ok(id) = path.parse::<uuid::Uuid>() else {
+        return Ok(HttpResponse::NotFound().body("Channel not found"));
+    };
+    let end = match state.registry.channels().attach(id, &key, side) {
+        Ok(end) => Some(end),
+        Err(AttachError::Taken) => None,
+        Err(AttachError::NotFound) => return Ok(HttpResponse::NotFound().body("Channel not found")),
+    };
+    let flow = Flow::new(state.config.flow_limits(), state.budget.clone());
+    socket::upgrade(
+        ChannelSession { id, end },
         WorkerSession::limits(&state.config),
         flow,
         state.budget.clone(),

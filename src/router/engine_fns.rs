@@ -4,7 +4,8 @@
 //!
 //! Functions: `engine::workers::register` (worker metadata, called void by every SDK),
 //! `engine::functions::list`, `engine::workers::list`, `engine::triggers::list`,
-//! `engine::registered-triggers::list`, `engine::register_trigger`, `engine::unregister_trigger`.
+//! `engine::registered-triggers::list`, `engine::register_trigger`, `engine::unregister_trigger`,
+//! `engine::channels::create` (`MODULES.md` §8; the table is `crate::channels`).
 //! Trigger types: `engine::functions-available`, `engine::workers-available`.
 //! Session rules apply: an RBAC session only sees the functions it may call, and
 //! `engine::register_trigger` honours its allowed trigger types and prefix.
@@ -41,6 +42,10 @@ const FUNCTIONS: &[(&str, &str)] = &[
     ),
     ("engine::register_trigger", "Bind a function to a trigger"),
     ("engine::unregister_trigger", "Remove a trigger binding"),
+    (
+        "engine::channels::create",
+        "Create a channel: {buffer_size?} -> {writer, reader} refs for /ws/channels/{id}",
+    ),
 ];
 
 /// Only with [`crate::engine::fault_injection`]: panics on the registry thread.
@@ -199,6 +204,19 @@ impl Router {
                 let input: UnregisterTriggerInput = parse(function_id, data)?;
                 let removed = self.remove_trigger(&input.id, out);
                 Ok(Some(json!({ "removed": removed })))
+            }
+            "engine::channels::create" => {
+                #[derive(Deserialize)]
+                struct Input {
+                    #[serde(default)]
+                    buffer_size: Option<usize>,
+                }
+                let input: Input = parse(function_id, data)?;
+                let size = input.buffer_size.unwrap_or(crate::channels::DEFAULT_BUFFER);
+                let (id, key) = self.channels.create(size);
+                use crate::channels::{channel_ref, Side};
+                Ok(Some(json!({"writer": channel_ref(id, key, Side::Write),
+                               "reader": channel_ref(id, key, Side::Read)})))
             }
             "engine::fault::panic" if crate::engine::fault_injection() => {
                 panic!("fault injection: engine::fault::panic was called")

@@ -186,6 +186,8 @@ pub struct Router {
     /// Registered custom stream functions (`stream::set(todo)`, …; see `custom_stream_op`):
     /// while there are none, stream calls are routed without looking at their input.
     pub(crate) custom_streams: HashSet<String>,
+    /// The channel table `engine::channels::create` adds to (shared with the listeners).
+    pub channels: crate::channels::Channels,
 }
 
 impl Default for Router {
@@ -208,6 +210,7 @@ impl Router {
             trusted_ids: HashSet::new(),
             denials: LogLimiter::new("denied calls and registrations", 20),
             custom_streams: HashSet::new(),
+            channels: crate::channels::Channels::default(),
         };
         r.install_engine_functions();
         r

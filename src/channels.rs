@@ -1,0 +1,307 @@
+//! Channels (`MODULES.md` §8): one-way pipes of ordered items (text messages and binary
+//! chunks) between two parties that each attach once — a worker socket on
+//! `/ws/channels/{id}?key=…&dir=read|write` of any worker listener, or the engine itself (the
+//! HTTP module reads a response channel and writes a request-body channel).
+//!
+//! A channel is a bounded queue of `buffer_size` items (default 64, at most 1024). A writer
+//! socket whose item does not fit is not read until it does (TCP backpressure); a reader socket
+//! gets the next item only once it took the previous one off the socket actor (a reader that
+//! does not read fills the queue, which then stops the writer). When the writer is gone the
+//! reader gets everything queued, then a Close frame.
+//!
+//! [`Channels`] is the table of channels not yet attached on both sides: an entry leaves it as
+//! soon as both sides are attached (upstream keeps it forever), when the HTTP exchange that made
+//! it ends, or — with a side never attached — after [`ABANDONED_AFTER`] (swept every minute);
+//! dropping an entry ends the side that is attached.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_web_actors::ws;
+use bytes::Bytes;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::flow::Flow;
+use crate::socket::{close, Ctx, Protocol};
+
+/// Items a channel holds when `buffer_size` is not given.
+pub const DEFAULT_BUFFER: usize = 64;
+/// The largest `buffer_size`.
+pub const MAX_BUFFER: usize = 1024;
+/// A channel with a side still unattached this long after creation is removed.
+pub const ABANDONED_AFTER: Duration = Duration::from_secs(300);
+
+/// One item: a text message or a chunk of bytes, in the order written.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Item {
+    Text(String),
+    Binary(Bytes),
+}
+
+/// Which end of a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Read,
+    Write,
+}
+
+impl Side {
+    pub fn parse(dir: &str) -> Option<Side> {
+        match dir {
+            "read" => Some(Side::Read),
+            "write" => Some(Side::Write),
+            _ => None,
+        }
+    }
+}
+
+/// An attached end.
+#[derive(Debug)]
+pub enum End {
+    Writer(mpsc::Sender<Item>),
+    Reader(mpsc::Receiver<Item>),
+}
+
+/// Why an end cannot be attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachError {
+    /// No such channel, or the wrong key.
+    NotFound,
+    /// That end is already attached.
+    Taken,
+}
+
+struct Entry {
+    key: Uuid,
+    created: Instant,
+    writer: Option<mpsc::Sender<Item>>,
+    reader: Option<mpsc::Receiver<Item>>,
+}
+
+/// The channels not yet attached on both sides. Cheap to clone (shared).
+#[derive(Clone, Default)]
+pub struct Channels {
+    table: Arc<Mutex<HashMap<Uuid, Entry>>>,
+}
+
+/// A channel's id and key as the SDKs pass them around.
+pub fn channel_ref(id: Uuid, key: Uuid, side: Side) -> Value {
+    let direction = match side {
+        Side::Read => "read",
+        Side::Write => "write",
+    };
+    json!({"channel_id": id.to_string(), "access_key": key.to_string(), "direction": direction})
+}
+
+impl Channels {
+    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Entry>> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new channel holding up to `buffer_size` items (clamped to 1..=1024): `(id, key)`.
+    pub fn create(&self, buffer_size: usize) -> (Uuid, Uuid) {
+        let (tx, rx) = mpsc::channel(buffer_size.clamp(1, MAX_BUFFER));
+        let (id, key) = (Uuid::new_v4(), Uuid::new_v4());
+        let entry = Entry {
+            key,
+            created: Instant::now(),
+            writer: Some(tx),
+            reader: Some(rx),
+        };
+        self.table().insert(id, entry);
+        (id, key)
+    }
+
+    /// Attaches one end; the entry leaves the table once both ends are attached.
+    pub fn attach(&self, id: Uuid, key: &str, side: Side) -> Result<End, AttachError> {
+        let mut table = self.table();
+        let entry = table.get_mut(&id).ok_or(AttachError::NotFound)?;
+        if entry.key.to_string() != key {
+            return Err(AttachError::NotFound);
+        }
+        let end = match side {
+            Side::Write => entry.writer.take().map(End::Writer),
+            Side::Read => entry.reader.take().map(End::Reader),
+        }
+        .ok_or(AttachError::Taken)?;
+        if entry.writer.is_none() && entry.reader.is_none() {
+            table.remove(&id);
+        }
+        Ok(end)
+    }
+
+    /// Has the writing end been attached (or the channel ended)?
+    pub fn writer_attached(&self, id: Uuid) -> bool {
+        self.table().get(&id).is_none_or(|e| e.writer.is_none())
+    }
+
+    /// Forgets a channel: its unattached ends are dropped, which ends the attached one.
+    pub fn remove(&self, id: Uuid) {
+        self.table().remove(&id);
+    }
+
+    /// Removes channels with an end still unattached after `age`; returns how many.
+    pub fn sweep(&self, age: Duration) -> usize {
+        let mut table = self.table();
+        let before = table.len();
+        table.retain(|_, e| e.created.elapsed() < age);
+        before - table.len()
+    }
+
+    /// Channels waiting for an end.
+    pub fn len(&self) -> usize {
+        self.table().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What a channel socket's pump hands the socket actor.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub enum ChannelOut {
+    Item(Item),
+    /// The writer is gone and everything was sent: close.
+    End,
+}
+
+/// The protocol of a `/ws/channels/{id}` socket: the end it attached (`None`: the end was
+/// already taken, and the socket closes at once).
+pub struct ChannelSession {
+    pub id: Uuid,
+    pub end: Option<End>,
+}
+
+impl ChannelSession {
+    fn push(&mut self, item: Item, ctx: &mut Ctx<Self>) {
+        let Some(End::Writer(tx)) = &self.end else {
+            return; // a reader's messages are read (pings, close) and otherwise ignored
+        };
+        match tx.try_send(item) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(item)) => {
+                // Not read again until the item fits: the queue's bound reaches the sender.
+                let tx = tx.clone();
+                ctx.wait(actix::fut::wrap_future(async move {
+                    let _ = tx.send(item).await;
+                }));
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.end = None;
+                close(ctx, ws::CloseCode::Normal, "the reader is gone");
+            }
+        }
+    }
+}
+
+impl Protocol for ChannelSession {
+    type Out = ChannelOut;
+
+    fn label(&self) -> String {
+        format!("channel {}", self.id)
+    }
+
+    fn started(&mut self, _flow: &Arc<Flow>, ctx: &mut Ctx<Self>) {
+        match self.end.take() {
+            None => close(ctx, ws::CloseCode::Policy, "this end is already attached"),
+            Some(End::Reader(mut rx)) => {
+                let addr = ctx.address();
+                actix::spawn(async move {
+                    while let Some(item) = rx.recv().await {
+                        if addr.send(ChannelOut::Item(item)).await.is_err() {
+                            return;
+                        }
+                    }
+                    addr.do_send(ChannelOut::End);
+                });
+            }
+            Some(writer) => self.end = Some(writer),
+        }
+    }
+
+    fn stopped(&mut self, _flow: &Arc<Flow>) {
+        self.end = None;
+    }
+
+    fn text(&mut self, text: &str, _backing: &Bytes, _flow: &Arc<Flow>, ctx: &mut Ctx<Self>) {
+        self.push(Item::Text(text.to_string()), ctx);
+    }
+
+    fn binary(&mut self, data: Bytes, _flow: &Arc<Flow>, ctx: &mut Ctx<Self>) {
+        self.push(Item::Binary(data), ctx);
+    }
+
+    fn out_len(_msg: &ChannelOut) -> usize {
+        0
+    }
+
+    fn outbound(&mut self, msg: ChannelOut, _flow: &Arc<Flow>, ctx: &mut Ctx<Self>) {
+        match msg {
+            ChannelOut::Item(Item::Text(t)) => ctx.text(t),
+            ChannelOut::Item(Item::Binary(b)) => ctx.binary(b),
+            ChannelOut::End => close(ctx, ws::CloseCode::Normal, ""),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_end_attaches_once_and_the_entry_goes_with_the_second() {
+        let c = Channels::default();
+        let (id, key) = c.create(4);
+        assert_eq!(
+            c.attach(id, "wrong", Side::Read).unwrap_err(),
+            AttachError::NotFound
+        );
+        assert!(matches!(
+            c.attach(id, &key.to_string(), Side::Read),
+            Ok(End::Reader(_))
+        ));
+        assert_eq!(
+            c.attach(id, &key.to_string(), Side::Read).unwrap_err(),
+            AttachError::Taken
+        );
+        assert!(!c.writer_attached(id));
+        assert!(matches!(
+            c.attach(id, &key.to_string(), Side::Write),
+            Ok(End::Writer(_))
+        ));
+        assert!(c.is_empty(), "attached on both sides: nothing left to keep");
+        assert!(c.writer_attached(id));
+    }
+
+    #[test]
+    fn abandoned_channels_are_swept_and_their_reader_ends() {
+        let c = Channels::default();
+        let (id, key) = c.create(0);
+        let Ok(End::Reader(mut rx)) = c.attach(id, &key.to_string(), Side::Read) else {
+            panic!("reader")
+        };
+        assert_eq!(c.sweep(Duration::from_secs(60)), 0);
+        assert_eq!(c.sweep(Duration::ZERO), 1);
+        assert!(rx.try_recv().is_err());
+        assert!(
+            rx.blocking_recv().is_none(),
+            "the writer is gone: end of stream"
+        );
+    }
+
+    #[test]
+    fn buffer_sizes_are_clamped() {
+        let c = Channels::default();
+        let (id, key) = c.create(5000);
+        let Ok(End::Writer(tx)) = c.attach(id, &key.to_string(), Side::Write) else {
+            panic!("writer")
+        };
+        assert_eq!(tx.max_capacity(), MAX_BUFFER);
+    }
+}

@@ -1,0 +1,375 @@
+//! One HTTP request through `iii-http` (`MODULES.md` §5.3–§5.5): route → global middleware →
+//! condition → the route's middleware → request and response channels → the handler, whose
+//! result (buffered mode) or response channel (streaming mode) becomes the response.
+//!
+//! Beyond upstream: path parameters are percent-decoded; `HEAD` is served by the `GET` binding
+//! (without a body); a body over `body_limit_bytes` is answered 413; a handler that returns
+//! nothing and never attaches to its response channel within [`WRITER_GRACE`] gets an empty
+//! 200 instead of a 504; the JSON content type is recognised in any case.
+
+use std::time::{Duration, Instant};
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use serde_json::{json, Map, Value};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::response::{self, envelope, StreamHead};
+use super::routes::{Lookup, Route};
+use super::HttpState;
+use crate::channels::{channel_ref, End, Item, Side};
+use crate::payload::Payload;
+use crate::router::{CallRequest, Outcome};
+
+/// How long a handler that returned nothing has to attach to its response channel.
+pub const WRITER_GRACE: Duration = Duration::from_secs(1);
+/// Items each request or response channel holds.
+const CHANNEL_ITEMS: usize = 64;
+
+/// The request as middleware and conditions see it.
+struct Parts {
+    method: String,
+    path_params: Map<String, Value>,
+    query_params: Map<String, Value>,
+    headers: Map<String, Value>,
+}
+
+impl Parts {
+    fn of(req: &HttpRequest, params: Vec<(String, String)>) -> Parts {
+        let mut headers = Map::new();
+        for (name, value) in req.headers() {
+            let v = value
+                .to_str()
+                .ok()
+                .filter(|v| v.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)))
+                .unwrap_or("");
+            headers.insert(name.as_str().to_ascii_lowercase(), json!(v));
+        }
+        let mut query_params = Map::new();
+        for pair in req.query_string().split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            query_params.insert(form_decode(k), json!(form_decode(v)));
+        }
+        let path_params = params
+            .into_iter()
+            .map(|(k, v)| (k, json!(percent_decode(&v))))
+            .collect();
+        Parts {
+            method: req.method().as_str().to_string(),
+            path_params,
+            query_params,
+            headers,
+        }
+    }
+
+    fn request(&self) -> Value {
+        json!({"path_params": self.path_params, "query_params": self.query_params,
+               "headers": self.headers, "method": self.method})
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn form_decode(s: &str) -> String {
+    percent_decode(&s.replace('+', " "))
+}
+
+/// A middleware's or condition's verdict.
+enum Step {
+    Continue,
+    Answer(HttpResponse),
+}
+
+async fn middleware(state: &HttpState, function_id: &str, parts: &Parts) -> Step {
+    let input = json!({"phase": "preHandler", "request": parts.request(), "context": {}});
+    let req = CallRequest::new(function_id, Payload::from_value(&input)).timeout(state.timeout);
+    match state.registry.call(req).await {
+        Ok(Some(v)) => {
+            let v = v.to_value();
+            match v.get("action").and_then(Value::as_str) {
+                Some("respond") => Step::Answer(response::middleware_respond(
+                    v.get("response").unwrap_or(&Value::Null),
+                )),
+                Some("continue") => Step::Continue,
+                other => {
+                    log::debug!(
+                        "http: middleware {function_id} answered action {other:?}; continuing"
+                    );
+                    Step::Continue
+                }
+            }
+        }
+        Ok(None) => Step::Continue,
+        Err(e) if e.code == "invocation_timeout" => {
+            Step::Answer(envelope(504, "MIDDLEWARE_TIMEOUT", "Middleware timeout"))
+        }
+        Err(e) => Step::Answer(envelope(500, &e.code, &e.message)),
+    }
+}
+
+async fn condition(state: &HttpState, function_id: &str, input: &Value) -> Step {
+    let req = CallRequest::new(function_id, Payload::from_value(input)).timeout(state.timeout);
+    match state.registry.call(req).await {
+        Ok(Some(v)) if v.as_str().trim() == "false" => Step::Answer(
+            HttpResponse::UnprocessableEntity()
+                .content_type("application/json")
+                .body(
+                    json!({"error": {"code": "CONDITION_NOT_MET", "message": "Request condition not met"},
+                           "skipped": true})
+                    .to_string(),
+                ),
+        ),
+        Ok(_) => Step::Continue,
+        Err(e) => Step::Answer(envelope(500, &e.code, &e.message)),
+    }
+}
+
+fn is_json(req: &HttpRequest) -> bool {
+    req.headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.to_ascii_lowercase().contains("application/json"))
+}
+
+/// Reads the whole body, up to `limit` bytes (`Err` past it).
+async fn read_body(payload: &mut web::Payload, limit: usize) -> Result<Bytes, HttpResponse> {
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| envelope(400, "BAD_REQUEST", &e.to_string()))?;
+        if buf.len() + chunk.len() > limit {
+            return Err(too_large(limit));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+fn too_large(limit: usize) -> HttpResponse {
+    envelope(
+        413,
+        "PAYLOAD_TOO_LARGE",
+        &format!("the request body is larger than body_limit_bytes ({limit})"),
+    )
+}
+
+/// Streams the body into the request channel as it arrives (stops past `limit`).
+async fn pump_body(mut payload: web::Payload, tx: mpsc::Sender<Item>, limit: usize) {
+    let mut seen = 0usize;
+    while let Some(Ok(chunk)) = payload.next().await {
+        seen += chunk.len();
+        if seen > limit {
+            log::warn!("http: a streamed request body passed body_limit_bytes ({limit}); cut");
+            return;
+        }
+        if tx.send(Item::Binary(chunk)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Serves one request (the route is already known to exist for the method).
+pub async fn serve(
+    req: HttpRequest,
+    mut payload: web::Payload,
+    state: web::Data<HttpState>,
+) -> HttpResponse {
+    let method = req.method().as_str().to_string();
+    let found = {
+        let routes = state.routes.read().unwrap_or_else(|e| e.into_inner());
+        match routes.find(&method, req.path()) {
+            Lookup::Route { route, params } => Ok((route.clone(), params)),
+            Lookup::WrongMethod(allowed) => Err(HttpResponse::MethodNotAllowed()
+                .append_header(("allow", allowed.join(", ")))
+                .finish()),
+            Lookup::Missing => Err(envelope(404, "NOT_FOUND", "Not Found")),
+        }
+    };
+    let (route, params) = match found {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let declared = req
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > state.config.body_limit_bytes) {
+        return too_large(state.config.body_limit_bytes);
+    }
+    let parts = Parts::of(&req, params);
+    for m in &state.global_middleware {
+        if let Step::Answer(r) = middleware(&state, m, &parts).await {
+            return r;
+        }
+    }
+    let json_body = is_json(&req);
+    let raw = if json_body {
+        match read_body(&mut payload, state.config.body_limit_bytes).await {
+            Ok(b) => Some(b),
+            Err(resp) => return resp,
+        }
+    } else {
+        None
+    };
+    let body = raw
+        .as_ref()
+        .and_then(|b| serde_json::from_slice::<Value>(b).ok())
+        .unwrap_or(Value::Null);
+    let mut input = parts.request();
+    input["path"] = json!(route.api_path);
+    input["method"] = json!(parts.method);
+    input["body"] = body;
+    input["trigger"] = json!({"type": "http", "path": route.api_path, "method": parts.method});
+    if let Some(c) = &route.condition {
+        if let Step::Answer(r) = condition(&state, c, &input).await {
+            return r;
+        }
+    }
+    for m in &route.middleware {
+        if let Step::Answer(r) = middleware(&state, m, &parts).await {
+            return r;
+        }
+    }
+    // A HEAD request reaches the GET binding; actix-http sends the head without the body.
+    invoke(&state, &route, input, raw, payload).await
+}
+
+/// Forgets an exchange's channels when it ends, also when a timeout cancels it.
+struct Cleanup<'a>(&'a crate::channels::Channels, [Uuid; 2]);
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        for id in self.1 {
+            self.0.remove(id);
+        }
+    }
+}
+
+/// Creates the channels, calls the handler and turns what it does into the response.
+async fn invoke(
+    state: &HttpState,
+    route: &Route,
+    mut input: Value,
+    raw: Option<Bytes>,
+    payload: web::Payload,
+) -> HttpResponse {
+    let channels = state.registry.channels();
+    let (req_id, req_key) = channels.create(CHANNEL_ITEMS);
+    let (resp_id, resp_key) = channels.create(CHANNEL_ITEMS);
+    let _cleanup = Cleanup(channels, [req_id, resp_id]);
+    let attach = |id: Uuid, key: Uuid, side| channels.attach(id, &key.to_string(), side);
+    let (Ok(End::Writer(body_tx)), Ok(End::Reader(mut rx))) = (
+        attach(req_id, req_key, Side::Write),
+        attach(resp_id, resp_key, Side::Read),
+    ) else {
+        return envelope(500, "INTERNAL_ERROR", "internal server error");
+    };
+    input["request_body"] = channel_ref(req_id, req_key, Side::Read);
+    input["response"] = channel_ref(resp_id, resp_key, Side::Write);
+    match raw {
+        Some(bytes) => {
+            if !bytes.is_empty() {
+                let _ = body_tx.try_send(Item::Binary(bytes));
+            }
+            drop(body_tx);
+        }
+        None => {
+            actix_web::rt::spawn(pump_body(payload, body_tx, state.config.body_limit_bytes));
+        }
+    }
+    let mut call = CallRequest::new(route.function_id.clone(), Payload::from_value(&input))
+        .timeout(state.timeout);
+    call.metadata = route.metadata.clone();
+    let result = state.registry.call(call);
+    let resp = respond(state, resp_id, result, &mut rx).await;
+    let out = match resp {
+        Answer::Done(r) => r,
+        Answer::Stream(head, first) => {
+            let rest = futures_util::stream::unfold(rx, |mut rx| async move {
+                loop {
+                    match rx.recv().await {
+                        Some(Item::Binary(b)) => return Some((Ok::<_, actix_web::Error>(b), rx)),
+                        Some(Item::Text(_)) => continue,
+                        None => return None,
+                    }
+                }
+            });
+            let body = futures_util::stream::once(async move { Ok(first) }).chain(rest);
+            head.builder().streaming(body)
+        }
+    };
+    out
+}
+
+enum Answer {
+    Done(HttpResponse),
+    /// Streaming mode: the head, and the first chunk of the body.
+    Stream(StreamHead, Bytes),
+}
+
+/// Waits for the handler's result and its response channel, whichever decides first.
+async fn respond(
+    state: &HttpState,
+    resp_id: Uuid,
+    result: impl std::future::Future<Output = Outcome>,
+    rx: &mut mpsc::Receiver<Item>,
+) -> Answer {
+    let mut head = StreamHead::default();
+    let mut result = std::pin::pin!(result);
+    let mut finished = false;
+    let mut grace_until: Option<Instant> = None;
+    loop {
+        let grace = async {
+            match grace_until {
+                Some(t) => tokio::time::sleep_until(t.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            outcome = &mut result, if !finished => {
+                finished = true;
+                match outcome {
+                    Ok(Some(v)) if !v.is_null() => return Answer::Done(response::buffered(&v.to_value())),
+                    Ok(_) => {
+                        // Nothing returned: the answer comes through the response channel, if
+                        // the handler ever attaches to it.
+                        if !state.registry.channels().writer_attached(resp_id) {
+                            grace_until = Some(Instant::now() + WRITER_GRACE);
+                        }
+                    }
+                    Err(e) => return Answer::Done(envelope(500, &e.code, &e.message)),
+                }
+            }
+            item = rx.recv() => match item {
+                Some(Item::Text(t)) => head.apply(&t),
+                Some(Item::Binary(b)) => return Answer::Stream(head, b),
+                None => return Answer::Done(head.builder().finish()),
+            },
+            _ = grace => {
+                if state.registry.channels().writer_attached(resp_id) {
+                    grace_until = None;
+                } else {
+                    return Answer::Done(HttpResponse::Ok().finish());
+                }
+            }
+        }
+    }
+}
