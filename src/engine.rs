@@ -14,7 +14,7 @@ use actix::prelude::*;
 use serde_json::{json, Value};
 
 use crate::config::EngineConfig;
-use crate::modules::{cron, exec, http, pubsub, state, stream, worker, worker_log};
+use crate::modules::{cron, exec, http, http_functions, pubsub, state, stream, worker, worker_log};
 use crate::registry::Registry;
 
 /// Whether `III_FAULT_INJECTION=1` is set: then the engine also has functions that make it fail
@@ -58,6 +58,10 @@ impl Engine {
         }
         if config.cron.is_some() {
             cron::start(registry.clone(), &services.handle());
+        }
+        if let Some(cfg) = &config.http_functions {
+            http_functions::start(cfg.security.clone(), registry.clone(), &services.handle());
+            registry.allow_http_functions(cfg.security.clone());
         }
         let mut engine = Engine {
             stream: None,

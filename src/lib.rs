@@ -14,7 +14,9 @@
 //!                       (socket.rs, session.rs)          that reports; frames go out      Socket<ConsumerSession> (port 3112)
 //!                                                        by the sockets' mailboxes
 //!  StateActor (modules/state/): state::*, its own store dir, `state` trigger fires
-//!  services thread: PubSubActor (publish, `subscribe`), CronActor (`cron` ticks), engine::log::*
+//!  services thread: PubSubActor (publish, `subscribe`), CronActor (`cron` ticks), engine::log::*,
+//!                   HttpActor (`http` routes; requests served by iii-http's own listener threads),
+//!                   HttpFunctionsActor (functions behind a URL)
 //!  ExecActor (modules/exec.rs): sh -c <command> per exec entry, III_URL = the trusted listener
 //! ```
 //!
@@ -75,6 +77,8 @@
 //! | `modules/stream/` | `mod.rs` the actor, `functions.rs` the `stream::*` shapes, `custom.rs` streams served by a worker, `fanout.rs` triggers, `consumers.rs` + `socket.rs` the consumer socket |
 //! | `modules/state/` | `mod.rs` the actor and the `state` trigger, `functions.rs` the `state::*` shapes |
 //! | `modules/pubsub.rs`, `cron.rs`, `worker_log.rs` | `publish` + `subscribe`; `cron` schedules; `engine::log::*` |
+//! | `modules/http/` | `iii-http`: `mod.rs` listener and `http` bindings, `routes.rs` matching, `pipeline.rs` one request, `response.rs` results, envelopes, CORS |
+//! | `modules/http_functions.rs` | functions behind a URL: URL rules (SSRF), signed requests, response mapping |
 //! | `modules/fire.rs` | firing trigger bindings, with a condition's queue when they have one |
 //! | `modules/exec.rs` | child processes: pipeline, restarts, output, process groups, shutdown |
 

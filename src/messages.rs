@@ -112,6 +112,8 @@ pub struct BuiltinCall {
     /// A `stream::<op>` call on a custom stream: the worker function that serves it
     /// (`stream::set(todo)`, …) instead of the store.
     pub delegate: Option<String>,
+    /// A call of an HTTP-invoked function: where the request goes.
+    pub invocation: Option<Arc<crate::modules::http_functions::Invocation>>,
 }
 
 /// An engine-hosted module finished a [`BuiltinCall`].

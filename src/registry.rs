@@ -119,6 +119,11 @@ impl Registry {
         registry
     }
 
+    /// Lets workers register HTTP-invoked functions, under these URL rules.
+    pub fn allow_http_functions(&self, security: crate::config::SecurityConfig) {
+        self.with(|core| core.router.http_security = Some(security));
+    }
+
     /// The channel table.
     pub fn channels(&self) -> &Channels {
         &self.channels

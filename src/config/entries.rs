@@ -2,7 +2,7 @@
 //! one is, and the dispatch of its `config` to the right struct so that errors keep their path
 //! and line.
 
-use super::http::HttpConfig;
+use super::http::{HttpConfig, HttpFunctionsConfig};
 use super::modules::{ExecConfig, ListenerConfig, StreamConfig};
 use super::services::{CronConfig, PubSubConfig, StateConfig};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
@@ -62,7 +62,7 @@ const CLASS_NAMES: &[(&str, &str)] = &[
 ];
 
 /// Upstream modules this engine does not implement; naming one stops startup.
-const UNSUPPORTED: &[&str] = &["iii-queue", "iii-http-functions", "iii-bridge"];
+const UNSUPPORTED: &[&str] = &["iii-queue", "iii-bridge"];
 
 /// A module's parsed config.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,6 +74,7 @@ pub(super) enum ModuleConfig {
     PubSub(PubSubConfig),
     Cron(CronConfig),
     Http(Box<HttpConfig>),
+    HttpFunctions(HttpFunctionsConfig),
     /// A module that needs nothing from us (observability, telemetry, engine functions).
     Accepted,
 }
@@ -168,6 +169,7 @@ pub(super) fn canonical_name(key: &str, raw: &str) -> Result<String, String> {
         "iii-state",
         "iii-pubsub",
         "iii-http",
+        "iii-http-functions",
         "iii-cron",
         "iii-observability",
         "iii-telemetry",
@@ -211,6 +213,10 @@ impl<'de> DeserializeSeed<'de> for ConfigSeed<'_> {
             "iii-state" => {
                 let c: Option<StateConfig> = Option::deserialize(d)?;
                 ModuleConfig::State(Box::new(c.unwrap_or_default()))
+            }
+            "iii-http-functions" => {
+                let c: Option<HttpFunctionsConfig> = Option::deserialize(d)?;
+                ModuleConfig::HttpFunctions(c.unwrap_or_default())
             }
             "iii-http" => {
                 let c: Option<HttpConfig> = Option::deserialize(d)?;

@@ -76,3 +76,32 @@ pub struct MiddlewareEntry {
 fn pre_handler() -> String {
     "preHandler".into()
 }
+
+/// The `iii-http-functions` module (`MODULES.md` §5.7): which URLs functions may live behind.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpFunctionsConfig {
+    pub security: SecurityConfig,
+}
+
+/// URL rules for HTTP-invoked functions. Defaults refuse plain http and private addresses.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// Glob patterns (`*` = any run of characters) on the URL's host; empty = any host.
+    pub url_allowlist: Vec<String>,
+    /// Refuse loopback, private, link-local and other non-public addresses (SSRF).
+    pub block_private_ips: bool,
+    /// Refuse `http://` URLs.
+    pub require_https: bool,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            url_allowlist: Vec::new(),
+            block_private_ips: true,
+            require_https: true,
+        }
+    }
+}

@@ -23,7 +23,7 @@ use std::path::Path;
 
 use entries::{canonical_name, ModuleConfig, RawTop};
 pub use env::expand_env;
-pub use http::{CorsConfig, HttpConfig, MiddlewareEntry};
+pub use http::{CorsConfig, HttpConfig, HttpFunctionsConfig, MiddlewareEntry, SecurityConfig};
 pub use modules::{
     AdapterConfig, ExecConfig, ExecEntry, FsyncMode, KvConfig, ListenerConfig, RbacConfig,
     RestartPolicy, StoreMethod, StreamConfig,
@@ -47,6 +47,8 @@ pub struct EngineConfig {
     pub cron: Option<CronConfig>,
     /// The HTTP module (`iii-http`), if configured.
     pub http: Option<HttpConfig>,
+    /// HTTP-invoked functions (`iii-http-functions`), if configured.
+    pub http_functions: Option<HttpFunctionsConfig>,
 }
 
 /// Why a configuration could not be used. The message names the file, entry and key.
@@ -90,6 +92,7 @@ pub fn parse(text: &str, file: &str) -> Result<EngineConfig, ConfigError> {
         pubsub: None,
         cron: None,
         http: None,
+        http_functions: None,
     };
     let twice = |name: &str| err(format!("{name} is configured twice; give it once"));
     let entries = raw.workers.into_iter().chain(raw.modules);
@@ -118,6 +121,11 @@ pub fn parse(text: &str, file: &str) -> Result<EngineConfig, ConfigError> {
             ModuleConfig::Cron(c) => {
                 if cfg.cron.replace(c).is_some() {
                     return Err(twice("iii-cron"));
+                }
+            }
+            ModuleConfig::HttpFunctions(c) => {
+                if cfg.http_functions.replace(c).is_some() {
+                    return Err(twice("iii-http-functions"));
                 }
             }
             ModuleConfig::Http(c) => {

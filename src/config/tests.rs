@@ -256,3 +256,24 @@ fn service_module_mistakes_stop_startup() {
     );
     assert!(e.contains("extra"), "{e}");
 }
+
+#[test]
+fn http_modules_parse_strictly() {
+    let c = ok("workers:\n  - name: iii-http\n  - name: iii-http-functions\n");
+    let h = c.http.unwrap();
+    assert_eq!(
+        (h.port, h.default_timeout, h.body_limit_bytes),
+        (3111, 30_000, 16 << 20)
+    );
+    assert!(h.cors.is_none());
+    let s = c.http_functions.unwrap().security;
+    assert!(s.block_private_ips && s.require_https && s.url_allowlist.is_empty());
+    let c = ok("modules:\n  - class: modules::api::RestApiModule\n    config:\n      port: 3199\n      middleware:\n        - {function_id: b, priority: 5}\n        - {function_id: a, priority: 1}\n        - {function_id: c, phase: onResponse}\n");
+    assert_eq!(c.http.unwrap().pre_handler_middleware(), vec!["a", "b"]);
+    let e = err("workers:\n  - name: iii-http\n    config:\n      cors: {allowed_origin: ['*']}\n");
+    assert!(e.contains("allowed_origin"), "{e}");
+    let e = err(
+        "workers:\n  - name: iii-worker-manager\n    config: {port: 3111}\n  - name: iii-http\n",
+    );
+    assert!(e.contains("port 3111 is used by two modules"), "{e}");
+}

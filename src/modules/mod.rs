@@ -1,7 +1,8 @@
 //! Engine modules, one per config entry kind: `worker` (the `iii-worker-manager` listeners),
 //! `stream` (`iii-stream`: the store, the `stream::*` functions and triggers, the consumer
 //! socket), `state` (`iii-state`), `pubsub` (`iii-pubsub`), `cron` (`iii-cron`), `worker_log`
-//! (`engine::log::*`, always present), `http` (`iii-http`: its listener and the `http` trigger)
+//! (`engine::log::*`, always present), `http` (`iii-http`: its listener and the `http` trigger),
+//! `http_functions` (`iii-http-functions`: functions that live behind a URL)
 //! and `exec` (`iii-exec`: the worker processes the engine starts and supervises). `fire` is what the trigger-providing modules share.
 //! Each module's `start` does its fallible setup first and returns a handle the engine keeps to
 //! stop it, or a [`ModuleError`] naming what failed.
@@ -10,6 +11,7 @@ pub mod cron;
 pub mod exec;
 pub mod fire;
 pub mod http;
+pub mod http_functions;
 pub mod pubsub;
 pub mod state;
 pub mod stream;

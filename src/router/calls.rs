@@ -324,7 +324,24 @@ impl Router {
             return self.deliver(waiter, Err(err.to_body()), out);
         };
         let owner = entry.owner;
+        let invocation = entry.invocation.clone();
         let engine_id = crate::ids::next();
+        if let Some(invocation) = invocation {
+            // An HTTP-invoked function: the request is made by iii-http-functions.
+            if let Some(module) = self.modules.iter().position(|m| *m == "iii-http-functions") {
+                self.park(engine_id, waiter, Callee::Module, &req);
+                let call = BuiltinCall {
+                    engine_id,
+                    function_id: req.function_id,
+                    data: req.data,
+                    caller: req.caller,
+                    delegate: None,
+                    invocation: Some(invocation),
+                };
+                out.push(Effect::ModuleCall { module, call });
+                return;
+            }
+        }
         match owner {
             Owner::Engine => {
                 let outcome = self.call_engine_function(&req.function_id, &req.data, req.from, out);
@@ -339,6 +356,7 @@ impl Router {
                     data: req.data,
                     caller: req.caller,
                     delegate,
+                    invocation: None,
                 };
                 out.push(Effect::ModuleCall { module, call });
             }

@@ -112,6 +112,7 @@ impl Router {
                     request_format: None,
                     response_format: None,
                     metadata: None,
+                    invocation: None,
                 },
             );
         }
@@ -148,6 +149,7 @@ impl Router {
                     request_format: None,
                     response_format: None,
                     metadata: None,
+                    invocation: None,
                 },
             );
         }

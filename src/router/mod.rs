@@ -164,6 +164,8 @@ pub(crate) struct FunctionEntry {
     pub request_format: Option<Value>,
     pub response_format: Option<Value>,
     pub metadata: Option<Value>,
+    /// An HTTP-invoked function: calls go to `iii-http-functions` as requests to this.
+    pub invocation: Option<Arc<crate::modules::http_functions::Invocation>>,
 }
 
 /// The routing state. See the module docs.
@@ -188,6 +190,9 @@ pub struct Router {
     pub(crate) custom_streams: HashSet<String>,
     /// The channel table `engine::channels::create` adds to (shared with the listeners).
     pub channels: crate::channels::Channels,
+    /// `iii-http-functions`' URL rules, when that module runs (else HTTP-invoked functions are
+    /// refused).
+    pub http_security: Option<crate::config::SecurityConfig>,
 }
 
 impl Default for Router {
@@ -211,6 +216,7 @@ impl Router {
             denials: LogLimiter::new("denied calls and registrations", 20),
             custom_streams: HashSet::new(),
             channels: crate::channels::Channels::default(),
+            http_security: None,
         };
         r.install_engine_functions();
         r

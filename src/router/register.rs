@@ -10,6 +10,7 @@
 //! session's own functions or functions it may call. Every denial is answered with an `error`
 //! frame (and logged, within limits).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Map, Value};
@@ -18,6 +19,7 @@ use uuid::Uuid;
 use super::calls::{CallRequest, HeldRegistration, Outcome, Waiter};
 use super::{custom_stream_op, Conn, Effects, FunctionEntry, Owner, Router};
 use crate::error::Code;
+use crate::modules::http_functions;
 use crate::protocol::{RegisterFunction, RegisterTrigger, RegisterTriggerType};
 use crate::rbac::{self, Decision};
 
@@ -139,9 +141,14 @@ impl Router {
             let reason = "allow_function_registration is false for this session";
             return self.refuse(worker_id, &what, reason, out);
         }
-        if f.invocation.is_some() {
-            let reason = "HTTP-invoked functions need an HTTP function provider, which this engine does not have";
-            return self.refuse(worker_id, &what, reason, out);
+        if let Some(invocation) = &f.invocation {
+            let Some(security) = &self.http_security else {
+                let reason = "HTTP-invoked functions need the iii-http-functions module, which this engine's config does not start";
+                return self.refuse(worker_id, &what, reason, out);
+            };
+            if let Err(reason) = http_functions::prepare(invocation, security) {
+                return self.refuse(worker_id, &what, &reason, out);
+            }
         }
         let hook = conn
             .listener
@@ -188,6 +195,12 @@ impl Router {
             request_format: f.request_format,
             response_format: f.response_format,
             metadata: f.metadata,
+            invocation: f
+                .invocation
+                .as_ref()
+                .zip(self.http_security.as_ref())
+                .and_then(|(i, s)| http_functions::prepare(i, s).ok())
+                .map(Arc::new),
         };
         if !public {
             self.trusted_ids.insert(id.clone());

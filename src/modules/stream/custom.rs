@@ -175,6 +175,7 @@ impl StreamActor {
                     data,
                     caller: None,
                     delegate: None,
+                    invocation: None,
                 };
                 return act.handle_call(call, ctx);
             }
