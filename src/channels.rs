@@ -35,6 +35,9 @@ pub const MAX_BUFFER: usize = 1024;
 /// A channel with a side still unattached this long after creation is removed.
 pub const ABANDONED_AFTER: Duration = Duration::from_secs(300);
 
+/// How long a reader socket waits for the peer's Close after sending its own.
+const READER_CLOSE_WAIT: Duration = Duration::from_secs(5);
+
 /// One item: a text message or a chunk of bytes, in the order written.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Item {
@@ -176,28 +179,58 @@ pub enum ChannelOut {
 pub struct ChannelSession {
     pub id: Uuid,
     pub end: Option<End>,
+    /// A writer's items go through this to a task that puts them in the channel in order; the
+    /// socket is not read while more than one waits there. Closing the socket lets the task
+    /// finish what was written before the close.
+    forward: Option<mpsc::UnboundedSender<Item>>,
 }
 
 impl ChannelSession {
-    fn push(&mut self, item: Item, ctx: &mut Ctx<Self>) {
-        let Some(End::Writer(tx)) = &self.end else {
-            return; // a reader's messages are read (pings, close) and otherwise ignored
-        };
-        match tx.try_send(item) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(item)) => {
-                // Not read again until the item fits: the queue's bound reaches the sender.
-                let tx = tx.clone();
-                ctx.wait(actix::fut::wrap_future(async move {
-                    let _ = tx.send(item).await;
-                }));
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.end = None;
-                close(ctx, ws::CloseCode::Normal, "the reader is gone");
-            }
+    pub fn new(id: Uuid, end: Option<End>) -> ChannelSession {
+        ChannelSession {
+            id,
+            end,
+            forward: None,
         }
     }
+
+    fn push(&mut self, item: Item, ctx: &mut Ctx<Self>) {
+        let Some(forward) = &self.forward else {
+            return; // a reader's messages are read (pings, close) and otherwise ignored
+        };
+        if forward.send(item).is_err() {
+            self.forward = None;
+            close(ctx, ws::CloseCode::Normal, "the reader is gone");
+        }
+    }
+}
+
+/// Moves a writer socket's items into the channel in order, holding the socket's reading
+/// while items wait.
+fn start_forwarding(tx: mpsc::Sender<Item>, flow: Arc<Flow>) -> mpsc::UnboundedSender<Item> {
+    let (fwd, mut rx) = mpsc::unbounded_channel::<Item>();
+    actix::spawn(async move {
+        while let Some(item) = rx.recv().await {
+            if !rx.is_empty() {
+                flow.hold(true);
+            }
+            let sent = match tx.try_send(item) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(item)) => {
+                    flow.hold(true);
+                    tx.send(item).await.is_ok()
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            };
+            if !sent {
+                return; // the reader is gone; the socket notices on its next item
+            }
+            if rx.is_empty() {
+                flow.hold(false);
+            }
+        }
+    });
+    fwd
 }
 
 impl Protocol for ChannelSession {
@@ -207,7 +240,7 @@ impl Protocol for ChannelSession {
         format!("channel {}", self.id)
     }
 
-    fn started(&mut self, _flow: &Arc<Flow>, ctx: &mut Ctx<Self>) {
+    fn started(&mut self, flow: &Arc<Flow>, ctx: &mut Ctx<Self>) {
         match self.end.take() {
             None => close(ctx, ws::CloseCode::Policy, "this end is already attached"),
             Some(End::Reader(mut rx)) => {
@@ -221,12 +254,12 @@ impl Protocol for ChannelSession {
                     addr.do_send(ChannelOut::End);
                 });
             }
-            Some(writer) => self.end = Some(writer),
+            Some(End::Writer(tx)) => self.forward = Some(start_forwarding(tx, flow.clone())),
         }
     }
 
     fn stopped(&mut self, _flow: &Arc<Flow>) {
-        self.end = None;
+        self.forward = None;
     }
 
     fn text(&mut self, text: &str, _backing: &Bytes, _flow: &Arc<Flow>, ctx: &mut Ctx<Self>) {
@@ -245,7 +278,12 @@ impl Protocol for ChannelSession {
         match msg {
             ChannelOut::Item(Item::Text(t)) => ctx.text(t),
             ChannelOut::Item(Item::Binary(b)) => ctx.binary(b),
-            ChannelOut::End => close(ctx, ws::CloseCode::Normal, ""),
+            ChannelOut::End => {
+                // Wait for the peer's Close (it comes after everything sent was read): closing
+                // the connection earlier could reset it and lose data still in flight.
+                ctx.close(Some(ws::CloseCode::Normal.into()));
+                ctx.run_later(READER_CLOSE_WAIT, |_, ctx| ctx.stop());
+            }
         }
     }
 }

@@ -189,7 +189,7 @@ async fn channel(
     };
     let flow = Flow::new(state.config.flow_limits(), state.budget.clone());
     socket::upgrade(
-        ChannelSession { id, end },
+        ChannelSession::new(id, end),
         WorkerSession::limits(&state.config),
         flow,
         state.budget.clone(),

@@ -63,17 +63,12 @@ async function writeAll(writer, data, chunk = 64 * 1024) {
   const ch = await createChannel(iii, 1);
   const data = pattern(2 * 1024 * 1024, 31);
   const chunks = [];
-  let reading = new Promise((resolve, reject) => {
-    ch.reader.stream.on("data", async (c) => {
+  const reading = (async () => {
+    for await (const c of ch.reader.stream) {
       chunks.push(c);
-      ch.reader.stream.pause();
       await sleep(2);
-      ch.reader.stream.resume();
-    });
-    ch.reader.stream.on("end", resolve);
-    ch.reader.stream.on("error", reject);
-  });
-  ch.reader.stream.resume();
+    }
+  })();
   await writeAll(ch.writer, data, 16 * 1024);
   await reading;
   const got = Buffer.concat(chunks);

@@ -17,6 +17,7 @@
 //! | `floods.rs` | `flood`'s raw-socket flooders and what they sent and got back |
 //! | `store.rs` | `stream::set` throughput/latency per fsync mode (the `store` scenario) |
 //! | `compaction.rs` | `store`'s compaction check: `stream::get` latency while the store compacts |
+//! | `http.rs` | HTTP requests through an `iii-http` route to a worker, or to a plain actix-web handler |
 //! | `state.rs` | `state::set` / `state::get` rate and latency, durable, per fsync mode |
 //! | `target.rs` | spawned engine vs `--url`, client options, clients and tasks on other threads |
 //! | `procs.rs` | child processes, scratch dirs, `/proc` readings, the open-file limit |
@@ -31,6 +32,7 @@ mod fanout;
 mod flood;
 mod floods;
 mod hop;
+mod http;
 mod invoke;
 mod node;
 mod procs;
@@ -50,7 +52,7 @@ use args::parse_size;
 use target::Common;
 
 const AFTER_HELP: &str = "\
-Where the traffic goes (every scenario but flood, store and state, which always spawn an engine
+Where the traffic goes (every scenario but flood, store, state and http, which always spawn an engine
 with their own config):
   --spawn               start our own engine (default): the `iii` binary next to iii-bench, on
                         free ports, temp config (trusted listener + file-based stream module),
@@ -88,8 +90,12 @@ enum Scenario {
     Flood(flood::Opts),
     Store(store::Opts),
     State(state::Opts),
+    Http(http::Opts),
     All(AllOpts),
     Relay(relay::Opts),
+    /// The plain HTTP server `http --direct` measures (started by the bench itself)
+    #[command(hide = true)]
+    HttpDirect(http::DirectOpts),
 }
 
 const ALL_ABOUT: &str = "\
@@ -112,6 +118,12 @@ struct AllOpts {
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let scenario = Cli::parse().scenario;
+    if let Scenario::HttpDirect(o) = scenario {
+        return match http::serve_direct(o) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        };
+    }
     if let Scenario::Relay(o) = scenario {
         return match relay::run(o) {
             Ok(()) => ExitCode::SUCCESS,
@@ -130,8 +142,9 @@ fn main() -> ExitCode {
         Scenario::Flood(o) => block_on(flood::run(o)),
         Scenario::Store(o) => block_on(store::run(o)),
         Scenario::State(o) => block_on(state::run(o)),
+        Scenario::Http(o) => block_on(http::run(o)),
         Scenario::All(o) => run_all(o),
-        Scenario::Relay(_) => unreachable!("handled above"),
+        Scenario::Relay(_) | Scenario::HttpDirect(_) => unreachable!("handled above"),
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,

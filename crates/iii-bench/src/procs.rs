@@ -165,6 +165,37 @@ impl Spawned {
         })
     }
 
+    /// Starts `iii-bench http-direct` (this executable): the plain HTTP server `http --direct`
+    /// measures.
+    pub fn http_direct() -> Result<Spawned, String> {
+        let me =
+            std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
+        let dir = ScratchDir::new("http-direct")?;
+        let ready_file = dir.path().join("ready.json");
+        let log = log_file(&dir)?;
+        let child = Command::new(me)
+            .arg("http-direct")
+            .arg("--ready-file")
+            .arg(&ready_file)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot start the direct HTTP server: {e}"))?;
+        let (child, ready) = wait_ready(child, &dir, &ready_file, Duration::from_secs(10))?;
+        let url = ready["url"]
+            .as_str()
+            .ok_or_else(|| format!("the direct server's ready file has no url: {ready}"))?
+            .to_string();
+        Ok(Spawned {
+            child,
+            dir,
+            ready,
+            url,
+        })
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -136,9 +136,13 @@ async fn entry(
         return response::envelope(503, "SHUTTING_DOWN", "the HTTP module is stopping");
     };
     let timeout = state.timeout;
-    let served = tokio::time::timeout(timeout, pipeline::serve(req, payload, state.clone()));
-    let mut resp = match served.await {
+    let stage = pipeline::Stage::default();
+    let served = pipeline::serve(req, payload, state.clone(), stage.clone());
+    let mut resp = match tokio::time::timeout(timeout, served).await {
         Ok(r) => r,
+        Err(_) if stage.get() => {
+            response::envelope(504, "MIDDLEWARE_TIMEOUT", "Middleware timeout")
+        }
         Err(_) => response::envelope(
             504,
             "TIMEOUT",

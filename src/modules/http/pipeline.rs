@@ -186,11 +186,16 @@ async fn pump_body(mut payload: web::Payload, tx: mpsc::Sender<Item>, limit: usi
     }
 }
 
+/// Where a request is, for the timeout's answer: while a middleware runs, a timeout is the
+/// middleware's (`MIDDLEWARE_TIMEOUT`), otherwise the request's (`TIMEOUT`).
+pub type Stage = std::rc::Rc<std::cell::Cell<bool>>;
+
 /// Serves one request (the route is already known to exist for the method).
 pub async fn serve(
     req: HttpRequest,
     mut payload: web::Payload,
     state: web::Data<HttpState>,
+    in_middleware: Stage,
 ) -> HttpResponse {
     let method = req.method().as_str().to_string();
     let found = {
@@ -215,11 +220,13 @@ pub async fn serve(
         return too_large(state.config.body_limit_bytes);
     }
     let parts = Parts::of(&req, params);
+    in_middleware.set(true);
     for m in &state.global_middleware {
         if let Step::Answer(r) = middleware(&state, m, &parts).await {
             return r;
         }
     }
+    in_middleware.set(false);
     let json_body = is_json(&req);
     let raw = if json_body {
         match read_body(&mut payload, state.config.body_limit_bytes).await {
@@ -243,11 +250,13 @@ pub async fn serve(
             return r;
         }
     }
+    in_middleware.set(true);
     for m in &route.middleware {
         if let Step::Answer(r) = middleware(&state, m, &parts).await {
             return r;
         }
     }
+    in_middleware.set(false);
     // A HEAD request reaches the GET binding; actix-http sends the head without the body.
     invoke(&state, &route, input, raw, payload).await
 }
