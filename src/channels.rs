@@ -3,8 +3,9 @@
 //! `/ws/channels/{id}?key=…&dir=read|write` of any worker listener, or the engine itself (the
 //! HTTP module reads a response channel and writes a request-body channel).
 //!
-//! A channel is a bounded queue of `buffer_size` items (default 64, at most 1024). A writer
-//! socket whose item does not fit is not read until it does (TCP backpressure); a reader socket
+//! A channel is a bounded queue of `buffer_size` items (default 64, at most 1024). Items a
+//! writer socket sent that do not fit wait in order, counted like any frame the engine holds;
+//! past the listener's queued-frame limits the socket is not read (TCP backpressure); a reader socket
 //! gets the next item only once it took the previous one off the socket actor (a reader that
 //! does not read fills the queue, which then stops the writer). When the writer is gone the
 //! reader gets everything queued, then a Close frame.
@@ -36,13 +37,27 @@ pub const MAX_BUFFER: usize = 1024;
 pub const ABANDONED_AFTER: Duration = Duration::from_secs(300);
 
 /// How long a reader socket waits for the peer's Close after sending its own.
-const READER_CLOSE_WAIT: Duration = Duration::from_secs(5);
+const READER_CLOSE_WAIT: Duration = Duration::from_secs(30);
 
 /// One item: a text message or a chunk of bytes, in the order written.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Item {
     Text(String),
     Binary(Bytes),
+}
+
+impl Item {
+    /// Its payload size.
+    pub fn len(&self) -> usize {
+        match self {
+            Item::Text(t) => t.len(),
+            Item::Binary(b) => b.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Which end of a channel.
@@ -194,40 +209,38 @@ impl ChannelSession {
         }
     }
 
-    fn push(&mut self, item: Item, ctx: &mut Ctx<Self>) {
+    fn push(&mut self, item: Item, flow: &Arc<Flow>, ctx: &mut Ctx<Self>) {
         let Some(forward) = &self.forward else {
             return; // a reader's messages are read (pings, close) and otherwise ignored
         };
-        if forward.send(item).is_err() {
+        flow.frame_in(item.len());
+        if let Err(mpsc::error::SendError(item)) = forward.send(item) {
+            flow.frame_done(item.len());
             self.forward = None;
             close(ctx, ws::CloseCode::Normal, "the reader is gone");
         }
     }
 }
 
-/// Moves a writer socket's items into the channel in order, holding the socket's reading
-/// while items wait.
+/// Moves a writer socket's items into the channel in order. Items waiting here are counted
+/// in the socket's flow like any frame the engine holds, so past the listener's
+/// `max_queued_frames` / `max_queued_bytes` the socket is not read until the reader catches up.
+/// (That slack matters: the Node SDK's ChannelWriter drops its connection right after
+/// `end()`, and what the engine has not read by then never arrives.)
 fn start_forwarding(tx: mpsc::Sender<Item>, flow: Arc<Flow>) -> mpsc::UnboundedSender<Item> {
     let (fwd, mut rx) = mpsc::unbounded_channel::<Item>();
     actix::spawn(async move {
         while let Some(item) = rx.recv().await {
-            if !rx.is_empty() {
-                flow.hold(true);
-            }
-            let sent = match tx.try_send(item) {
-                Ok(()) => true,
-                Err(mpsc::error::TrySendError::Full(item)) => {
-                    flow.hold(true);
-                    tx.send(item).await.is_ok()
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-            };
+            let bytes = item.len();
+            let sent = tx.send(item).await.is_ok();
+            flow.frame_done(bytes);
             if !sent {
-                return; // the reader is gone; the socket notices on its next item
+                break; // the reader is gone; the socket notices on its next item
             }
-            if rx.is_empty() {
-                flow.hold(false);
-            }
+        }
+        // Whatever is left is never sent: release its count.
+        while let Ok(item) = rx.try_recv() {
+            flow.frame_done(item.len());
         }
     });
     fwd
@@ -262,12 +275,12 @@ impl Protocol for ChannelSession {
         self.forward = None;
     }
 
-    fn text(&mut self, text: &str, _backing: &Bytes, _flow: &Arc<Flow>, ctx: &mut Ctx<Self>) {
-        self.push(Item::Text(text.to_string()), ctx);
+    fn text(&mut self, text: &str, _backing: &Bytes, flow: &Arc<Flow>, ctx: &mut Ctx<Self>) {
+        self.push(Item::Text(text.to_string()), flow, ctx);
     }
 
-    fn binary(&mut self, data: Bytes, _flow: &Arc<Flow>, ctx: &mut Ctx<Self>) {
-        self.push(Item::Binary(data), ctx);
+    fn binary(&mut self, data: Bytes, flow: &Arc<Flow>, ctx: &mut Ctx<Self>) {
+        self.push(Item::Binary(data), flow, ctx);
     }
 
     fn out_len(_msg: &ChannelOut) -> usize {
