@@ -131,50 +131,35 @@ impl Spawned {
 
     /// Starts `iii-bench relay` (this executable) on a free port.
     pub fn relay(threads: usize, nodelay: bool) -> Result<Spawned, String> {
-        let me =
-            std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
-        let dir = ScratchDir::new("relay")?;
-        let ready_file = dir.path().join("ready.json");
-        let log = log_file(&dir)?;
-        let child = Command::new(me)
-            .arg("relay")
-            .arg("--port")
-            .arg("0")
-            .arg("--threads")
-            .arg(threads.to_string())
-            .arg("--nodelay")
-            .arg(if nodelay { "on" } else { "off" })
-            .arg("--ready-file")
-            .arg(&ready_file)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(|e| e.to_string())?)
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("cannot start the relay: {e}"))?;
-        let (child, ready) = wait_ready(child, &dir, &ready_file, Duration::from_secs(10))?;
-        let url = ready["url"]
-            .as_str()
-            .ok_or_else(|| format!("the relay's ready file has no url: {ready}"))?
-            .to_string();
-        Ok(Spawned {
-            child,
-            dir,
-            ready,
-            url,
-        })
+        let threads = threads.to_string();
+        let nodelay = if nodelay { "on" } else { "off" };
+        let args = [
+            "relay",
+            "--port",
+            "0",
+            "--threads",
+            &threads,
+            "--nodelay",
+            nodelay,
+        ];
+        Spawned::this_exe("relay", &args)
     }
 
     /// Starts `iii-bench http-direct` (this executable): the plain HTTP server `http --direct`
     /// measures.
     pub fn http_direct() -> Result<Spawned, String> {
+        Spawned::this_exe("the direct HTTP server", &["http-direct"])
+    }
+
+    /// Runs this executable with `args` and `--ready-file`, and waits for its `{"url"}`.
+    fn this_exe(what: &str, args: &[&str]) -> Result<Spawned, String> {
         let me =
             std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
-        let dir = ScratchDir::new("http-direct")?;
+        let dir = ScratchDir::new(args[0])?;
         let ready_file = dir.path().join("ready.json");
         let log = log_file(&dir)?;
         let child = Command::new(me)
-            .arg("http-direct")
+            .args(args)
             .arg("--ready-file")
             .arg(&ready_file)
             .env("RUST_LOG", "warn")
@@ -182,11 +167,11 @@ impl Spawned {
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log)
             .spawn()
-            .map_err(|e| format!("cannot start the direct HTTP server: {e}"))?;
+            .map_err(|e| format!("cannot start {what}: {e}"))?;
         let (child, ready) = wait_ready(child, &dir, &ready_file, Duration::from_secs(10))?;
         let url = ready["url"]
             .as_str()
-            .ok_or_else(|| format!("the direct server's ready file has no url: {ready}"))?
+            .ok_or_else(|| format!("the ready file of {what} has no url: {ready}"))?
             .to_string();
         Ok(Spawned {
             child,
