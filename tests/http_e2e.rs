@@ -507,6 +507,12 @@ async fn python_sdk_routes_serve_real_http() {
         (r.status, r.json()),
         (201, json!({"got": {"n": [1, 2]}, "method": "POST"}))
     );
+    let r = send(c.get(format!("{base}/py/events")), None).await;
+    assert_eq!(
+        (r.status, r.header("content-type")),
+        (200, Some("text/event-stream"))
+    );
+    assert_eq!(r.body, b"data: py 0\n\ndata: py 1\n\ndata: py 2\n\n");
     let r = send(c.get(format!("{base}/py/teapot")), None).await;
     assert_eq!(
         (r.status, r.header("content-type"), r.body.as_slice()),

@@ -1,10 +1,13 @@
 """A Python worker that serves HTTP routes through the engine's iii-http module, as a Python SDK
 user writes them: `http` triggers bound with register_trigger, handlers returning
-{status_code, headers, body}. Prints {"ready": true} once a route answers over real HTTP
+{status_code, headers, body}, and one that streams server-sent events through its response
+channel. Prints {"ready": true} once a route answers over real HTTP
 (env HTTP_URL), then serves until SIGTERM."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import sys
 import time
@@ -29,6 +32,17 @@ def echo(req: dict[str, Any]) -> dict[str, Any]:
     return {"status_code": 201, "body": {"got": req["body"], "method": req["method"]}}
 
 
+async def events(req: dict[str, Any]) -> None:
+    """A streamed response: status and headers as messages, then server-sent events."""
+    res = req["response"]
+    await res.send_message_async(json.dumps({"type": "set_status", "status_code": 200}))
+    await res.send_message_async(json.dumps({"type": "set_headers", "headers": {"content-type": "text/event-stream"}}))
+    for i in range(3):
+        await res.write(f"data: py {i}\n\n".encode())
+        await asyncio.sleep(0.05)
+    await res.close_async()
+
+
 def refuse(_req: dict[str, Any]) -> dict[str, Any]:
     return {"status_code": 418, "headers": ["Content-Type: text/plain"], "body": "short and stout"}
 
@@ -40,6 +54,7 @@ def main() -> None:
         ("py::item", item, "GET", "/py/items/:id"),
         ("py::echo", echo, "POST", "/py/echo"),
         ("py::teapot", refuse, "GET", "/py/teapot"),
+        ("py::events", events, "GET", "/py/events"),
     ]:
         iii.register_function(fid, handler)
         iii.register_trigger({"type": "http", "function_id": fid,
