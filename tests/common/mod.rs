@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod attack;
+pub mod http;
 pub mod sdk;
 pub mod streams;
 
