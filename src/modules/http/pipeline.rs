@@ -12,14 +12,16 @@ use std::time::{Duration, Instant};
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use serde_json::{json, Map, Value};
+use serde::ser::SerializeMap;
+use serde::Serialize;
+use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::response::{self, envelope, StreamHead};
 use super::routes::{Lookup, Route};
 use super::HttpState;
-use crate::channels::{channel_ref, End, Item, Side};
+use crate::channels::{End, Item, Side};
 use crate::payload::Payload;
 use crate::router::{CallRequest, Outcome};
 
@@ -28,33 +30,46 @@ pub const WRITER_GRACE: Duration = Duration::from_secs(1);
 /// Items each request or response channel holds.
 const CHANNEL_ITEMS: usize = 64;
 
-/// The request as middleware and conditions see it.
+/// The request as middleware and conditions see it: name → value pairs (a repeated name
+/// keeps its last value), serialised straight to the call's JSON.
 struct Parts {
     method: String,
-    path_params: Map<String, Value>,
-    query_params: Map<String, Value>,
-    headers: Map<String, Value>,
+    path_params: Vec<(String, String)>,
+    query_params: Vec<(String, String)>,
+    headers: Vec<(String, String)>,
+}
+
+/// Sets `name` (replacing an earlier value).
+fn put(pairs: &mut Vec<(String, String)>, name: String, value: String) {
+    match pairs.iter_mut().find(|(n, _)| *n == name) {
+        Some(slot) => slot.1 = value,
+        None => pairs.push((name, value)),
+    }
 }
 
 impl Parts {
     fn of(req: &HttpRequest, params: Vec<(String, String)>) -> Parts {
-        let mut headers = Map::new();
+        let mut headers = Vec::with_capacity(req.headers().len());
         for (name, value) in req.headers() {
             let v = value
                 .to_str()
                 .ok()
                 .filter(|v| v.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)))
                 .unwrap_or("");
-            headers.insert(name.as_str().to_ascii_lowercase(), json!(v));
+            put(
+                &mut headers,
+                name.as_str().to_ascii_lowercase(),
+                v.to_string(),
+            );
         }
-        let mut query_params = Map::new();
+        let mut query_params = Vec::new();
         for pair in req.query_string().split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            query_params.insert(form_decode(k), json!(form_decode(v)));
+            put(&mut query_params, form_decode(k), form_decode(v));
         }
         let path_params = params
             .into_iter()
-            .map(|(k, v)| (k, json!(percent_decode(&v))))
+            .map(|(k, v)| (k, percent_decode(&v)))
             .collect();
         Parts {
             method: req.method().as_str().to_string(),
@@ -64,9 +79,94 @@ impl Parts {
         }
     }
 
-    fn request(&self) -> Value {
-        json!({"path_params": self.path_params, "query_params": self.query_params,
-               "headers": self.headers, "method": self.method})
+    fn view(&self) -> RequestView<'_> {
+        RequestView {
+            path_params: Pairs(&self.path_params),
+            query_params: Pairs(&self.query_params),
+            headers: Pairs(&self.headers),
+            method: &self.method,
+        }
+    }
+}
+
+/// Pairs as a JSON object.
+struct Pairs<'a>(&'a [(String, String)]);
+
+impl Serialize for Pairs<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+/// `{path_params, query_params, headers, method}`: what middleware gets as `request`.
+#[derive(Serialize)]
+struct RequestView<'a> {
+    path_params: Pairs<'a>,
+    query_params: Pairs<'a>,
+    headers: Pairs<'a>,
+    method: &'a str,
+}
+
+#[derive(Serialize)]
+struct MiddlewareInput<'a> {
+    phase: &'static str,
+    request: RequestView<'a>,
+    context: serde_json::Map<String, Value>,
+}
+
+#[derive(Serialize)]
+struct TriggerView<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    path: &'a str,
+    method: &'a str,
+}
+
+/// A channel ref as the SDKs expect it.
+#[derive(Serialize)]
+struct ChannelRef {
+    channel_id: String,
+    access_key: String,
+    direction: &'static str,
+}
+
+/// The handler's input (§5.3); the condition gets it without the two channels.
+#[derive(Serialize)]
+struct HandlerInput<'a> {
+    query_params: Pairs<'a>,
+    path_params: Pairs<'a>,
+    headers: Pairs<'a>,
+    path: &'a str,
+    method: &'a str,
+    body: &'a Value,
+    trigger: TriggerView<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_body: Option<ChannelRef>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response: Option<ChannelRef>,
+}
+
+impl<'a> HandlerInput<'a> {
+    fn new(parts: &'a Parts, route: &'a Route, body: &'a Value) -> HandlerInput<'a> {
+        HandlerInput {
+            query_params: Pairs(&parts.query_params),
+            path_params: Pairs(&parts.path_params),
+            headers: Pairs(&parts.headers),
+            path: &route.api_path,
+            method: &parts.method,
+            body,
+            trigger: TriggerView {
+                kind: "http",
+                path: &route.api_path,
+                method: &parts.method,
+            },
+            request_body: None,
+            response: None,
+        }
     }
 }
 
@@ -100,8 +200,12 @@ enum Step {
 }
 
 async fn middleware(state: &HttpState, function_id: &str, parts: &Parts) -> Step {
-    let input = json!({"phase": "preHandler", "request": parts.request(), "context": {}});
-    let req = CallRequest::new(function_id, Payload::from_value(&input)).timeout(state.timeout);
+    let input = MiddlewareInput {
+        phase: "preHandler",
+        request: parts.view(),
+        context: serde_json::Map::new(),
+    };
+    let req = CallRequest::new(function_id, Payload::from_serialize(&input)).timeout(state.timeout);
     match state.registry.call(req).await {
         Ok(Some(v)) => {
             let v = v.to_value();
@@ -126,8 +230,8 @@ async fn middleware(state: &HttpState, function_id: &str, parts: &Parts) -> Step
     }
 }
 
-async fn condition(state: &HttpState, function_id: &str, input: &Value) -> Step {
-    let req = CallRequest::new(function_id, Payload::from_value(input)).timeout(state.timeout);
+async fn condition(state: &HttpState, function_id: &str, input: &HandlerInput<'_>) -> Step {
+    let req = CallRequest::new(function_id, Payload::from_serialize(input)).timeout(state.timeout);
     match state.registry.call(req).await {
         Ok(Some(v)) if v.as_str().trim() == "false" => Step::Answer(
             HttpResponse::UnprocessableEntity()
@@ -228,11 +332,14 @@ pub async fn serve(
     }
     in_middleware.set(false);
     let json_body = is_json(&req);
+    let no_body = declared.unwrap_or(0) == 0 && !req.headers().contains_key("transfer-encoding");
     let raw = if json_body {
         match read_body(&mut payload, state.config.body_limit_bytes).await {
             Ok(b) => Some(b),
             Err(resp) => return resp,
         }
+    } else if no_body {
+        Some(Bytes::new()) // nothing to stream: the request channel just ends
     } else {
         None
     };
@@ -240,11 +347,7 @@ pub async fn serve(
         .as_ref()
         .and_then(|b| serde_json::from_slice::<Value>(b).ok())
         .unwrap_or(Value::Null);
-    let mut input = parts.request();
-    input["path"] = json!(route.api_path);
-    input["method"] = json!(parts.method);
-    input["body"] = body;
-    input["trigger"] = json!({"type": "http", "path": route.api_path, "method": parts.method});
+    let input = HandlerInput::new(&parts, &route, &body);
     if let Some(c) = &route.condition {
         if let Step::Answer(r) = condition(&state, c, &input).await {
             return r;
@@ -276,7 +379,7 @@ impl Drop for Cleanup<'_> {
 async fn invoke(
     state: &HttpState,
     route: &Route,
-    mut input: Value,
+    mut input: HandlerInput<'_>,
     raw: Option<Bytes>,
     payload: web::Payload,
 ) -> HttpResponse {
@@ -291,8 +394,13 @@ async fn invoke(
     ) else {
         return envelope(500, "INTERNAL_ERROR", "internal server error");
     };
-    input["request_body"] = channel_ref(req_id, req_key, Side::Read);
-    input["response"] = channel_ref(resp_id, resp_key, Side::Write);
+    let channel = |id: Uuid, key: Uuid, direction| ChannelRef {
+        channel_id: id.to_string(),
+        access_key: key.to_string(),
+        direction,
+    };
+    input.request_body = Some(channel(req_id, req_key, "read"));
+    input.response = Some(channel(resp_id, resp_key, "write"));
     match raw {
         Some(bytes) => {
             if !bytes.is_empty() {
@@ -304,8 +412,9 @@ async fn invoke(
             actix_web::rt::spawn(pump_body(payload, body_tx, state.config.body_limit_bytes));
         }
     }
-    let mut call = CallRequest::new(route.function_id.clone(), Payload::from_value(&input))
+    let mut call = CallRequest::new(route.function_id.clone(), Payload::from_serialize(&input))
         .timeout(state.timeout);
+    drop(input);
     call.metadata = route.metadata.clone();
     let result = state.registry.call(call);
     let resp = respond(state, resp_id, result, &mut rx).await;
