@@ -76,7 +76,7 @@ route("http::fail", "GET", "/fail", async () => {
   throw new Error("handler exploded");
 });
 route("http::slow", "GET", "/slow", async () => {
-  await sleep(4000);
+  await sleep(6000);
   return { body: { late: true } };
 });
 iii.registerFunction("mw::continue", async () => ({ action: "continue" }));
@@ -88,7 +88,7 @@ iii.registerFunction("mw::boom", async () => {
   throw new Error("middleware exploded");
 });
 iii.registerFunction("mw::hang", async () => {
-  await sleep(4000);
+  await sleep(6000);
   return { action: "continue" };
 });
 iii.registerFunction("cond::header", async (req) => req.headers["x-allow"] === "yes");
