@@ -7,6 +7,7 @@
 //! only a result that is literally `false` skips; no result means proceed; an error skips (and
 //! is logged, at most [`crate::lograte`] allows).
 
+use futures_util::future::{AbortHandle, Abortable};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -36,10 +37,17 @@ pub fn passes(
 }
 
 /// A binding with a condition: its events wait in a queue that a task of its own works
-/// through, one event at a time (condition, then fire). Dropping it ends the task once the
-/// events already queued are done.
+/// through, one event at a time (condition, then fire). Dropping it (the binding is gone)
+/// ends the task and drops the events still queued.
 pub struct Conditioned {
     tx: mpsc::UnboundedSender<Payload>,
+    task: AbortHandle,
+}
+
+impl Drop for Conditioned {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 impl Conditioned {
@@ -52,7 +60,8 @@ impl Conditioned {
         metadata: Option<Value>,
     ) -> Conditioned {
         let (tx, mut rx) = mpsc::unbounded_channel::<Payload>();
-        actix::spawn(async move {
+        let (task, registration) = AbortHandle::new_pair();
+        let work = async move {
             while let Some(payload) = rx.recv().await {
                 let check = registry
                     .call(CallRequest::new(condition.clone(), payload.clone()))
@@ -65,8 +74,11 @@ impl Conditioned {
                     ),
                 }
             }
+        };
+        actix::spawn(async move {
+            let _ = Abortable::new(work, registration).await;
         });
-        Conditioned { tx }
+        Conditioned { tx, task }
     }
 
     /// Queues one event.
@@ -110,12 +122,27 @@ impl Route {
 
     /// Delivers one event.
     pub fn send(&self, registry: &Registry, payload: Payload) {
+        if let Some(f) = self.fire_or_queue(payload) {
+            registry.do_send(f);
+        }
+    }
+
+    /// A direct route's fire, for the caller to send (with others of the same event, say);
+    /// a conditioned route queues the event itself.
+    pub fn fire_or_queue(&self, payload: Payload) -> Option<FireTrigger> {
         match self {
             Route::Direct {
                 function_id,
                 metadata,
-            } => fire(registry, function_id, payload, metadata.clone()),
-            Route::Conditioned(q) => q.push(payload),
+            } => Some(FireTrigger {
+                function_id: function_id.clone(),
+                data: payload,
+                metadata: metadata.clone(),
+            }),
+            Route::Conditioned(q) => {
+                q.push(payload);
+                None
+            }
         }
     }
 }

@@ -132,7 +132,7 @@ impl StateModule {
 }
 
 impl StateActor {
-    fn handle_call(&mut self, call: BuiltinCall, ctx: &mut Context<Self>) {
+    fn handle_call(&mut self, call: BuiltinCall) {
         let (outcome, change) = functions::call(
             &mut self.store,
             &call.function_id,
@@ -154,12 +154,12 @@ impl StateActor {
             None => Some(durable::Held::now(done, change)),
         };
         if let Some(held) = ready {
-            self.release(held, ctx);
+            self.release(held);
         }
     }
 
     /// Answers a call and announces its change (once its write is durable).
-    fn release(&mut self, held: durable::Held<StateChange>, _ctx: &mut Context<Self>) {
+    fn release(&mut self, held: durable::Held<StateChange>) {
         self.registry.do_send(held.done);
         if let Some(change) = held.change {
             self.announce(&change);
@@ -233,8 +233,8 @@ impl Actor for StateActor {
 
 impl Handler<BuiltinCall> for StateActor {
     type Result = ();
-    fn handle(&mut self, call: BuiltinCall, ctx: &mut Self::Context) {
-        self.handle_call(call, ctx);
+    fn handle(&mut self, call: BuiltinCall, _ctx: &mut Self::Context) {
+        self.handle_call(call);
     }
 }
 
@@ -268,12 +268,12 @@ impl Handler<Close> for StateActor {
 
 impl Handler<Synced> for StateActor {
     type Result = ();
-    fn handle(&mut self, msg: Synced, ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: Synced, _ctx: &mut Self::Context) {
         let Some(d) = &mut self.durable else {
             return;
         };
         for held in d.synced(msg.0, &mut self.store) {
-            self.release(held, ctx);
+            self.release(held);
         }
     }
 }

@@ -182,7 +182,7 @@ impl StreamActor {
             let (outcome, change) = finish(&function_id, target, outcome);
             act.registry.do_send(BuiltinDone { engine_id, outcome });
             if let Some(change) = change {
-                act.announce(&change, ctx);
+                act.announce(&change);
             }
         }));
     }

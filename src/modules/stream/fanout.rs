@@ -5,17 +5,15 @@
 //! binding with a `condition_function_id` has its own queue so its events stay in order while
 //! its condition runs.
 
-use std::collections::VecDeque;
-
-use actix::prelude::*;
 use serde_json::Value;
 
 use super::functions::Change;
 use super::StreamActor;
 use crate::messages::{FireMany, FireTrigger, TriggerRejected};
+use crate::modules::fire::Route;
 use crate::payload::Payload;
 use crate::protocol::ErrorBody;
-use crate::router::{now_ms, CallRequest};
+use crate::router::now_ms;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum BindingKind {
@@ -45,88 +43,27 @@ impl Binding {
     }
 }
 
-/// Events waiting for a binding's condition function, in order.
-#[derive(Default)]
-pub(super) struct ConditionQueue {
-    busy: bool,
-    events: VecDeque<Payload>,
-}
-
 impl StreamActor {
-    /// Fires matching triggers and pushes the change to matching subscriptions.
-    pub(super) fn announce(&mut self, change: &Change, ctx: &mut Context<Self>) {
+    /// Fires matching triggers and pushes the change to matching subscriptions. A binding
+    /// with a condition queues the event on its own route (`fire::Conditioned`), so its events
+    /// stay in order while the condition runs; the others' fires of one event are routed
+    /// under one acquisition of the registry's lock.
+    pub(super) fn announce(&mut self, change: &Change) {
         let payload = Payload::from_value(&change.payload(now_ms()));
-        let (mut conditioned, mut fires) = (Vec::new(), Vec::new());
-        for (id, b) in self.bindings.iter().filter(|(_, b)| b.matches(change)) {
-            if b.condition.is_some() {
-                conditioned.push(id.clone());
-            } else {
-                fires.push(FireTrigger {
-                    function_id: b.function_id.clone(),
-                    data: payload.clone(),
-                    metadata: b.metadata.clone(),
-                });
-            }
-        }
-        // One event's fires are routed under one acquisition of the registry's lock.
+        let mut fires: Vec<FireTrigger> = self
+            .bindings
+            .iter()
+            .filter(|(_, b)| b.matches(change))
+            .filter_map(|(id, _)| self.routes.get(id)?.fire_or_queue(payload.clone()))
+            .collect();
         match fires.len() {
             0 => {}
             1 => self.registry.do_send(fires.pop().expect("one fire")),
             _ => self.registry.do_send(FireMany(fires)),
         }
-        for id in conditioned {
-            self.conditions
-                .entry(id.clone())
-                .or_default()
-                .events
-                .push_back(payload.clone());
-            self.next_condition(id, ctx);
-        }
         if !self.consumers.is_empty() {
             self.push_to_consumers(change, &payload);
         }
-    }
-
-    /// Runs the next queued event of a conditioned binding, if it is idle. Only a result that
-    /// is literally `false`, or an error, skips the event (§5.3).
-    pub(super) fn next_condition(&mut self, id: String, ctx: &mut Context<Self>) {
-        let Some(queue) = self.conditions.get_mut(&id) else {
-            return;
-        };
-        if queue.busy {
-            return;
-        }
-        let Some(payload) = queue.events.pop_front() else {
-            return;
-        };
-        let Some(b) = self.bindings.get(&id) else {
-            self.conditions.remove(&id);
-            return;
-        };
-        queue.busy = true;
-        let condition = b.condition.clone().unwrap_or_default();
-        let fire = FireTrigger {
-            function_id: b.function_id.clone(),
-            data: payload.clone(),
-            metadata: b.metadata.clone(),
-        };
-        let check = self
-            .registry
-            .call(CallRequest::new(condition.clone(), payload));
-        ctx.spawn(check.into_actor(self).map(move |res, act, ctx| {
-            match res {
-                Ok(Some(p)) if p.as_str() == "false" => {}
-                Ok(_) => act.registry.do_send(fire),
-                Err(e) => log::warn!(
-                    "trigger {id}: condition {condition} failed ({}); event skipped",
-                    e.message
-                ),
-            }
-            if let Some(q) = act.conditions.get_mut(&id) {
-                q.busy = false;
-            }
-            act.next_condition(id, ctx);
-        }));
     }
 
     pub(super) fn bind(
@@ -154,12 +91,22 @@ impl StreamActor {
             }
         };
         log::debug!("trigger {id}: {trigger_type} -> {}", binding.function_id);
+        if kind == BindingKind::Change {
+            let route = Route::new(
+                &self.registry,
+                &id,
+                binding.function_id.clone(),
+                binding.condition.clone(),
+                binding.metadata.clone(),
+            );
+            self.routes.insert(id.clone(), route);
+        }
         self.bindings.insert(id, binding);
     }
 
     pub(super) fn unbind(&mut self, id: &str) {
         self.bindings.remove(id);
-        self.conditions.remove(id);
+        self.routes.remove(id);
     }
 
     pub(super) fn fire_kind(&self, kind: BindingKind, payload: Value) {

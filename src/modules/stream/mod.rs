@@ -39,11 +39,12 @@ use crate::kv::store::{FsyncPolicy, Store, StoreOptions};
 use crate::messages::{
     BuiltinCall, BuiltinDone, BuiltinFunction, BuiltinTriggerType, RegisterBuiltins, TriggerBinding,
 };
+use crate::modules::fire::Route;
 use crate::modules::ModuleError;
 use crate::payload::Payload;
 use crate::registry::Registry;
 use consumers::ConsumerConn;
-use fanout::{Binding, ConditionQueue};
+use fanout::Binding;
 use functions::Change;
 
 pub use socket::ConsumerFrame;
@@ -123,7 +124,8 @@ pub struct StreamActor {
     durable: Option<Durability<Change>>,
     mode: Mode,
     bindings: HashMap<String, Binding>,
-    conditions: HashMap<String, ConditionQueue>,
+    /// How each `stream` binding's events reach its function (with its condition's queue).
+    routes: HashMap<String, Route>,
     consumers: HashMap<u64, ConsumerConn>,
 }
 
@@ -173,7 +175,7 @@ pub fn start(
         durable: None,
         mode,
         bindings: HashMap::new(),
-        conditions: HashMap::new(),
+        routes: HashMap::new(),
         consumers: HashMap::new(),
     });
     let described = |list: &[(&str, &str)]| {
@@ -251,15 +253,15 @@ impl StreamActor {
             None => Some(durable::Held::now(done, change)),
         };
         if let Some(held) = ready {
-            self.release(held, ctx);
+            self.release(held);
         }
     }
 
     /// Answers a call and announces its change (once its write is durable).
-    fn release(&mut self, held: durable::Held<Change>, ctx: &mut Context<Self>) {
+    fn release(&mut self, held: durable::Held<Change>) {
         self.registry.do_send(held.done);
         if let Some(change) = held.change {
-            self.announce(&change, ctx);
+            self.announce(&change);
         }
     }
 
@@ -327,12 +329,12 @@ impl Handler<Close> for StreamActor {
 
 impl Handler<Synced> for StreamActor {
     type Result = ();
-    fn handle(&mut self, msg: Synced, ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: Synced, _ctx: &mut Self::Context) {
         let Some(d) = &mut self.durable else {
             return;
         };
         for held in d.synced(msg.0, &mut self.store) {
-            self.release(held, ctx);
+            self.release(held);
         }
     }
 }
