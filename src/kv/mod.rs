@@ -10,3 +10,34 @@
 
 pub mod durable;
 pub mod store;
+
+use std::path::Path;
+
+use crate::config::{FsyncMode, KvConfig, StoreMethod};
+use durable::Mode;
+use store::{FsyncPolicy, Store, StoreError, StoreOptions};
+
+/// Opens the store a module's kv adapter config describes — in memory, or file based in `dir`
+/// (the store only writes; when to fsync is the syncer's job, `durable.rs`) — with the mode
+/// its answers wait in. `name` names it in log lines.
+pub fn open(kv: &KvConfig, dir: &Path, name: &'static str) -> Result<(Store, Mode), StoreError> {
+    let mode = match kv.fsync {
+        FsyncMode::Always => Mode::Always,
+        FsyncMode::EverySecond => Mode::EverySecond,
+    };
+    let store = match kv.store_method {
+        StoreMethod::InMemory => {
+            log::warn!(
+                "iii-{name}: store_method is in_memory; {name} data will not survive a restart"
+            );
+            Store::in_memory()
+        }
+        StoreMethod::FileBased => Store::open(StoreOptions {
+            dir: dir.to_path_buf(),
+            fsync: FsyncPolicy::Never,
+            compact_threshold_bytes: kv.compact_threshold_bytes,
+            name,
+        })?,
+    };
+    Ok((store, mode))
+}

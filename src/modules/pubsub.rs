@@ -75,8 +75,10 @@ pub fn start(registry: Registry, arbiter: &ArbiterHandle) -> Addr<PubSubActor> {
 
 impl PubSubActor {
     fn publish(&self, data: Payload) -> Result<(), ErrorBody> {
-        check_string_keys("publish", &data.to_value(), &["topic"])?;
-        let input: PublishInput = data.parse().map_err(|e| bad_input("publish", e))?;
+        let value = data.to_value();
+        check_string_keys("publish", &value, &["topic"])?;
+        let input: PublishInput =
+            serde_json::from_value(value).map_err(|e| bad_input("publish", e))?;
         if input.topic.is_empty() {
             return Err(ErrorBody::new("topic_not_set", "Topic is not set"));
         }

@@ -22,9 +22,9 @@ use std::time::Duration;
 use actix::prelude::*;
 use serde_json::Value;
 
-use crate::config::{FsyncMode, StateConfig, StoreMethod};
+use crate::config::StateConfig;
 use crate::kv::durable::{self, CompactionDone, Durability, Mode, Synced};
-use crate::kv::store::{FsyncPolicy, Store, StoreOptions};
+use crate::kv::store::Store;
 use crate::messages::{
     BuiltinCall, BuiltinDone, BuiltinFunction, BuiltinTriggerType, RegisterBuiltins,
     TriggerBinding, TriggerRejected,
@@ -77,20 +77,7 @@ pub struct StateModule {
 
 /// Opens the store, starts the actor and announces its functions and trigger type.
 pub fn start(config: &StateConfig, registry: Registry) -> Result<StateModule, ModuleError> {
-    let kv = &config.adapter.kv;
-    let store = match kv.store_method {
-        StoreMethod::InMemory => Store::in_memory(),
-        StoreMethod::FileBased => Store::open(StoreOptions {
-            dir: config.directory(),
-            fsync: FsyncPolicy::Never,
-            compact_threshold_bytes: kv.compact_threshold_bytes,
-            name: "state",
-        })?,
-    };
-    let mode = match kv.fsync {
-        FsyncMode::Always => Mode::Always,
-        FsyncMode::EverySecond => Mode::EverySecond,
-    };
+    let (store, mode) = crate::kv::open(&config.adapter.kv, &config.directory(), "state")?;
     let arbiter = Arbiter::new();
     let reg = registry.clone();
     let (triggers_enabled, max_value_bytes) = (config.triggers_enabled, config.value_limit());

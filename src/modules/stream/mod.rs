@@ -32,10 +32,10 @@ use std::time::Duration;
 use actix::prelude::*;
 use serde_json::Value;
 
-use crate::config::{FsyncMode, StoreMethod, StreamConfig};
+use crate::config::StreamConfig;
 use crate::flow::Flow;
 use crate::kv::durable::{self, CompactionDone, Durability, Mode, Synced};
-use crate::kv::store::{FsyncPolicy, Store, StoreOptions};
+use crate::kv::store::Store;
 use crate::messages::{
     BuiltinCall, BuiltinDone, BuiltinFunction, BuiltinTriggerType, RegisterBuiltins, TriggerBinding,
 };
@@ -145,28 +145,7 @@ pub fn start(
     shutdown: crate::socket::Shutdown,
 ) -> Result<StreamModule, ModuleError> {
     let kv = &config.adapter.kv;
-    let mode = match kv.fsync {
-        FsyncMode::Always => Mode::Always,
-        FsyncMode::EverySecond => Mode::EverySecond,
-    };
-    let store = match kv.store_method {
-        StoreMethod::InMemory => {
-            log::warn!(
-                "iii-stream: store_method is in_memory; stream data will not survive a restart"
-            );
-            Store::in_memory()
-        }
-        StoreMethod::FileBased => {
-            // The store only writes; when to fsync is the syncer's job (durable.rs).
-            let opts = StoreOptions {
-                dir: kv.file_path.clone(),
-                fsync: FsyncPolicy::Never,
-                compact_threshold_bytes: kv.compact_threshold_bytes,
-                name: "stream",
-            };
-            Store::open(opts)?
-        }
-    };
+    let (store, mode) = crate::kv::open(kv, &kv.file_path, "stream")?;
     let arbiter = Arbiter::new();
     let reg = registry.clone();
     let actor = StreamActor::start_in_arbiter(&arbiter.handle(), move |_| StreamActor {
