@@ -123,12 +123,34 @@ impl Channels {
     /// A new channel holding up to `buffer_size` items (clamped to 1..=1024): `(id, key)`.
     pub fn create(&self, buffer_size: usize) -> (Uuid, Uuid) {
         let (tx, rx) = mpsc::channel(buffer_size.clamp(1, MAX_BUFFER));
+        self.insert(Some(tx), Some(rx))
+    }
+
+    /// A new channel whose writing end the engine itself holds: `(id, key, writer)`.
+    pub fn create_writing(&self, buffer_size: usize) -> (Uuid, Uuid, mpsc::Sender<Item>) {
+        let (tx, rx) = mpsc::channel(buffer_size.clamp(1, MAX_BUFFER));
+        let (id, key) = self.insert(None, Some(rx));
+        (id, key, tx)
+    }
+
+    /// A new channel whose reading end the engine itself holds: `(id, key, reader)`.
+    pub fn create_reading(&self, buffer_size: usize) -> (Uuid, Uuid, mpsc::Receiver<Item>) {
+        let (tx, rx) = mpsc::channel(buffer_size.clamp(1, MAX_BUFFER));
+        let (id, key) = self.insert(Some(tx), None);
+        (id, key, rx)
+    }
+
+    fn insert(
+        &self,
+        writer: Option<mpsc::Sender<Item>>,
+        reader: Option<mpsc::Receiver<Item>>,
+    ) -> (Uuid, Uuid) {
         let (id, key) = (Uuid::new_v4(), Uuid::new_v4());
         let entry = Entry {
             key,
             created: Instant::now(),
-            writer: Some(tx),
-            reader: Some(rx),
+            writer,
+            reader,
         };
         self.table().insert(id, entry);
         (id, key)
@@ -138,7 +160,7 @@ impl Channels {
     pub fn attach(&self, id: Uuid, key: &str, side: Side) -> Result<End, AttachError> {
         let mut table = self.table();
         let entry = table.get_mut(&id).ok_or(AttachError::NotFound)?;
-        if entry.key.to_string() != key {
+        if Uuid::parse_str(key).ok() != Some(entry.key) {
             return Err(AttachError::NotFound);
         }
         let end = match side {

@@ -21,7 +21,7 @@ use uuid::Uuid;
 use super::response::{self, envelope, StreamHead};
 use super::routes::{Lookup, Route};
 use super::HttpState;
-use crate::channels::{End, Item, Side};
+use crate::channels::Item;
 use crate::payload::Payload;
 use crate::router::{CallRequest, Outcome};
 
@@ -384,16 +384,9 @@ async fn invoke(
     payload: web::Payload,
 ) -> HttpResponse {
     let channels = state.registry.channels();
-    let (req_id, req_key) = channels.create(CHANNEL_ITEMS);
-    let (resp_id, resp_key) = channels.create(CHANNEL_ITEMS);
+    let (req_id, req_key, body_tx) = channels.create_writing(CHANNEL_ITEMS);
+    let (resp_id, resp_key, mut rx) = channels.create_reading(CHANNEL_ITEMS);
     let _cleanup = Cleanup(channels, [req_id, resp_id]);
-    let attach = |id: Uuid, key: Uuid, side| channels.attach(id, &key.to_string(), side);
-    let (Ok(End::Writer(body_tx)), Ok(End::Reader(mut rx))) = (
-        attach(req_id, req_key, Side::Write),
-        attach(resp_id, resp_key, Side::Read),
-    ) else {
-        return envelope(500, "INTERNAL_ERROR", "internal server error");
-    };
     let channel = |id: Uuid, key: Uuid, direction| ChannelRef {
         channel_id: id.to_string(),
         access_key: key.to_string(),
