@@ -8,8 +8,6 @@
 //! requests, sequential requests, then a fixed number at each concurrency. Reported: requests/s,
 //! latency percentiles, and the CPU the engine (or the direct server) used per request.
 
-use std::cell::Cell;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpResponse, HttpServer};
@@ -17,7 +15,7 @@ use serde_json::{json, Value};
 
 use crate::args::{parse_count, parse_levels};
 use crate::procs::{self, Spawned};
-use crate::report::{self, Stats, Table};
+use crate::report::{self, Lanes, Stats, Table};
 use crate::target::{self, connect_on, SpawnOnly, Threads};
 
 const ABOUT: &str = "\
@@ -83,44 +81,29 @@ async fn phase(base: &str, in_flight: usize, total: usize, pid: u32) -> Phase {
         .timeout(Duration::from_secs(30))
         .connector(connector)
         .finish();
-    let next = Rc::new(Cell::new(0usize));
     let cpu0 = procs::cpu_time(pid);
     let started = Instant::now();
-    let lanes = (0..in_flight.min(total.max(1))).map(|_| {
-        let (next, client) = (next.clone(), client.clone());
+    let Lanes {
+        mut samples,
+        errors,
+        first_error,
+    } = report::lanes(in_flight, total, |n| {
+        let request = client.get(format!("{base}/bench/{n}")).send();
         async move {
-            let (mut samples, mut errors, mut first) = (Vec::new(), 0usize, None::<String>);
-            while next.get() < total {
-                let n = next.get();
-                next.set(n + 1);
-                let t = Instant::now();
-                let outcome = match client.get(format!("{base}/bench/{n}")).send().await {
-                    Ok(mut r) if r.status().is_success() => {
-                        r.body().await.map(|_| ()).map_err(|e| e.to_string())
-                    }
-                    Ok(r) => Err(format!("status {}", r.status())),
-                    Err(e) => Err(e.to_string()),
-                };
-                samples.push(report::us(t.elapsed()));
-                if let Err(e) = outcome {
-                    errors += 1;
-                    first.get_or_insert(e);
+            match request.await {
+                Ok(mut r) if r.status().is_success() => {
+                    r.body().await.map(drop).map_err(|e| e.to_string())
                 }
+                Ok(r) => Err(format!("status {}", r.status())),
+                Err(e) => Err(e.to_string()),
             }
-            (samples, errors, first)
         }
-    });
-    let results = futures_util::future::join_all(lanes).await;
+    })
+    .await;
     let elapsed = started.elapsed();
     let cpu = cpu0
         .zip(procs::cpu_time(pid))
         .map(|(a, b)| b.saturating_sub(a));
-    let (mut samples, mut errors, mut first_error) = (Vec::new(), 0, None);
-    for (s, e, f) in results {
-        samples.extend(s);
-        errors += e;
-        first_error = first_error.or(f);
-    }
     Phase {
         in_flight,
         requests: samples.len(),

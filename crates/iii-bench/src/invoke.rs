@@ -6,8 +6,6 @@
 //! throughput and latency with N calls in flight. `--direct` runs the same pattern through the
 //! `relay` instead of the engine, which gives the limit the engine is compared against.
 
-use std::cell::Cell;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use iii_client::{Client, InvocationError, TriggerRequest};
@@ -16,7 +14,7 @@ use serde_json::{json, Value};
 use crate::args::{parse_count, parse_levels, parse_size};
 use crate::hop::{Hop, RelayOpts};
 use crate::procs;
-use crate::report::{self, Stats, Table};
+use crate::report::{self, Lanes, Stats, Table};
 use crate::target::{self, Common, Threads};
 
 const ABOUT: &str = "\
@@ -146,43 +144,20 @@ async fn measure(
     data: &Value,
     hop_pid: Option<u32>,
 ) -> Run {
-    let next = Rc::new(Cell::new(0usize));
     let cpu = |pid: Option<u32>| pid.and_then(procs::cpu_time);
     let (hop0, me0) = (cpu(hop_pid), cpu(Some(std::process::id())));
     let started = Instant::now();
-    let lanes = (0..in_flight.min(total.max(1))).map(|_| {
-        let next = next.clone();
-        let caller = caller.clone();
-        async move {
-            let mut samples = Vec::with_capacity(total / in_flight + 1);
-            let mut errors = 0usize;
-            let mut first_error: Option<String> = None;
-            while next.get() < total {
-                next.set(next.get() + 1);
-                let t = Instant::now();
-                let outcome = caller.trigger("bench::echo", data.clone()).await;
-                samples.push(report::us(t.elapsed()));
-                if let Err(e) = outcome {
-                    errors += 1;
-                    first_error.get_or_insert_with(|| e.to_string());
-                }
-            }
-            (samples, errors, first_error)
-        }
-    });
-    let results = futures_util::future::join_all(lanes).await;
+    let Lanes {
+        mut samples,
+        errors,
+        first_error,
+    } = report::lanes(in_flight, total, |_| async {
+        let outcome = caller.trigger("bench::echo", data.clone()).await;
+        outcome.map(drop).map_err(|e| e.to_string())
+    })
+    .await;
     let elapsed = started.elapsed();
     let (hop1, me1) = (cpu(hop_pid), cpu(Some(std::process::id())));
-    let mut samples = Vec::with_capacity(total);
-    let mut errors = 0;
-    let mut first_error = None;
-    for (s, e, f) in results {
-        samples.extend(s);
-        errors += e;
-        if first_error.is_none() {
-            first_error = f;
-        }
-    }
     Run {
         in_flight,
         calls: samples.len(),

@@ -221,3 +221,53 @@ mod tests {
         assert_eq!(thousands(12.0), "12");
     }
 }
+
+/// What [`lanes`] measured: every latency (µs), the failures, the first error.
+pub struct Lanes {
+    pub samples: Vec<u64>,
+    pub errors: usize,
+    pub first_error: Option<String>,
+}
+
+/// Runs `op(0)`, `op(1)`, … `op(total - 1)` from this thread with `in_flight` of them
+/// outstanding at any time, timing each.
+pub async fn lanes<F, Fut>(in_flight: usize, total: usize, op: F) -> Lanes
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let next = std::cell::Cell::new(0usize);
+    let (next, op) = (&next, &op);
+    let lane = || async move {
+        let mut out = Lanes {
+            samples: Vec::new(),
+            errors: 0,
+            first_error: None,
+        };
+        while next.get() < total {
+            let n = next.get();
+            next.set(n + 1);
+            let t = std::time::Instant::now();
+            let outcome = op(n).await;
+            out.samples.push(us(t.elapsed()));
+            if let Err(e) = outcome {
+                out.errors += 1;
+                out.first_error.get_or_insert(e);
+            }
+        }
+        out
+    };
+    let results =
+        futures_util::future::join_all((0..in_flight.min(total.max(1))).map(|_| lane())).await;
+    let mut all = Lanes {
+        samples: Vec::with_capacity(total),
+        errors: 0,
+        first_error: None,
+    };
+    for r in results {
+        all.samples.extend(r.samples);
+        all.errors += r.errors;
+        all.first_error = all.first_error.or(r.first_error);
+    }
+    all
+}

@@ -7,8 +7,6 @@
 //! Reported per phase: sets/s, latency, the engine's CPU per set. Target: fsync `always` at
 //! 64 in flight ≥ 5,000 sets/s.
 
-use std::cell::Cell;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use clap::builder::PossibleValuesParser;
@@ -18,7 +16,7 @@ use serde_json::{json, Value};
 use crate::args::{parse_count, parse_levels, parse_on_off, parse_secs, parse_size};
 use crate::compaction;
 use crate::procs::{self, Spawned};
-use crate::report::{self, Stats, Table};
+use crate::report::{self, Lanes, Stats, Table};
 use crate::target::{self, SpawnOnly};
 
 const ABOUT: &str = "\
@@ -150,40 +148,24 @@ pub(crate) async fn calls(
     call: impl Fn(usize) -> (&'static str, Value),
     pid: u32,
 ) -> Phase {
-    let call = &call;
-    let next = Rc::new(Cell::new(0usize));
     let cpu0 = procs::cpu_time(pid);
     let started = Instant::now();
-    let lanes = (0..in_flight.min(total.max(1))).map(|_| {
-        let next = next.clone();
+    let Lanes {
+        mut samples,
+        errors,
+        first_error,
+    } = report::lanes(in_flight, total, |n| {
+        let (function_id, input) = call(n);
         async move {
-            let (mut samples, mut errors, mut first) = (Vec::new(), 0usize, None::<String>);
-            while next.get() < total {
-                let n = next.get();
-                next.set(n + 1);
-                let (function_id, input) = call(n);
-                let t = Instant::now();
-                let r = writer.trigger(function_id, input).await;
-                samples.push(report::us(t.elapsed()));
-                if let Err(e) = r {
-                    errors += 1;
-                    first.get_or_insert_with(|| e.to_string());
-                }
-            }
-            (samples, errors, first)
+            let outcome = writer.trigger(function_id, input).await;
+            outcome.map(drop).map_err(|e| e.to_string())
         }
-    });
-    let results = futures_util::future::join_all(lanes).await;
+    })
+    .await;
     let elapsed = started.elapsed();
     let engine_cpu = cpu0
         .zip(procs::cpu_time(pid))
         .map(|(a, b)| b.saturating_sub(a));
-    let (mut samples, mut errors, mut first_error) = (Vec::with_capacity(total), 0, None);
-    for (s, e, f) in results {
-        samples.extend(s);
-        errors += e;
-        first_error = first_error.or(f);
-    }
     Phase {
         in_flight,
         sets: samples.len(),
