@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 use super::functions::Change;
 use super::StreamActor;
 use crate::messages::{BuiltinCall, BuiltinDone};
+use crate::modules::{bad_input, check_string_keys};
 use crate::payload::Payload;
 use crate::protocol::ErrorBody;
 use crate::router::{CallRequest, Outcome};
@@ -44,30 +45,15 @@ fn required(function_id: &str) -> &'static [&'static str] {
     }
 }
 
-fn bad_input(function_id: &str, reason: impl std::fmt::Display) -> ErrorBody {
-    ErrorBody::new(
-        "deserialization_error",
-        format!("Failed to deserialize input for {function_id}: {reason}"),
-    )
-}
-
 /// The input must be what the store would accept: an object with the operation's keys, and
 /// names that are strings.
 fn check_input(function_id: &str, data: &Value) -> Result<Target, ErrorBody> {
     let Some(obj) = data.as_object() else {
         return Err(bad_input(function_id, "expected an object"));
     };
-    let text = |key: &str| -> Result<Option<String>, ErrorBody> {
-        match obj.get(key) {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(other) => Err(bad_input(
-                function_id,
-                format!("`{key}` must be a string, got {other}"),
-            )),
-        }
-    };
-    let Some(stream) = text("stream_name")? else {
+    check_string_keys(function_id, data, &["stream_name", "group_id", "item_id"])?;
+    let text = |key: &str| obj.get(key).and_then(Value::as_str).map(str::to_string);
+    let Some(stream) = text("stream_name") else {
         return Err(bad_input(function_id, "missing field `stream_name`"));
     };
     for key in required(function_id) {
@@ -77,8 +63,8 @@ fn check_input(function_id: &str, data: &Value) -> Result<Target, ErrorBody> {
     }
     Ok(Target {
         stream,
-        group: text("group_id")?,
-        item: text("item_id")?,
+        group: text("group_id"),
+        item: text("item_id"),
     })
 }
 

@@ -6,6 +6,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::kv::store::{Store, StoreError};
+use crate::modules::bad_input;
 use crate::protocol::ErrorBody;
 use crate::update_ops as ops;
 
@@ -89,13 +90,6 @@ struct SendInput {
     data: Value,
     #[serde(default)]
     id: Option<String>,
-}
-
-fn bad_input(function_id: &str, reason: impl std::fmt::Display) -> ErrorBody {
-    ErrorBody::new(
-        "deserialization_error",
-        format!("Failed to deserialize input for {function_id}: {reason}"),
-    )
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(function_id: &str, data: Value) -> Result<T, ErrorBody> {
