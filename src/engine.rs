@@ -14,7 +14,9 @@ use actix::prelude::*;
 use serde_json::{json, Value};
 
 use crate::config::EngineConfig;
-use crate::modules::{cron, exec, http, http_functions, pubsub, state, stream, worker, worker_log};
+use crate::modules::{
+    cron, exec, http, http_functions, pubsub, queue, state, stream, worker, worker_log,
+};
 use crate::registry::Registry;
 
 /// Whether `III_FAULT_INJECTION=1` is set: then the engine also has functions that make it fail
@@ -28,6 +30,7 @@ pub fn fault_injection() -> bool {
 pub struct Engine {
     stream: Option<stream::StreamModule>,
     state: Option<state::StateModule>,
+    queue: Option<queue::QueueModule>,
     http: Option<http::HttpModule>,
     listeners: Vec<(worker::Listener, bool)>,
     exec: Vec<exec::ExecModule>,
@@ -66,6 +69,7 @@ impl Engine {
         let mut engine = Engine {
             stream: None,
             state: None,
+            queue: None,
             http: None,
             listeners: Vec::new(),
             exec: Vec::new(),
@@ -94,6 +98,18 @@ impl Engine {
                     engine.stop().await;
                     return Err(StartError {
                         module: "iii-state".into(),
+                        source,
+                    });
+                }
+            }
+        }
+        if let Some(cfg) = &config.queue {
+            match queue::start(cfg, registry.clone()) {
+                Ok(module) => engine.queue = Some(module),
+                Err(source) => {
+                    engine.stop().await;
+                    return Err(StartError {
+                        module: "iii-queue".into(),
                         source,
                     });
                 }
@@ -194,6 +210,9 @@ impl Engine {
         }
         if let Some(s) = self.state {
             s.stop().await;
+        }
+        if let Some(q) = self.queue {
+            q.stop().await;
         }
         for a in self.arbiters {
             a.stop();

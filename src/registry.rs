@@ -120,6 +120,11 @@ impl Registry {
     }
 
     /// Lets workers register HTTP-invoked functions, under these URL rules.
+    /// Is a function with this id registered right now (by a worker or a module)?
+    pub fn has_function(&self, function_id: &str) -> bool {
+        self.lock().router.functions.contains_key(function_id)
+    }
+
     pub fn allow_http_functions(&self, security: crate::config::SecurityConfig) {
         self.with(|core| core.router.http_security = Some(security));
     }

@@ -82,6 +82,7 @@ async fn register_call_result() {
         payload: json!({}),
         timeout: None,
         metadata: None,
+        action: None,
     };
     wait_callable(&caller, "math::nothing", json!({})).await;
     assert_eq!(caller.trigger_with(req).await.unwrap(), None);
@@ -266,6 +267,7 @@ async fn engine_deadline_fails_unanswered_calls() {
         payload: json!({}),
         timeout: Some(Duration::from_millis(100)),
         metadata: None,
+        action: None,
     };
     // Wait until the function exists (a missing one answers function_not_found at once).
     while caller.trigger_with(probe.clone()).await.unwrap_err().code == "function_not_found" {
@@ -276,6 +278,7 @@ async fn engine_deadline_fails_unanswered_calls() {
         payload: json!({}),
         timeout: Some(Duration::from_millis(300)),
         metadata: None,
+        action: None,
     };
     // The engine fails the call at the per-call deadline; the client's own timer is later.
     let started = std::time::Instant::now();

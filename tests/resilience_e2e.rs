@@ -78,6 +78,7 @@ async fn worker_that_never_reads_is_disconnected_and_others_keep_going() {
             payload: json!({"pad": pad}),
             timeout: Some(Duration::from_secs(20)),
             metadata: None,
+            action: None,
         };
         async move { c.trigger_with(req).await }
     });

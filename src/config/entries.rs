@@ -4,6 +4,7 @@
 
 use super::http::{HttpConfig, HttpFunctionsConfig};
 use super::modules::{ExecConfig, ListenerConfig, StreamConfig};
+use super::queue::QueueConfig;
 use super::services::{CronConfig, PubSubConfig, StateConfig};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
@@ -62,7 +63,7 @@ const CLASS_NAMES: &[(&str, &str)] = &[
 ];
 
 /// Upstream modules this engine does not implement; naming one stops startup.
-const UNSUPPORTED: &[&str] = &["iii-queue", "iii-bridge"];
+const UNSUPPORTED: &[&str] = &["iii-bridge"];
 
 /// A module's parsed config.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,6 +76,7 @@ pub(super) enum ModuleConfig {
     Cron(CronConfig),
     Http(Box<HttpConfig>),
     HttpFunctions(HttpFunctionsConfig),
+    Queue(Box<QueueConfig>),
     /// A module that needs nothing from us (observability, telemetry, engine functions).
     Accepted,
 }
@@ -171,6 +173,7 @@ pub(super) fn canonical_name(key: &str, raw: &str) -> Result<String, String> {
         "iii-http",
         "iii-http-functions",
         "iii-cron",
+        "iii-queue",
         "iii-observability",
         "iii-telemetry",
         "iii-engine-functions",
@@ -213,6 +216,10 @@ impl<'de> DeserializeSeed<'de> for ConfigSeed<'_> {
             "iii-state" => {
                 let c: Option<StateConfig> = Option::deserialize(d)?;
                 ModuleConfig::State(Box::new(c.unwrap_or_default()))
+            }
+            "iii-queue" => {
+                let c: Option<QueueConfig> = Option::deserialize(d)?;
+                ModuleConfig::Queue(Box::new(c.unwrap_or_default()))
             }
             "iii-http-functions" => {
                 let c: Option<HttpFunctionsConfig> = Option::deserialize(d)?;

@@ -9,7 +9,7 @@
 //! line. Nothing here starts anything.
 //!
 //! Files: `mod.rs` (loading, validation), `modules.rs` (the listener, stream and exec config
-//! structs), `services.rs` (state, pub/sub, cron), `http.rs` (iii-http),
+//! structs), `services.rs` (state, pub/sub, cron), `queue.rs` (iii-queue), `http.rs` (iii-http),
 //! `entries.rs` (the two entry forms and their dispatch on `name` / `class`), `env.rs`
 //! (`${VAR:default}`).
 
@@ -17,6 +17,7 @@ mod entries;
 mod env;
 mod http;
 mod modules;
+mod queue;
 mod services;
 
 use std::path::Path;
@@ -28,6 +29,7 @@ pub use modules::{
     AdapterConfig, ExecConfig, ExecEntry, FsyncMode, KvConfig, ListenerConfig, RbacConfig,
     RestartPolicy, StoreMethod, StreamConfig,
 };
+pub use queue::{QueueConfig, QueueSettings, QUEUE_DEFAULT_DIR};
 pub use services::{CronConfig, NamedAdapter, PubSubConfig, StateConfig, STATE_DEFAULT_DIR};
 
 /// The whole engine configuration, ready to start.
@@ -49,6 +51,8 @@ pub struct EngineConfig {
     pub http: Option<HttpConfig>,
     /// HTTP-invoked functions (`iii-http-functions`), if configured.
     pub http_functions: Option<HttpFunctionsConfig>,
+    /// Durable queues (`iii-queue`), if configured.
+    pub queue: Option<QueueConfig>,
 }
 
 /// Why a configuration could not be used. The message names the file, entry and key.
@@ -93,6 +97,7 @@ pub fn parse(text: &str, file: &str) -> Result<EngineConfig, ConfigError> {
         cron: None,
         http: None,
         http_functions: None,
+        queue: None,
     };
     let twice = |name: &str| err(format!("{name} is configured twice; give it once"));
     let entries = raw.workers.into_iter().chain(raw.modules);
@@ -131,6 +136,11 @@ pub fn parse(text: &str, file: &str) -> Result<EngineConfig, ConfigError> {
             ModuleConfig::Http(c) => {
                 if cfg.http.replace(*c).is_some() {
                     return Err(twice("iii-http"));
+                }
+            }
+            ModuleConfig::Queue(c) => {
+                if cfg.queue.replace(*c).is_some() {
+                    return Err(twice("iii-queue"));
                 }
             }
             ModuleConfig::Accepted => log::debug!("{file}: module {} needs no setup", entry.name),

@@ -261,18 +261,23 @@ impl<C> Durability<C> {
     /// A call was served while the store's last write was `seq`: its answer goes out now
     /// (returned) or once that write is durable (held).
     pub fn admit(&mut self, seq: u64, done: BuiltinDone, change: Option<C>) -> Option<Held<C>> {
-        if seq > self.noted {
-            self.noted = seq;
-            if let Some(s) = &self.syncer {
-                s.written(seq);
-            }
-        }
+        self.note(seq);
         let held = Held { seq, done, change };
         if self.mode == Mode::EverySecond || (seq <= self.synced && self.held.is_empty()) {
             return Some(held);
         }
         self.held.push_back(held);
         None
+    }
+
+    /// Something was written that no answer waits for (it is fsynced with the next batch).
+    pub fn note(&mut self, seq: u64) {
+        if seq > self.noted {
+            self.noted = seq;
+            if let Some(s) = &self.syncer {
+                s.written(seq);
+            }
+        }
     }
 
     /// The syncer's report: the answers it makes durable, in order. A failed fsync poisons the

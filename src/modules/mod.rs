@@ -1,6 +1,6 @@
 //! Engine modules, one per config entry kind: `worker` (the `iii-worker-manager` listeners),
 //! `stream` (`iii-stream`: the store, the `stream::*` functions and triggers, the consumer
-//! socket), `state` (`iii-state`), `pubsub` (`iii-pubsub`), `cron` (`iii-cron`), `worker_log`
+//! socket), `state` (`iii-state`), `queue` (`iii-queue`: durable queues), `pubsub` (`iii-pubsub`), `cron` (`iii-cron`), `worker_log`
 //! (`engine::log::*`, always present), `http` (`iii-http`: its listener and the `http` trigger),
 //! `http_functions` (`iii-http-functions`: functions that live behind a URL)
 //! and `exec` (`iii-exec`: the worker processes the engine starts and supervises). `fire` is what the trigger-providing modules share.
@@ -13,6 +13,7 @@ pub mod fire;
 pub mod http;
 pub mod http_functions;
 pub mod pubsub;
+pub mod queue;
 pub mod state;
 pub mod stream;
 pub mod worker;

@@ -11,12 +11,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::detours::enqueued;
 use super::{Effect, Effects, Owner, Router, DEFAULT_INTERNAL_TIMEOUT};
-use crate::error::{Code, EngineError};
+use crate::error::EngineError;
 use crate::messages::BuiltinCall;
 use crate::payload::Payload;
 use crate::protocol::{
@@ -49,6 +49,14 @@ pub enum Waiter {
     },
     /// Nobody (void calls, trigger fires, callers that went away).
     Nobody,
+    /// An `enqueue` action (§4.4): the queue's answer becomes `{messageReceiptId}` or an
+    /// `enqueue_error` for `inner`.
+    Enqueued {
+        inner: Box<Waiter>,
+        queue: String,
+        target: String,
+        receipt: String,
+    },
     /// A module's internal call, answered with [`Effect::Reply`].
     Module { token: u64 },
     /// A connection's auth function; the answer admits or refuses the connection.
@@ -65,6 +73,17 @@ pub enum Waiter {
         what: String,
         request: HeldRegistration,
     },
+}
+
+impl Waiter {
+    /// The connection waiting, if it is one (directly or behind an enqueue).
+    fn conn(&self) -> Option<Uuid> {
+        match self {
+            Waiter::Conn { conn, .. } => Some(*conn),
+            Waiter::Enqueued { inner, .. } => inner.conn(),
+            _ => None,
+        }
+    }
 }
 
 /// Who serves a call.
@@ -182,18 +201,8 @@ impl Router {
             return self.via_middleware(worker_id, mw, context, inv, timeout, out);
         }
         if let Some(Action::Enqueue { queue }) = &inv.action {
-            let body = ErrorBody::new(
-                Code::EnqueueError,
-                format!(
-                    "No queue provider is installed. Cannot enqueue {} on queue {queue:?}.",
-                    inv.function_id
-                ),
-            );
-            if let Some(id) = inv.invocation_id {
-                let frame = protocol::Message::error_result(id, &inv.function_id, body);
-                self.send_frame(worker_id, frame, out);
-            }
-            return;
+            let queue = queue.clone();
+            return self.enqueue(worker_id, queue, inv, timeout, out);
         }
         let void = matches!(inv.action, Some(Action::Void));
         let waiter = match inv.invocation_id {
@@ -219,7 +228,7 @@ impl Router {
 
     /// The waiter for a call a connection makes; a duplicate id in flight is refused
     /// (`duplicate_invocation_id`) and leaves the original call alone.
-    fn conn_waiter(
+    pub(super) fn conn_waiter(
         &mut self,
         worker_id: Uuid,
         id: Uuid,
@@ -240,49 +249,6 @@ impl Router {
             traceparent: inv.traceparent.clone(),
             baggage: inv.baggage.clone(),
         })
-    }
-
-    /// §7.6: the middleware gets `{function_id, payload, action, context}` and answers for the
-    /// target, under the caller's id (a fresh one for void calls, which get an answer too).
-    fn via_middleware(
-        &mut self,
-        worker_id: Uuid,
-        middleware: String,
-        context: Value,
-        inv: InvokeFunction,
-        timeout: Duration,
-        out: &mut Effects,
-    ) {
-        let id = inv.invocation_id.unwrap_or_else(Uuid::new_v4);
-        let Some(waiter) = self.conn_waiter(worker_id, id, &inv, out) else {
-            return;
-        };
-        /// What the middleware receives (§7.6).
-        #[derive(Serialize)]
-        struct Input<'a> {
-            function_id: &'a str,
-            payload: &'a Payload,
-            action: &'a Option<Action>,
-            context: &'a Value,
-        }
-        let data = Payload::from_serialize(&Input {
-            function_id: &inv.function_id,
-            payload: &inv.data,
-            action: &inv.action,
-            context: &context,
-        });
-        let req = CallRequest {
-            function_id: middleware,
-            data,
-            metadata: inv.metadata,
-            traceparent: inv.traceparent,
-            baggage: inv.baggage,
-            timeout,
-            from: None,
-            origin: Some(worker_id),
-            caller: None,
-        };
-        self.call(req, waiter, out);
     }
 
     /// A trigger fires: the bound function is called and nobody waits for the result.
@@ -385,8 +351,8 @@ impl Router {
 
     fn park(&mut self, engine_id: Uuid, waiter: Waiter, callee: Callee, req: &CallRequest) {
         let tick = self.deadlines.add(Instant::now() + req.timeout, engine_id);
-        if let Waiter::Conn { conn, .. } = &waiter {
-            if let Some(c) = self.conns.get_mut(conn) {
+        if let Some(conn) = waiter.conn() {
+            if let Some(c) = self.conns.get_mut(&conn) {
                 c.calling.insert(engine_id);
             }
         }
@@ -458,8 +424,8 @@ impl Router {
                 c.serving.remove(&engine_id);
             }
         }
-        if let Waiter::Conn { conn, .. } = &p.waiter {
-            if let Some(c) = self.conns.get_mut(conn) {
+        if let Some(conn) = p.waiter.conn() {
+            if let Some(c) = self.conns.get_mut(&conn) {
                 c.calling.remove(&engine_id);
             }
         }
@@ -500,6 +466,15 @@ impl Router {
                 }
             }
             Waiter::Module { token } => out.push(Effect::Reply { token, outcome }),
+            Waiter::Enqueued {
+                inner,
+                queue,
+                target,
+                receipt,
+            } => {
+                let outcome = enqueued(outcome, &queue, &target, receipt);
+                self.deliver(*inner, outcome, out);
+            }
             Waiter::Auth {
                 conn,
                 function_id,

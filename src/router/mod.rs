@@ -28,6 +28,7 @@
 
 mod calls;
 mod conns;
+mod detours;
 mod discovery;
 mod engine_fns;
 mod register;

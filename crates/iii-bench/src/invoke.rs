@@ -180,6 +180,7 @@ async fn wait_for_echo(caller: &Client) -> Result<(), String> {
             payload: json!({"probe": true}),
             timeout: None,
             metadata: None,
+            action: None,
         };
         let probe = tokio::time::timeout(Duration::from_secs(2), caller.trigger_with(req)).await;
         match probe {

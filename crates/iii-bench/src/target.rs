@@ -191,6 +191,7 @@ pub async fn wait_callable(client: &Client, function_id: &str) -> Result<(), Str
             payload: json!({"probe": true}),
             timeout: Some(Duration::from_secs(2)),
             metadata: None,
+            action: None,
         };
         match client.trigger_with(req).await {
             Ok(_) => return Ok(()),
@@ -222,6 +223,7 @@ pub async fn call_every(
             payload: json!({"n": n}),
             timeout: Some(Duration::from_secs(10)),
             metadata: None,
+            action: None,
         };
         let t = Instant::now();
         let outcome = client.trigger_with(req).await;

@@ -148,6 +148,9 @@ pub struct TriggerRequest {
     /// engine-side deadline.
     pub timeout: Option<Duration>,
     pub metadata: Option<Value>,
+    /// `None`: an ordinary call. `Some(Action::Enqueue {queue})`: the engine queues it and
+    /// answers `{messageReceiptId}`.
+    pub action: Option<iii_protocol::protocol::Action>,
 }
 
 /// A binding handed to this client because it provides the binding's trigger type.
@@ -342,6 +345,7 @@ impl Client {
             payload,
             timeout: None,
             metadata: None,
+            action: None,
         };
         Ok(self.trigger_with(req).await?.unwrap_or(Value::Null))
     }

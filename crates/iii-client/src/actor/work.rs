@@ -104,7 +104,7 @@ impl ClientActor {
             data: req.payload.into(),
             traceparent: None,
             baggage: None,
-            action: None,
+            action: req.action,
             metadata: req.metadata,
             timeout_ms: req.timeout.map(|t| t.as_millis() as u64),
             caller: None,
