@@ -78,7 +78,7 @@ fn serve(client: &Client, ledger: Shared) {
                 list.len() - 1
             };
             let n = v["n"].as_u64().unwrap_or(1);
-            let fail = index == 0 && n % 10 == 0;
+            let fail = index == 0 && n.is_multiple_of(10);
             // A tenth of the jobs outlast an engine restart.
             let work_ms = if n % 10 == 5 {
                 400 + random_below(500)
