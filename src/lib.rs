@@ -14,6 +14,7 @@
 //!                       (socket.rs, session.rs)          that reports; frames go out      Socket<ConsumerSession> (port 3112)
 //!                                                        by the sockets' mailboxes
 //!  StateActor (modules/state/): state::*, its own store dir, `state` trigger fires
+//!  QueueActor (modules/queue/): enqueue/publish in, jobs out as calls through the registry
 //!  services thread: PubSubActor (publish, `subscribe`), CronActor (`cron` ticks), engine::log::*,
 //!                   HttpActor (`http` routes; requests served by iii-http's own listener threads),
 //!                   HttpFunctionsActor (functions behind a URL)
@@ -31,10 +32,10 @@
 //! * [`modules`] — one module per config entry kind: the worker listeners (`modules::worker`),
 //!   the stream store and its consumer socket (`modules::stream`, a `StreamActor` on its own
 //!   thread that serves `stream::*` for the registry like any function owner), state
-//!   (`modules::state`), pub/sub, cron and worker logs (`modules::{pubsub,cron,worker_log}`),
+//!   (`modules::state`), durable queues (`modules::queue`), pub/sub, cron and worker logs (`modules::{pubsub,cron,worker_log}`),
 //!   and the worker processes the engine supervises (`modules::exec`, an `ExecActor` per entry).
 //! * [`kv`] — the durable log store (log + snapshots, fsync and compaction threads) that the
-//!   stream and state modules each open in their own directory.
+//!   stream, state and queue modules each open in their own directory.
 //! * `crates/iii-protocol` — the wire types, payloads, error codes and deadlines, shared with
 //!   `crates/iii-client` (our Rust worker client: tests, Rust workers) and `crates/iii-bench`.
 //!
@@ -58,7 +59,7 @@
 //! |---|---|
 //! | `main.rs` | CLI, logging, signals, the panic hook |
 //! | `engine.rs` | start/stop order of actors and listeners, typed start-up errors |
-//! | `config/` | the config file: `mod.rs` loading, `env.rs` `${VAR:default}`, `entries.rs` both entry forms, `modules.rs` strict per-module structs, `services.rs` state, pub/sub and cron |
+//! | `config/` | the config file: `mod.rs` loading, `env.rs` `${VAR:default}`, `entries.rs` both entry forms, `modules.rs` strict per-module structs, `services.rs` state, pub/sub and cron, `queue.rs` iii-queue |
 //! | `error.rs` | [`error::EngineError`] and its wire codes |
 //! | `rbac.rs` | pure RBAC policy: patterns, decision order, prefixes |
 //! | `messages.rs` | every message between actors |
@@ -69,13 +70,14 @@
 //! | `channels.rs` | channels: the table, `engine::channels::create`'s pipes, the `/ws/channels/{id}` socket protocol |
 //! | `lograte.rs` | rate-limited log lines for events an attacker can cause at will |
 //! | `registry.rs` | the router's owner: reports to events under one lock, effects to mailboxes, the clock thread |
-//! | `router/` | routing state: `conns.rs` lifecycle and auth, `register.rs` session registrations, `calls.rs` calls and middleware, `triggers.rs`, `engine_fns.rs`, `discovery.rs`; `tests/` |
+//! | `router/` | routing state: `conns.rs` lifecycle and auth, `register.rs` session registrations, `calls.rs` calls, `detours.rs` middleware and enqueue, `triggers.rs`, `engine_fns.rs`, `discovery.rs`; `tests/` |
 //! | `update_ops/` | the update-op engine of `stream::update`: `parse.rs`, `apply.rs` |
 //! | `modules/mod.rs` | module start-up and its errors |
 //! | `modules/worker.rs` | the listener (HTTP server, upgrades, static files) |
 //! | `kv/` | the durable store: `store.rs` + `store/` the log and snapshots, `durable.rs` fsync and compaction threads and the answers held until durable |
 //! | `modules/stream/` | `mod.rs` the actor, `functions.rs` the `stream::*` shapes, `custom.rs` streams served by a worker, `fanout.rs` triggers, `consumers.rs` + `socket.rs` the consumer socket |
 //! | `modules/state/` | `mod.rs` the actor and the `state` trigger, `functions.rs` the `state::*` shapes |
+//! | `modules/queue/` | `iii-queue`: `mod.rs` the actor and restore, `lanes.rs` job order (FIFO groups, delays, leases), `delivery.rs` calls, acks, retries, dead letters, `functions.rs` enqueue/publish, `admin.rs` inspect/redrive/purge, `subscribe.rs` `durable:subscriber` |
 //! | `modules/pubsub.rs`, `cron.rs`, `worker_log.rs` | `publish` + `subscribe`; `cron` schedules; `engine::log::*` |
 //! | `modules/http/` | `iii-http`: `mod.rs` listener and `http` bindings, `routes.rs` matching, `pipeline.rs` one request, `response.rs` results, envelopes, CORS |
 //! | `modules/http_functions.rs` | functions behind a URL: URL rules (SSRF), signed requests, response mapping |
