@@ -156,7 +156,15 @@ impl Engine {
         }
         let iii_url = engine.trusted_url();
         for (i, cfg) in config.exec.iter().enumerate() {
-            engine.exec.push(exec::start(i, cfg, iii_url.clone()));
+            let name = cfg
+                .exec
+                .last()
+                .and_then(|e| e.name.clone())
+                .unwrap_or_else(|| format!("exec[{i}]"));
+            let restarts = registry.metrics().exec_restarts(&name);
+            engine
+                .exec
+                .push(exec::start(i, cfg, iii_url.clone(), restarts));
         }
         Ok(engine)
     }

@@ -279,6 +279,20 @@ pub enum Rule {
     NotExposed,
 }
 
+impl Rule {
+    /// The rule as a metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Rule::Forbidden => "forbidden",
+            Rule::Allowed => "allowed",
+            Rule::Infrastructure => "infrastructure",
+            Rule::NoRbac => "no_rbac",
+            Rule::Exposed => "exposed",
+            Rule::NotExposed => "not_exposed",
+        }
+    }
+}
+
 /// The result of [`decide_invoke`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {

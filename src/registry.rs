@@ -69,6 +69,8 @@ pub struct Registry {
     clock: ArbiterHandle,
     /// The channel table (shared with the router's `engine::channels::create`).
     channels: Channels,
+    /// What modules publish for `/metrics`.
+    sources: Arc<crate::metrics::Sources>,
 }
 
 /// What a socket or a module can report to the registry.
@@ -96,6 +98,7 @@ impl Registry {
             })),
             clock,
             channels,
+            sources: Arc::default(),
         };
         let channels = registry.channels.clone();
         registry.clock.spawn(async move {
@@ -120,6 +123,18 @@ impl Registry {
     }
 
     /// Lets workers register HTTP-invoked functions, under these URL rules.
+    /// Where modules publish their numbers for `/metrics`.
+    pub fn metrics(&self) -> &crate::metrics::Sources {
+        &self.sources
+    }
+
+    /// The Prometheus text of every metric (the lock is held only to copy the router's
+    /// counters).
+    pub fn metrics_text(&self) -> String {
+        let (stats, gauges) = self.with(|core| (core.router.stats.clone(), core.router.gauges()));
+        crate::metrics::render(&stats, &gauges, &self.sources)
+    }
+
     /// Is a function with this id registered right now (by a worker or a module)?
     pub fn has_function(&self, function_id: &str) -> bool {
         self.lock().router.functions.contains_key(function_id)

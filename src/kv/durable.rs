@@ -25,6 +25,7 @@ use actix::prelude::*;
 
 use super::store::Store;
 use crate::messages::BuiltinDone;
+use crate::metrics::StoreStats;
 use crate::protocol::ErrorBody;
 
 const EVERY_SECOND: Duration = Duration::from_secs(1);
@@ -63,20 +64,21 @@ pub struct Syncer {
 
 impl Syncer {
     /// Starts the thread for the log open as `file`; `up_to` is the last sequence number already
-    /// written when it starts.
+    /// written when it starts; fsync latencies go to `stats`.
     pub fn start(
         owner: &'static str,
         mode: Mode,
         file: File,
         up_to: u64,
         report: Recipient<Synced>,
+        stats: Arc<StoreStats>,
     ) -> Syncer {
         let (tx, rx) = mpsc::channel();
         let written = Arc::new(AtomicU64::new(up_to));
         let seen = written.clone();
         let thread = std::thread::Builder::new()
             .name(format!("iii-{owner}-sync"))
-            .spawn(move || run(owner, mode, file, seen, rx, report))
+            .spawn(move || run(owner, mode, file, seen, rx, report, stats))
             .ok();
         if thread.is_none() {
             log::error!("{owner} store: cannot start the fsync thread; writes are not fsynced");
@@ -124,6 +126,7 @@ fn run(
     seen: Arc<AtomicU64>,
     rx: mpsc::Receiver<Cmd>,
     report: Recipient<Synced>,
+    stats: Arc<StoreStats>,
 ) {
     let mut synced = seen.load(Ordering::Acquire);
     let mut retired: Vec<File> = Vec::new();
@@ -166,11 +169,13 @@ fn run(
             continue;
         }
         let target = written;
+        let began = Instant::now();
         let mut result = Ok(());
         for old in retired.drain(..) {
             result = result.and(old.sync_data());
         }
         let result = result.and_then(|()| file.sync_data());
+        stats.fsync.observe(began.elapsed());
         match result {
             Ok(()) => {
                 synced = target;
@@ -224,19 +229,22 @@ pub struct Durability<C> {
     synced: u64,
     held: VecDeque<Held<C>>,
     compacting: bool,
+    stats: Arc<StoreStats>,
 }
 
 impl<C> Durability<C> {
-    /// For `store` (no syncer for an in-memory store); reports go to `report`.
+    /// For `store` (no syncer for an in-memory store); reports go to `report`, numbers for
+    /// `/metrics` to `stats`.
     pub fn new(
         owner: &'static str,
         store: &Store,
         mode: Mode,
         report: Recipient<Synced>,
+        stats: Arc<StoreStats>,
     ) -> Durability<C> {
         let seq = store.last_seq();
         let syncer = match store.log_handle() {
-            Some(Ok(file)) => Some(Syncer::start(owner, mode, file, seq, report)),
+            Some(Ok(file)) => Some(Syncer::start(owner, mode, file, seq, report, stats.clone())),
             Some(Err(e)) => {
                 log::error!("{owner} store: no second handle on the log ({e}); writes are fsynced only at shutdown");
                 None
@@ -255,6 +263,7 @@ impl<C> Durability<C> {
             synced: seq,
             held: VecDeque::new(),
             compacting: false,
+            stats,
         }
     }
 
@@ -312,6 +321,9 @@ impl<C> Durability<C> {
     /// it), unless one is running: the store switches to a new log here, the snapshot is
     /// written there, and `done` hears the result.
     pub fn maybe_compact(&mut self, store: &mut Store, done: Recipient<CompactionDone>) {
+        let (items, log_bytes) = store.size();
+        self.stats.items.store(items, Ordering::Relaxed);
+        self.stats.log_bytes.store(log_bytes, Ordering::Relaxed);
         if self.compacting || !(store.needs_compaction() || store.is_poisoned()) {
             return;
         }

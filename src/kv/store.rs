@@ -331,6 +331,12 @@ impl Store {
         Ok(self.data.remove(stream, group, item))
     }
 
+    /// How many items it holds, and the size of its current log file (0 in memory).
+    pub fn size(&self) -> (u64, u64) {
+        let log = self.disk.as_ref().map_or(0, |d| d.log.len());
+        (self.data.len(), log)
+    }
+
     /// The group's values in insertion order (overwriting keeps an item's position).
     pub fn list(&self, stream: &str, group: &str) -> Vec<Value> {
         self.data.list(stream, group)

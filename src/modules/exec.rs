@@ -30,6 +30,9 @@ use actix::prelude::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::oneshot;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use crate::config::{ExecConfig, ExecEntry, RestartPolicy};
 
 const BACKOFF_START: Duration = Duration::from_secs(1);
@@ -49,9 +52,16 @@ pub struct ExecModule {
     addr: Addr<ExecActor>,
 }
 
-/// Starts the pipeline of one `iii-exec` entry; `iii_url` is the trusted listener's URL.
-pub fn start(index: usize, config: &ExecConfig, iii_url: String) -> ExecModule {
+/// Starts the pipeline of one `iii-exec` entry; `iii_url` is the trusted listener's URL;
+/// restarts are counted in `restarts` (for `/metrics`).
+pub fn start(
+    index: usize,
+    config: &ExecConfig,
+    iii_url: String,
+    restarts: Arc<AtomicU64>,
+) -> ExecModule {
     let actor = ExecActor {
+        restarts,
         index,
         entries: config.exec.clone(),
         grace: Duration::from_millis(config.stop_grace_ms),
@@ -87,6 +97,8 @@ struct Running {
 }
 
 struct ExecActor {
+    /// Restarts after an exit or a failed setup step.
+    restarts: Arc<AtomicU64>,
     index: usize,
     entries: Vec<ExecEntry>,
     grace: Duration,
@@ -251,6 +263,7 @@ impl ExecActor {
 
     fn retry_later(&mut self, ctx: &mut Context<Self>) {
         self.failures += 1;
+        self.restarts.fetch_add(1, Ordering::Relaxed);
         let delay = backoff(self.failures);
         let label = self.label();
         if self.failures >= 5 {

@@ -3,7 +3,8 @@
 //!
 //! Routes: `GET /` upgrades to the worker protocol (a [`WorkerSession`] per socket), `GET /otel`
 //! upgrades to a telemetry-only socket that is drained, `GET /ws/channels/{id}` attaches one end
-//! of a channel (`crate::channels`), and — when the listener has a
+//! of a channel (`crate::channels`), `GET /metrics` answers the Prometheus text on a trusted
+//! listener (`crate::metrics`), and — when the listener has a
 //! `static_dir` — every other plain GET (and `/` without an upgrade) serves a file from that
 //! directory, so one origin carries both the page and its socket. Files are served by
 //! actix-files (ETag, Last-Modified, 304, ranges; `Cache-Control: no-cache`, so a reload
@@ -83,6 +84,7 @@ pub fn start(
             .route("/", web::get().to(root))
             .route("/otel", web::get().to(otel))
             .route("/ws/channels/{id}", web::get().to(channel))
+            .route("/metrics", web::get().to(metrics))
             .default_service(web::to(static_file))
     })
     .workers(config.threads)
@@ -127,6 +129,22 @@ async fn root(
         return static_file(req, state).await;
     }
     upgrade(req, payload, &state, SessionKind::Worker)
+}
+
+/// `GET /metrics`: the Prometheus text on a trusted listener; on an RBAC listener the path is
+/// an ordinary static path (404 unless the page has such a file).
+async fn metrics(
+    req: HttpRequest,
+    state: web::Data<ListenerState>,
+) -> actix_web::Result<HttpResponse> {
+    if state.config.rbac.is_some() {
+        return static_file(req, state).await;
+    }
+    let registry = state.registry.clone();
+    let text = web::block(move || registry.metrics_text()).await?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(text))
 }
 
 async fn otel(

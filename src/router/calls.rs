@@ -104,6 +104,7 @@ pub(crate) struct Pending {
     pub origin: Option<Uuid>,
     /// The deadline's tick (to forget it when the call finishes first).
     pub tick: u64,
+    pub started: Instant,
 }
 
 /// A call to route.
@@ -161,6 +162,7 @@ impl Router {
         if let Decision::Deny { rule, hint } =
             rbac::decide_invoke(&conn.policy, expose, &inv.function_id, meta)
         {
+            self.stats.denied(rule.label());
             if self.denials.allow() {
                 log::warn!(
                     "worker {worker_id}: call to {} denied by rule {rule:?} ({hint})",
@@ -259,6 +261,7 @@ impl Router {
         metadata: Option<Value>,
         out: &mut Effects,
     ) {
+        self.stats.fired(&function_id);
         let mut req = CallRequest::new(function_id, data);
         req.metadata = metadata;
         self.call(req, Waiter::Nobody, out);
@@ -286,9 +289,14 @@ impl Router {
     /// Routes a call to its owner and parks it until the answer, the deadline or a disconnect.
     pub(crate) fn call(&mut self, req: CallRequest, waiter: Waiter, out: &mut Effects) {
         let Some(entry) = self.functions.get(&req.function_id) else {
-            let err = EngineError::FunctionNotFound(req.function_id.clone());
-            return self.deliver(waiter, Err(err.to_body()), out);
+            let err = EngineError::FunctionNotFound(req.function_id.clone()).to_body();
+            let unregistered = crate::metrics::UNREGISTERED;
+            self.stats.started(unregistered);
+            self.stats
+                .finished(unregistered, Duration::ZERO, Some(&err.code));
+            return self.deliver(waiter, Err(err), out);
         };
+        self.stats.started(&req.function_id);
         let owner = entry.owner;
         let invocation = entry.invocation.clone();
         let engine_id = crate::ids::next();
@@ -310,7 +318,11 @@ impl Router {
         }
         match owner {
             Owner::Engine => {
+                let started = Instant::now();
                 let outcome = self.call_engine_function(&req.function_id, &req.data, req.from, out);
+                let code = outcome.as_ref().err().map(|e| e.code.as_str());
+                self.stats
+                    .finished(&req.function_id, started.elapsed(), code);
                 self.deliver(waiter, outcome, out);
             }
             Owner::Module(module) => {
@@ -350,7 +362,8 @@ impl Router {
     }
 
     fn park(&mut self, engine_id: Uuid, waiter: Waiter, callee: Callee, req: &CallRequest) {
-        let tick = self.deadlines.add(Instant::now() + req.timeout, engine_id);
+        let started = Instant::now();
+        let tick = self.deadlines.add(started + req.timeout, engine_id);
         if let Some(conn) = waiter.conn() {
             if let Some(c) = self.conns.get_mut(&conn) {
                 c.calling.insert(engine_id);
@@ -368,6 +381,7 @@ impl Router {
                 timeout_ms: req.timeout.as_millis() as u64,
                 origin: req.origin,
                 tick,
+                started,
             },
         );
     }
@@ -400,6 +414,9 @@ impl Router {
         let Some(p) = self.finish(engine_id) else {
             return;
         };
+        let code = outcome.as_ref().err().map(|e| e.code.as_str());
+        self.stats
+            .finished(&p.function_id, p.started.elapsed(), code);
         self.deliver(p.waiter, outcome, out);
     }
 

@@ -366,6 +366,7 @@ impl Router {
         reason: &str,
         out: &mut Effects,
     ) {
+        self.stats.denied("registration");
         if self.denials.allow() {
             log::warn!("worker {worker_id}: {what} denied: {reason}");
         }

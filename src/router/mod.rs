@@ -194,6 +194,8 @@ pub struct Router {
     /// `iii-http-functions`' URL rules, when that module runs (else HTTP-invoked functions are
     /// refused).
     pub http_security: Option<crate::config::SecurityConfig>,
+    /// Calls, fires and denials counted for `/metrics`.
+    pub(crate) stats: crate::metrics::RouterStats,
 }
 
 impl Default for Router {
@@ -218,9 +220,31 @@ impl Router {
             custom_streams: HashSet::new(),
             channels: crate::channels::Channels::default(),
             http_security: None,
+            stats: crate::metrics::RouterStats::default(),
         };
         r.install_engine_functions();
         r
+    }
+
+    /// The counts `/metrics` shows next to [`Router::stats`].
+    pub(crate) fn gauges(&self) -> crate::metrics::Gauges {
+        let mut g = crate::metrics::Gauges {
+            functions: self.functions.len() as u64,
+            triggers: self.triggers.len() as u64,
+            pending_calls: self.pending.len() as u64,
+            ..Default::default()
+        };
+        for c in self.conns.values() {
+            let listener = format!(
+                "{}:{}{}",
+                c.listener.host,
+                c.listener.port,
+                if c.public() { " (rbac)" } else { "" }
+            );
+            let kind = if c.telemetry { "telemetry" } else { "worker" };
+            *g.connections.entry((listener, kind)).or_default() += 1;
+        }
+        g
     }
 
     /// Handles one event; what it causes is appended to `out`.

@@ -357,6 +357,27 @@ impl QueueActor {
         }
     }
 
+    /// Each queue's counts, for `/metrics`.
+    fn publish_gauges(&self) {
+        let gauges = self
+            .queues
+            .values()
+            .map(|q| {
+                let (delayed, parked, in_flight) =
+                    (q.lanes.delayed(), q.lanes.parked(), q.lanes.in_flight());
+                crate::metrics::QueueGauge {
+                    queue: q.label(),
+                    waiting: (q.lanes.depth() - delayed - parked) as u64,
+                    delayed: delayed as u64,
+                    parked: parked as u64,
+                    in_flight: in_flight as u64,
+                    dead: q.dead as u64,
+                }
+            })
+            .collect();
+        self.registry.metrics().publish_queues(gauges);
+    }
+
     /// Forgets idempotency keys past their window.
     fn sweep_idempotency(&mut self) {
         let now = now_ms();
@@ -402,12 +423,14 @@ impl Actor for QueueActor {
             &self.store,
             self.mode,
             ctx.address().recipient(),
+            self.registry.metrics().store("queue"),
         ));
         ctx.run_interval(MAINTENANCE, |act, ctx| {
             if let Some(d) = &mut act.durable {
                 d.maybe_compact(&mut act.store, ctx.address().recipient());
             }
             act.unpark_all(ctx);
+            act.publish_gauges();
         });
         ctx.run_interval(IDEMPOTENCY_SWEEP, |act, _| act.sweep_idempotency());
         let keys: Vec<String> = self.queues.keys().cloned().collect();

@@ -209,6 +209,7 @@ impl Actor for StateActor {
             &self.store,
             self.mode,
             ctx.address().recipient(),
+            self.registry.metrics().store("state"),
         ));
         ctx.run_interval(MAINTENANCE, |act, ctx| {
             if let Some(d) = &mut act.durable {

@@ -261,6 +261,7 @@ impl Actor for StreamActor {
             &self.store,
             self.mode,
             ctx.address().recipient(),
+            self.registry.metrics().store("stream"),
         ));
         ctx.run_interval(MAINTENANCE, |act, ctx| act.maintenance(ctx));
     }
