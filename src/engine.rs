@@ -15,7 +15,8 @@ use serde_json::{json, Value};
 
 use crate::config::EngineConfig;
 use crate::modules::{
-    cron, exec, http, http_functions, pubsub, queue, state, stream, worker, worker_log,
+    cron, exec, http, http_functions, observability, pubsub, queue, state, stream, worker,
+    worker_log,
 };
 use crate::registry::Registry;
 
@@ -55,6 +56,8 @@ impl Engine {
         let registry = Registry::start(registry_arbiter.handle());
         // The light service modules (pub/sub, cron, engine::log::*) share one thread.
         let services = Arbiter::new();
+        let (_telemetry, observability) =
+            observability::start(&config.observability, registry.clone());
         worker_log::start(registry.clone(), &services.handle());
         if config.pubsub.is_some() {
             pubsub::start(registry.clone(), &services.handle());
@@ -73,7 +76,7 @@ impl Engine {
             http: None,
             listeners: Vec::new(),
             exec: Vec::new(),
-            arbiters: vec![registry_arbiter, services],
+            arbiters: vec![registry_arbiter, services, observability],
             shutdown: tokio::sync::watch::channel(false).0,
         };
         if let Some(cfg) = &config.stream {

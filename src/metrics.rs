@@ -95,6 +95,9 @@ pub struct RouterStats {
     pub fires: HashMap<String, u64>,
     /// Reason → denied calls and registrations.
     pub denials: BTreeMap<&'static str, u64>,
+    /// Worker connections accepted and ended.
+    pub worker_spawns: u64,
+    pub worker_deaths: u64,
 }
 
 impl RouterStats {
@@ -156,6 +159,8 @@ pub struct QueueGauge {
 /// snapshot is published (not per call), and by scrapes.
 #[derive(Debug, Default)]
 pub struct Sources {
+    /// Telemetry items dropped because `iii-observability`'s queue was full.
+    telemetry_dropped: Mutex<Option<Arc<AtomicU64>>>,
     stores: Mutex<Vec<(String, Arc<StoreStats>)>>,
     queues: Mutex<Vec<QueueGauge>>,
     exec: Mutex<Vec<(String, Arc<AtomicU64>)>>,
@@ -175,6 +180,20 @@ impl Sources {
     pub fn publish_queues(&self, gauges: Vec<QueueGauge>) {
         if let Ok(mut q) = self.queues.lock() {
             *q = gauges;
+        }
+    }
+
+    pub fn telemetry_dropped(&self, counter: Arc<AtomicU64>) {
+        if let Ok(mut t) = self.telemetry_dropped.lock() {
+            *t = Some(counter);
+        }
+    }
+
+    pub fn count_dropped_telemetry(&self) {
+        if let Ok(t) = self.telemetry_dropped.lock() {
+            if let Some(c) = t.as_ref() {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -412,6 +431,19 @@ pub fn render(stats: &RouterStats, gauges: &Gauges, sources: &Sources) -> String
         );
     }
 
+    let dropped = sources
+        .telemetry_dropped
+        .lock()
+        .ok()
+        .and_then(|t| t.as_ref().map(|c| c.load(Ordering::Relaxed)))
+        .unwrap_or(0);
+    head(
+        &mut out,
+        "iii_telemetry_dropped_total",
+        "counter",
+        "Spans, logs and OTLP frames dropped because the observability queue was full.",
+    );
+    let _ = writeln!(out, "iii_telemetry_dropped_total {dropped}");
     let exec = sources.exec.lock().map(|e| e.clone()).unwrap_or_default();
     head(
         &mut out,

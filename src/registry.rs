@@ -71,6 +71,8 @@ pub struct Registry {
     channels: Channels,
     /// What modules publish for `/metrics`.
     sources: Arc<crate::metrics::Sources>,
+    /// Where telemetry goes (`iii-observability`), once it runs.
+    telemetry: Arc<std::sync::OnceLock<crate::modules::observability::Sink>>,
 }
 
 /// What a socket or a module can report to the registry.
@@ -99,6 +101,7 @@ impl Registry {
             clock,
             channels,
             sources: Arc::default(),
+            telemetry: Arc::default(),
         };
         let channels = registry.channels.clone();
         registry.clock.spawn(async move {
@@ -126,6 +129,36 @@ impl Registry {
     /// Where modules publish their numbers for `/metrics`.
     pub fn metrics(&self) -> &crate::metrics::Sources {
         &self.sources
+    }
+
+    /// A copy of the router's counters and gauges (`engine::metrics::list`).
+    pub fn call_stats(&self) -> (crate::metrics::RouterStats, crate::metrics::Gauges) {
+        self.with(|core| (core.router.stats.clone(), core.router.gauges()))
+    }
+
+    /// From now on the router records a span of every call and hands it to `tracing`.
+    pub fn trace_calls(&self, tracing: crate::router::Tracing) {
+        self.with(|core| core.router.tracing = Some(tracing));
+    }
+
+    /// Where sockets and `engine::log::*` hand telemetry to.
+    pub fn set_telemetry(
+        &self,
+        sink: crate::modules::observability::Sink,
+        dropped: Arc<std::sync::atomic::AtomicU64>,
+    ) {
+        let _ = self.telemetry.set(sink);
+        self.sources.telemetry_dropped(dropped);
+    }
+
+    /// Hands telemetry to `iii-observability` without waiting; dropped (and counted) when its
+    /// queue is full or it does not run.
+    pub fn telemetry(&self, item: crate::modules::observability::Telemetry) {
+        if let Some(sink) = self.telemetry.get() {
+            if sink.try_send(item).is_err() {
+                self.sources.count_dropped_telemetry();
+            }
+        }
     }
 
     /// The Prometheus text of every metric (the lock is held only to copy the router's

@@ -9,7 +9,8 @@
 //! sends are kept as raw text, counted against its flow's queued-bytes limit, and handed over
 //! in order once it is accepted.
 //!
-//! A session on `/otel` only drains telemetry: it is never registered as a worker. On a listener
+//! A session on `/otel` only carries telemetry (handed to `iii-observability`, or dropped when
+//! its queue is full): it is never registered as a worker. On a listener
 //! with `rbac` it is authenticated like any connection first (and read only once accepted).
 
 use std::collections::VecDeque;
@@ -34,7 +35,7 @@ use crate::socket::{close, Ctx, Limits, Protocol};
 /// Consecutive invalid frames after which a connection is closed (policy violation).
 const MAX_INVALID_STREAK: u32 = 16;
 
-/// Binary frames with these prefixes carry OTLP telemetry and are drained.
+/// Binary frames with these prefixes carry OTLP telemetry, handed to `iii-observability`.
 const TELEMETRY_PREFIXES: [&[u8]; 3] = [b"OTLP", b"MTRC", b"LOGS"];
 
 /// Which socket of a listener this is.
@@ -254,7 +255,8 @@ impl Protocol for WorkerSession {
 
     fn binary(&mut self, data: Bytes, flow: &Arc<Flow>, ctx: &mut Ctx<Self>) {
         if TELEMETRY_PREFIXES.iter().any(|p| data.starts_with(p)) {
-            return;
+            let item = crate::modules::observability::Telemetry::Frame(data);
+            return self.registry.telemetry(item);
         }
         match std::str::from_utf8(&data) {
             Ok(text) => self.text(text, &data, flow, ctx),

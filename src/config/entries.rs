@@ -4,40 +4,11 @@
 
 use super::http::{HttpConfig, HttpFunctionsConfig};
 use super::modules::{ExecConfig, ListenerConfig, StreamConfig};
+use super::observability::{ObservabilityConfig, KEYS as OBSERVABILITY_KEYS};
 use super::queue::QueueConfig;
 use super::services::{CronConfig, PubSubConfig, StateConfig};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
-
-/// Keys the `iii-observability` module accepts (§9.4); their values are not used here.
-const OBSERVABILITY_KEYS: &[&str] = &[
-    "enabled",
-    "service_name",
-    "service_version",
-    "service_namespace",
-    "exporter",
-    "endpoint",
-    "sampling_ratio",
-    "sampling",
-    "memory_max_spans",
-    "live_spans",
-    "metrics_enabled",
-    "metrics_exporter",
-    "metrics_retention_seconds",
-    "metrics_max_count",
-    "logs_enabled",
-    "logs_exporter",
-    "logs_max_count",
-    "logs_retention_seconds",
-    "logs_batch_size",
-    "logs_flush_interval_ms",
-    "logs_sampling_ratio",
-    "logs_console_output",
-    "alerts",
-    "level",
-    "format",
-    "collapse_spans",
-];
 
 /// Old `class` names → new `name`s (§9.2).
 const CLASS_NAMES: &[(&str, &str)] = &[
@@ -77,6 +48,7 @@ pub(super) enum ModuleConfig {
     Http(Box<HttpConfig>),
     HttpFunctions(HttpFunctionsConfig),
     Queue(Box<QueueConfig>),
+    Observability(Box<ObservabilityConfig>),
     /// A module that needs nothing from us (observability, telemetry, engine functions).
     Accepted,
 }
@@ -257,7 +229,12 @@ impl<'de> DeserializeSeed<'de> for ConfigSeed<'_> {
                         )));
                     }
                 }
-                ModuleConfig::Accepted
+                let parsed: ObservabilityConfig = match c {
+                    Some(m) => serde_yaml::from_value(serde_yaml::Value::Mapping(m))
+                        .map_err(|e| de::Error::custom(format!("iii-observability: {e}")))?,
+                    None => ObservabilityConfig::default(),
+                };
+                ModuleConfig::Observability(Box::new(parsed))
             }
             _ => {
                 let _: serde_yaml::Value = serde_yaml::Value::deserialize(d)?;

@@ -9,7 +9,7 @@
 //! line. Nothing here starts anything.
 //!
 //! Files: `mod.rs` (loading, validation), `modules.rs` (the listener, stream and exec config
-//! structs), `services.rs` (state, pub/sub, cron), `queue.rs` (iii-queue), `http.rs` (iii-http),
+//! structs), `services.rs` (state, pub/sub, cron), `queue.rs` (iii-queue), `observability.rs` (iii-observability), `http.rs` (iii-http),
 //! `entries.rs` (the two entry forms and their dispatch on `name` / `class`), `env.rs`
 //! (`${VAR:default}`).
 
@@ -17,6 +17,7 @@ mod entries;
 mod env;
 mod http;
 mod modules;
+mod observability;
 mod queue;
 mod services;
 
@@ -29,6 +30,7 @@ pub use modules::{
     AdapterConfig, ExecConfig, ExecEntry, FsyncMode, KvConfig, ListenerConfig, RbacConfig,
     RestartPolicy, StoreMethod, StreamConfig,
 };
+pub use observability::ObservabilityConfig;
 pub use queue::{QueueConfig, QueueSettings, QUEUE_DEFAULT_DIR};
 pub use services::{CronConfig, NamedAdapter, PubSubConfig, StateConfig, STATE_DEFAULT_DIR};
 
@@ -53,6 +55,8 @@ pub struct EngineConfig {
     pub http_functions: Option<HttpFunctionsConfig>,
     /// Durable queues (`iii-queue`), if configured.
     pub queue: Option<QueueConfig>,
+    /// Telemetry (`iii-observability`): always running, these are its settings.
+    pub observability: ObservabilityConfig,
 }
 
 /// Why a configuration could not be used. The message names the file, entry and key.
@@ -98,6 +102,7 @@ pub fn parse(text: &str, file: &str) -> Result<EngineConfig, ConfigError> {
         http: None,
         http_functions: None,
         queue: None,
+        observability: ObservabilityConfig::default(),
     };
     let twice = |name: &str| err(format!("{name} is configured twice; give it once"));
     let entries = raw.workers.into_iter().chain(raw.modules);
@@ -143,6 +148,7 @@ pub fn parse(text: &str, file: &str) -> Result<EngineConfig, ConfigError> {
                     return Err(twice("iii-queue"));
                 }
             }
+            ModuleConfig::Observability(c) => cfg.observability = *c,
             ModuleConfig::Accepted => log::debug!("{file}: module {} needs no setup", entry.name),
         }
     }

@@ -4,6 +4,8 @@
 //! (`engine::log::*`, always present), `http` (`iii-http`: its listener and the `http` trigger),
 //! `http_functions` (`iii-http-functions`: functions that live behind a URL)
 //! and `exec` (`iii-exec`: the worker processes the engine starts and supervises). `fire` is what the trigger-providing modules share.
+//! `observability` (`iii-observability`: telemetry from workers and the engine's own spans,
+//! the query functions, `log` and `trace` triggers).
 //! Each module's `start` does its fallible setup first and returns a handle the engine keeps to
 //! stop it, or a [`ModuleError`] naming what failed.
 
@@ -12,6 +14,7 @@ pub mod exec;
 pub mod fire;
 pub mod http;
 pub mod http_functions;
+pub mod observability;
 pub mod pubsub;
 pub mod queue;
 pub mod state;

@@ -101,6 +101,7 @@ impl WorkerLogActor {
             return Err(bad_input(f, "`data` must be an object"));
         }
         let input: LogInput = serde_json::from_value(value).map_err(|e| bad_input(f, e))?;
+        self.store(level, &input);
         if !log::log_enabled!(target: "iii::worker_log", level) {
             return Ok(());
         }
@@ -131,6 +132,41 @@ impl WorkerLogActor {
         }
         log::log!(target: "iii::worker_log", level, "{line}");
         Ok(())
+    }
+
+    /// Hands the line to `iii-observability` in upstream's stored log shape (severity
+    /// 9/13/17/5/1, `attributes` = `data`, service `unknown` unless given, scope `iii`).
+    fn store(&self, level: log::Level, input: &LogInput) {
+        let (number, text) = match level {
+            log::Level::Info => (9, "INFO"),
+            log::Level::Warn => (13, "WARN"),
+            log::Level::Error => (17, "ERROR"),
+            log::Level::Debug => (5, "DEBUG"),
+            log::Level::Trace => (1, "TRACE"),
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let service = input
+            .service_name
+            .clone()
+            .unwrap_or_else(|| "unknown".into());
+        let record = serde_json::json!({
+            "timestamp_unix_nano": now,
+            "observed_timestamp_unix_nano": now,
+            "severity_number": number,
+            "severity_text": text,
+            "body": input.message,
+            "attributes": input.data.clone().unwrap_or_default(),
+            "trace_id": input.trace_id,
+            "span_id": input.span_id,
+            "resource": {"service.name": service},
+            "service_name": service,
+            "instrumentation_scope_name": "iii",
+        });
+        self.registry
+            .telemetry(crate::modules::observability::Telemetry::Log(record));
     }
 
     /// Reports suppressed counts and forgets callers that have been quiet.

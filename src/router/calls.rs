@@ -15,6 +15,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::detours::enqueued;
+use super::tracing::SpanCtx;
 use super::{Effect, Effects, Owner, Router, DEFAULT_INTERNAL_TIMEOUT};
 use crate::error::EngineError;
 use crate::messages::BuiltinCall;
@@ -105,6 +106,8 @@ pub(crate) struct Pending {
     /// The deadline's tick (to forget it when the call finishes first).
     pub tick: u64,
     pub started: Instant,
+    /// The engine's span of this call, when it is traced.
+    pub span: Option<SpanCtx>,
 }
 
 /// A call to route.
@@ -287,7 +290,7 @@ impl Router {
     }
 
     /// Routes a call to its owner and parks it until the answer, the deadline or a disconnect.
-    pub(crate) fn call(&mut self, req: CallRequest, waiter: Waiter, out: &mut Effects) {
+    pub(crate) fn call(&mut self, mut req: CallRequest, waiter: Waiter, out: &mut Effects) {
         let Some(entry) = self.functions.get(&req.function_id) else {
             let err = EngineError::FunctionNotFound(req.function_id.clone()).to_body();
             let unregistered = crate::metrics::UNREGISTERED;
@@ -297,13 +300,20 @@ impl Router {
             return self.deliver(waiter, Err(err), out);
         };
         self.stats.started(&req.function_id);
+        let span = self
+            .tracing
+            .as_ref()
+            .and_then(|t| t.start(req.traceparent.as_deref()));
+        if let Some(s) = &span {
+            req.traceparent = Some(s.traceparent());
+        }
         let owner = entry.owner;
         let invocation = entry.invocation.clone();
         let engine_id = crate::ids::next();
         if let Some(invocation) = invocation {
             // An HTTP-invoked function: the request is made by iii-http-functions.
             if let Some(module) = self.modules.iter().position(|m| *m == "iii-http-functions") {
-                self.park(engine_id, waiter, Callee::Module, &req);
+                self.park(engine_id, waiter, Callee::Module, &req, span.clone());
                 let call = BuiltinCall {
                     engine_id,
                     function_id: req.function_id,
@@ -326,7 +336,7 @@ impl Router {
                 self.deliver(waiter, outcome, out);
             }
             Owner::Module(module) => {
-                self.park(engine_id, waiter, Callee::Module, &req);
+                self.park(engine_id, waiter, Callee::Module, &req, span.clone());
                 let delegate = self.stream_delegate(&req);
                 let call = BuiltinCall {
                     engine_id,
@@ -339,7 +349,7 @@ impl Router {
                 out.push(Effect::ModuleCall { module, call });
             }
             Owner::Session(callee) => {
-                self.park(engine_id, waiter, Callee::Session(callee), &req);
+                self.park(engine_id, waiter, Callee::Session(callee), &req, span);
                 let Some(c) = self.conns.get_mut(&callee) else {
                     return;
                 };
@@ -361,7 +371,14 @@ impl Router {
         }
     }
 
-    fn park(&mut self, engine_id: Uuid, waiter: Waiter, callee: Callee, req: &CallRequest) {
+    fn park(
+        &mut self,
+        engine_id: Uuid,
+        waiter: Waiter,
+        callee: Callee,
+        req: &CallRequest,
+        span: Option<SpanCtx>,
+    ) {
         let started = Instant::now();
         let tick = self.deadlines.add(started + req.timeout, engine_id);
         if let Some(conn) = waiter.conn() {
@@ -382,6 +399,7 @@ impl Router {
                 origin: req.origin,
                 tick,
                 started,
+                span,
             },
         );
     }
@@ -417,6 +435,9 @@ impl Router {
         let code = outcome.as_ref().err().map(|e| e.code.as_str());
         self.stats
             .finished(&p.function_id, p.started.elapsed(), code);
+        if let (Some(t), Some(s)) = (&self.tracing, p.span) {
+            t.end(s, &p.function_id, outcome.as_ref().err());
+        }
         self.deliver(p.waiter, outcome, out);
     }
 

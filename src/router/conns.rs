@@ -284,6 +284,9 @@ impl Router {
             conn.policy = p;
         }
         conn.state = ConnState::Live;
+        if !conn.telemetry {
+            self.stats.worker_spawns += 1;
+        }
         let msg = ToSession::Accepted {
             reattach_token: conn.token,
         };
@@ -442,6 +445,7 @@ impl Router {
         self.cleanup_triggers(worker_id, &conn, out);
         self.functions_dirty |= !conn.functions.is_empty();
         if conn.state == ConnState::Live && !conn.telemetry {
+            self.stats.worker_deaths += 1;
             log::info!("worker {worker_id}: disconnected; its functions, triggers and calls are cleaned up");
             let payload =
                 json!({"event": "worker_disconnected", "worker_id": worker_id.to_string()});

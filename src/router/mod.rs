@@ -32,6 +32,7 @@ mod detours;
 mod discovery;
 mod engine_fns;
 mod register;
+mod tracing;
 mod triggers;
 
 #[cfg(test)]
@@ -47,6 +48,7 @@ use uuid::Uuid;
 pub use calls::{CallRequest, Outcome, Waiter};
 pub(crate) use conns::Conn;
 pub use conns::{ConnState, PeerInfo};
+pub use tracing::Tracing;
 use triggers::{TriggerEntry, TriggerTypeEntry};
 
 use crate::config::ListenerConfig;
@@ -196,6 +198,8 @@ pub struct Router {
     pub http_security: Option<crate::config::SecurityConfig>,
     /// Calls, fires and denials counted for `/metrics`.
     pub(crate) stats: crate::metrics::RouterStats,
+    /// Where the engine's span of each call goes (`iii-observability`), when it records them.
+    pub(crate) tracing: Option<tracing::Tracing>,
 }
 
 impl Default for Router {
@@ -221,6 +225,7 @@ impl Router {
             channels: crate::channels::Channels::default(),
             http_security: None,
             stats: crate::metrics::RouterStats::default(),
+            tracing: None,
         };
         r.install_engine_functions();
         r
