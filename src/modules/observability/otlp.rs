@@ -249,7 +249,21 @@ pub fn spans(doc: &Value) -> Vec<Span> {
     out
 }
 
-/// The log records of an `ExportLogsServiceRequest`, in the stored shape.
+/// The OTel name of a severity number, for records that send only the number (the Node SDK).
+fn severity_name(n: u64) -> &'static str {
+    match n {
+        1..=4 => "TRACE",
+        5..=8 => "DEBUG",
+        9..=12 => "INFO",
+        13..=16 => "WARN",
+        17..=20 => "ERROR",
+        21..=24 => "FATAL",
+        _ => "",
+    }
+}
+
+/// The log records of an `ExportLogsServiceRequest`, in the stored shape (a missing
+/// `severityText` is named from the number).
 pub fn logs(doc: &Value) -> Vec<Value> {
     let mut out = Vec::new();
     for rl in doc["resourceLogs"].as_array().into_iter().flatten() {
@@ -259,11 +273,16 @@ pub fn logs(doc: &Value) -> Vec<Value> {
             let scope = scope_of(&sl["scope"]);
             for r in sl["logRecords"].as_array().into_iter().flatten() {
                 let body = any_value(&r["body"]);
+                let severity = number(&r["severityNumber"]);
+                let severity_text = match r["severityText"].as_str().filter(|t| !t.is_empty()) {
+                    Some(t) => t.to_string(),
+                    None => severity_name(severity).to_string(),
+                };
                 let mut log = json!({
                     "timestamp_unix_nano": number(&r["timeUnixNano"]),
                     "observed_timestamp_unix_nano": number(&r["observedTimeUnixNano"]),
-                    "severity_number": number(&r["severityNumber"]),
-                    "severity_text": r["severityText"].as_str().unwrap_or(""),
+                    "severity_number": severity,
+                    "severity_text": severity_text,
                     "body": match body { Value::String(s) => s, other => stringify(&other) },
                     "attributes": attributes_map(&r["attributes"]),
                     "trace_id": r["traceId"].as_str().filter(|s| !s.is_empty()),
