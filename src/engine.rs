@@ -15,8 +15,8 @@ use serde_json::{json, Value};
 
 use crate::config::EngineConfig;
 use crate::modules::{
-    cron, exec, http, http_functions, observability, pubsub, queue, state, stream, worker,
-    worker_log,
+    cron, exec, http, http_functions, observability, prometheus, pubsub, queue, state, stream,
+    worker, worker_log,
 };
 use crate::registry::Registry;
 
@@ -33,6 +33,7 @@ pub struct Engine {
     state: Option<state::StateModule>,
     queue: Option<queue::QueueModule>,
     http: Option<http::HttpModule>,
+    metrics: Option<prometheus::MetricsListener>,
     listeners: Vec<(worker::Listener, bool)>,
     exec: Vec<exec::ExecModule>,
     arbiters: Vec<Arbiter>,
@@ -74,6 +75,7 @@ impl Engine {
             state: None,
             queue: None,
             http: None,
+            metrics: None,
             listeners: Vec::new(),
             exec: Vec::new(),
             arbiters: vec![registry_arbiter, services, observability],
@@ -157,6 +159,22 @@ impl Engine {
                 }
             }
         }
+        if let Some(port) = config.observability.prometheus_port {
+            let host = &config.observability.prometheus_host;
+            match prometheus::start(host, port, registry.clone()) {
+                Ok(m) => {
+                    log::info!("/metrics on http://{}/metrics", m.addr);
+                    engine.metrics = Some(m);
+                }
+                Err(source) => {
+                    engine.stop().await;
+                    return Err(StartError {
+                        module: "iii-observability (prometheus_port)".into(),
+                        source,
+                    });
+                }
+            }
+        }
         let iii_url = engine.trusted_url();
         for (i, cfg) in config.exec.iter().enumerate() {
             let name = cfg
@@ -201,7 +219,12 @@ impl Engine {
             .collect();
         let stream = self.stream.as_ref().map(|s| format!("ws://{}", s.addr));
         let http = self.http.as_ref().map(|h| format!("http://{}", h.addr));
-        json!({"pid": std::process::id(), "listeners": listeners, "stream": stream, "http": http})
+        let metrics = self
+            .metrics
+            .as_ref()
+            .map(|m| format!("http://{}/metrics", m.addr));
+        json!({"pid": std::process::id(), "listeners": listeners, "stream": stream, "http": http,
+               "metrics": metrics})
     }
 
     /// Stops the processes the engine started, then listeners (closing every connection),
@@ -213,6 +236,9 @@ impl Engine {
         let _ = self.shutdown.send(true);
         if let Some(h) = self.http {
             h.stop().await;
+        }
+        if let Some(m) = self.metrics {
+            m.server.stop(true).await;
         }
         let stops = self.listeners.iter().map(|(l, _)| l.server.stop(true));
         futures_util::future::join_all(stops).await;

@@ -32,6 +32,8 @@ const CONFIG: &str = "workers:
   - name: iii-exec
     config:
       exec: [{command: 'exit 3', name: flaky, restart: always}]
+  - name: iii-observability
+    config: {prometheus_host: 127.0.0.1, prometheus_port: 0}
 ";
 
 fn http_base(engine: &EngineProc, i: usize) -> String {
@@ -246,6 +248,15 @@ async fn metrics_count_known_traffic_and_parse_as_prometheus() {
         .find(|s| s["name"] == "iii_call_duration_seconds_bucket")
         .unwrap();
     assert_eq!(histogram["type"], "histogram");
+
+    // The listener of its own serves the same text.
+    let own = engine.ready["metrics"]
+        .as_str()
+        .expect("metrics url in the ready file");
+    let got = send(client().get(own), None).await;
+    assert_eq!(got.status, 200);
+    assert!(String::from_utf8_lossy(&got.body)
+        .contains("iii_calls_started_total{function_id=\"m::ok\"} 10"));
 
     // A public listener does not serve it.
     let got = send(

@@ -5,7 +5,9 @@
 //! `http_functions` (`iii-http-functions`: functions that live behind a URL)
 //! and `exec` (`iii-exec`: the worker processes the engine starts and supervises). `fire` is what the trigger-providing modules share.
 //! `observability` (`iii-observability`: telemetry from workers and the engine's own spans,
-//! the query functions, `log` and `trace` triggers).
+//! the query functions, `log` and `trace` triggers), `prometheus` (its optional `/metrics`
+//! listener). `console` is the operator console page
+//! that every trusted worker listener serves at `/console`.
 //! Each module's `start` does its fallible setup first and returns a handle the engine keeps to
 //! stop it, or a [`ModuleError`] naming what failed.
 
@@ -15,6 +17,7 @@ pub mod fire;
 pub mod http;
 pub mod http_functions;
 pub mod observability;
+pub mod prometheus;
 pub mod pubsub;
 pub mod queue;
 pub mod state;
