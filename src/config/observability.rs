@@ -57,8 +57,11 @@ pub struct ObservabilityConfig {
     /// Serve `/metrics` on a listener of its own too.
     pub prometheus_host: String,
     pub prometheus_port: Option<u16>,
-    /// Accepted for compatibility (`memory` is what this engine does).
+    /// `otlp` or `both`: spans and logs also go to `endpoint` over OTLP/HTTP (protobuf). They
+    /// are kept in memory (and queryable) whatever this says.
     pub exporter: Option<String>,
+    /// The collector's OTLP/HTTP base URL (`/v1/traces`, `/v1/logs` are appended).
+    pub endpoint: String,
 }
 
 impl Default for ObservabilityConfig {
@@ -77,6 +80,7 @@ impl Default for ObservabilityConfig {
             prometheus_host: "127.0.0.1".into(),
             prometheus_port: None,
             exporter: None,
+            endpoint: "http://localhost:4318".into(),
         }
     }
 }

@@ -15,9 +15,13 @@
 //! `{trace_ids}` of the spans that arrived in each 300 ms window, never counting the spans of
 //! its own deliveries.
 //!
+//! With `exporter: otlp` (or `both`) spans and logs also go to a collector over OTLP/HTTP
+//! (`export.rs`).
+//!
 //! Files: `otlp.rs` (reading OTLP/JSON), `store.rs` (the ring buffers and queries),
-//! `functions.rs` (the functions and triggers).
+//! `functions.rs` (the functions and triggers), `export.rs` (OTLP/HTTP export).
 
+mod export;
 mod functions;
 pub mod otlp;
 mod store;
@@ -97,6 +101,9 @@ pub struct ObservabilityActor {
     /// Worker log lines printed in the engine's log.
     console: LogLimiter,
     received: u64,
+    /// OTLP/HTTP export, when configured.
+    exporter: Option<export::Exporter>,
+    export_errors: LogLimiter,
 }
 
 /// Starts the actor on its own thread and returns the sink to hand telemetry to; tells the
@@ -121,6 +128,9 @@ pub fn start(config: &ObservabilityConfig, registry: Registry) -> (Sink, Arbiter
                     cfg.logs_max_count,
                     cfg.metrics_max_count,
                 ),
+                exporter: matches!(cfg.exporter.as_deref(), Some("otlp") | Some("both"))
+                    .then(|| export::Exporter::new(&cfg.endpoint)),
+                export_errors: LogLimiter::new("OTLP export failures", 1),
                 config: cfg,
                 logs: HashMap::new(),
                 traces: HashMap::new(),
@@ -202,6 +212,9 @@ impl ObservabilityActor {
 
     fn span(&mut self, s: Span) {
         self.received += 1;
+        if let Some(e) = &mut self.exporter {
+            e.add_span(&s);
+        }
         let own_delivery = self.traces.values().any(|b| b.function_id == s.name);
         if !store::internal(&s) && !own_delivery && !self.traces.is_empty() {
             self.window
@@ -225,7 +238,34 @@ impl ObservabilityActor {
                 crate::modules::fire::fire(&self.registry, &b.function_id, p, b.metadata.clone());
             }
         }
+        if let Some(e) = &mut self.exporter {
+            e.add_log(&l);
+        }
         self.stores.add_log(l);
+    }
+
+    /// Sends what waits for the collector (one request per signal at a time).
+    fn export(&mut self, ctx: &mut Context<Self>) {
+        while let Some((url, body, spans)) = self.exporter.as_mut().and_then(|e| e.next()) {
+            ctx.spawn(
+                export::post(url, body)
+                    .into_actor(self)
+                    .map(move |result, act, _| {
+                        if let Some(e) = &mut act.exporter {
+                            if spans {
+                                e.sending_spans = false;
+                            } else {
+                                e.sending_logs = false;
+                            }
+                        }
+                        if let Err(why) = result {
+                            if act.export_errors.allow() {
+                                log::warn!("OTLP export failed ({why}); that batch is dropped");
+                            }
+                        }
+                    }),
+            );
+        }
     }
 
     /// Fires the `trace` bindings for the window that just ended.
@@ -263,7 +303,9 @@ impl Actor for ObservabilityActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.run_interval(TRACE_WINDOW, |act, _| act.flush_window());
-        ctx.run_interval(Duration::from_secs(1), |act, _| {
+        ctx.run_interval(Duration::from_secs(1), |act, ctx| {
+            act.export(ctx);
+            act.export_errors.roll();
             for b in act.logs.values_mut() {
                 b.limiter.roll();
             }
