@@ -82,6 +82,8 @@
 //! | `modules/pubsub.rs`, `cron.rs`, `worker_log.rs` | `publish` + `subscribe`; `cron` schedules; `engine::log::*` |
 //! | `modules/http/` | `iii-http`: `mod.rs` listener and `http` bindings, `routes.rs` matching, `pipeline.rs` one request, `response.rs` results, envelopes, CORS |
 //! | `modules/http_functions.rs` | functions behind a URL: URL rules (SSRF), signed requests, response mapping |
+//! | `modules/observability/` | `iii-observability`: `mod.rs` the actor and `log`/`trace` triggers, `otlp.rs` reading OTLP/JSON, `store.rs` ring buffers and queries, `functions.rs`, `export.rs` OTLP/HTTP export |
+//! | `modules/console.rs`, `modules/prometheus.rs` | the console page served from the binary; `/metrics` on its own port |
 //! | `modules/fire.rs` | firing trigger bindings, with a condition's queue when they have one |
 //! | `modules/exec.rs` | child processes: pipeline, restarts, output, process groups, shutdown |
 

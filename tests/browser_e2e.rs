@@ -1,6 +1,7 @@
-//! The todo page in a real browser: runs the Node browser suite (`tests/browser/`, node:test and
+//! The pages in a real browser: runs the Node browser suite (`tests/browser/`, node:test and
 //! playwright-core driving Debian's headless Chromium) against this build's `iii` binary, so
-//! `cargo test` covers the page, its WebSocket client, the JS todo worker and the engine together.
+//! `cargo test` covers the todo page, its WebSocket client, the JS todo worker, the console page
+//! and the engine together.
 //!
 //! The suite starts the engine itself (free ports, a temporary directory) and saves screenshots in
 //! `test-artifacts/browser/`. Its output goes straight to the terminal. Needs Node.js, the npm
@@ -11,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Far more than the suite needs (about 15 s); only there so a hang cannot block `cargo test`.
+/// Far more than the suite needs (about 25 s); only there so a hang cannot block `cargo test`.
 const DEADLINE: Duration = Duration::from_secs(300);
 
 #[test]

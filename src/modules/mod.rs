@@ -11,6 +11,7 @@
 //! Each module's `start` does its fallible setup first and returns a handle the engine keeps to
 //! stop it, or a [`ModuleError`] naming what failed.
 
+pub mod console;
 pub mod cron;
 pub mod exec;
 pub mod fire;

@@ -4,7 +4,8 @@
 //! Routes: `GET /` upgrades to the worker protocol (a [`WorkerSession`] per socket), `GET /otel`
 //! upgrades to a telemetry-only socket that is drained, `GET /ws/channels/{id}` attaches one end
 //! of a channel (`crate::channels`), `GET /metrics` answers the Prometheus text on a trusted
-//! listener (`crate::metrics`), and — when the listener has a
+//! listener (`crate::metrics`), `/console` serves the operator console on a trusted
+//! listener and 404 on an RBAC one (`crate::modules::console`), and — when the listener has a
 //! `static_dir` — every other plain GET (and `/` without an upgrade) serves a file from that
 //! directory, so one origin carries both the page and its socket. Files are served by
 //! actix-files (ETag, Last-Modified, 304, ranges; `Cache-Control: no-cache`, so a reload
@@ -85,6 +86,7 @@ pub fn start(
             .route("/otel", web::get().to(otel))
             .route("/ws/channels/{id}", web::get().to(channel))
             .route("/metrics", web::get().to(metrics))
+            .configure(crate::modules::console::routes(state.config.rbac.is_none()))
             .default_service(web::to(static_file))
     })
     .workers(config.threads)

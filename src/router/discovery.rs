@@ -188,7 +188,13 @@ impl Router {
     pub(super) fn workers_list(&self) -> Value {
         let mut workers: Vec<Value> = Vec::new();
         let mut in_process: Vec<&str> = vec![ENGINE_WORKER];
-        in_process.extend(self.modules.iter().copied());
+        // A module may hand its functions in over several registrations (`iii-observability`:
+        // the telemetry actor and `engine::log::*`): one entry per name.
+        for m in &self.modules {
+            if !in_process.contains(m) {
+                in_process.push(m);
+            }
+        }
         for name in in_process {
             let count = self
                 .functions

@@ -103,7 +103,11 @@ impl Tracing {
             links: Vec::new(),
             scope: Some(("iii".into(), None)),
         };
-        if self.sink.try_send(Telemetry::EngineSpan(Box::new(span))).is_err() {
+        if self
+            .sink
+            .try_send(Telemetry::EngineSpan(Box::new(span)))
+            .is_err()
+        {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
