@@ -52,7 +52,7 @@ struct Core {
     outboxes: IdMap<Outbox<ToSession>>,
     modules: Vec<Module>,
     /// Modules' calls waiting for their outcome, by token.
-    replies: HashMap<u64, oneshot::Sender<Outcome>>,
+    replies: HashMap<u64, Reply>,
     next_token: u64,
     /// Reused between events.
     effects: Effects,
@@ -73,6 +73,12 @@ pub struct Registry {
     sources: Arc<crate::metrics::Sources>,
     /// Where telemetry goes (`iii-observability`), once it runs.
     telemetry: Arc<std::sync::OnceLock<crate::modules::observability::Sink>>,
+}
+
+/// Where the outcome of a module's internal call goes.
+enum Reply {
+    Future(oneshot::Sender<Outcome>),
+    Then(Box<dyn FnOnce(Outcome) + Send>),
 }
 
 /// What a socket or a module can report to the registry.
@@ -194,7 +200,7 @@ impl Registry {
         self.with(|core| {
             let token = core.next_token;
             core.next_token += 1;
-            core.replies.insert(token, tx);
+            core.replies.insert(token, Reply::Future(tx));
             core.run(Event::Call { token, req });
         });
         async move {
@@ -205,6 +211,19 @@ impl Registry {
                 ))
             })
         }
+    }
+
+    /// An internal call whose outcome is handed to `then` (on whatever thread finishes the
+    /// call, under the registry's lock: `then` should only send a message). Unlike
+    /// [`Registry::call`] nothing needs polling, so an actor that is kept busy by its mailbox
+    /// still gets its answers, as messages.
+    pub fn call_then(&self, req: CallRequest, then: impl FnOnce(Outcome) + Send + 'static) {
+        self.with(|core| {
+            let token = core.next_token;
+            core.next_token += 1;
+            core.replies.insert(token, Reply::Then(Box::new(then)));
+            core.run(Event::Call { token, req });
+        });
     }
 
     /// Runs `f` under the lock, then schedules the delayed events it caused.
@@ -320,11 +339,13 @@ impl Core {
                     m.bindings.do_send(binding);
                 }
             }
-            Effect::Reply { token, outcome } => {
-                if let Some(tx) = self.replies.remove(&token) {
+            Effect::Reply { token, outcome } => match self.replies.remove(&token) {
+                Some(Reply::Future(tx)) => {
                     let _ = tx.send(outcome);
                 }
-            }
+                Some(Reply::Then(then)) => then(outcome),
+                None => {}
+            },
             Effect::Later { after, event } => self.later.push((after, event)),
         }
     }

@@ -22,6 +22,49 @@ use crate::payload::Payload;
 use crate::protocol::ErrorBody;
 use crate::router::CallRequest;
 
+/// A delivery's outcome, back at the actor.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct Delivered {
+    key: String,
+    id: String,
+    outcome: Outcome,
+}
+
+impl Handler<Delivered> for QueueActor {
+    type Result = ();
+    fn handle(&mut self, msg: Delivered, ctx: &mut Context<Self>) {
+        self.finished(ctx, &msg.key, &msg.id, msg.outcome);
+    }
+}
+
+/// A subscription's condition answered for a job in flight.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct Checked {
+    key: String,
+    id: String,
+    condition: String,
+    outcome: crate::router::Outcome,
+}
+
+impl Handler<Checked> for QueueActor {
+    type Result = ();
+    fn handle(&mut self, msg: Checked, ctx: &mut Context<Self>) {
+        match passes(&msg.outcome) {
+            Ok(true) => self.call_job(ctx, &msg.key, msg.id),
+            Ok(false) => self.finished(ctx, &msg.key, &msg.id, Outcome::Done),
+            Err(e) => {
+                let error = ErrorBody::new(
+                    "condition_failed",
+                    format!("condition {} failed: {e}", msg.condition),
+                );
+                self.finished(ctx, &msg.key, &msg.id, Outcome::Failed(error));
+            }
+        }
+    }
+}
+
 /// What a delivery came to.
 pub(super) enum Outcome {
     Done,
@@ -67,55 +110,65 @@ impl QueueActor {
         }
     }
 
-    /// Records the lease, then calls the job's function; the outcome comes back to
-    /// [`QueueActor::finished`].
+    /// Records the lease, then checks the subscription's condition (if any) and calls the
+    /// job's function; outcomes come back as messages ([`Checked`], [`Delivered`]), so they
+    /// queue with the enqueues and a busy mailbox never holds deliveries back.
     fn deliver(&mut self, ctx: &mut Context<Self>, key: &str, id: String) {
         let Some(q) = self.queues.get_mut(key) else {
             return;
         };
         let timeout = q.settings.visibility_timeout_ms;
         let condition = q.condition.clone();
-        let metadata = q.metadata.clone();
         let Some(job) = q.lanes.get_mut(&id) else {
             return;
         };
         job.lease_until = Some(now_ms() + timeout);
-        let job = job.clone();
-        self.persist(key, &job);
-        let data = Payload::from_value(&job.data);
-        let mut req = CallRequest::new(job.function_id.clone(), data.clone())
-            .timeout(Duration::from_millis(timeout));
-        req.metadata = metadata;
+        let record = job.to_value();
+        let data = condition.as_ref().map(|_| Payload::from_value(&job.data));
+        if let Err(e) = self.store.set(key, super::JOBS, &id, record) {
+            log::error!("queue store: cannot record the lease of job {id} of {key}: {e}");
+        }
+        self.note();
+        let (Some(c), Some(data)) = (condition, data) else {
+            return self.call_job(ctx, key, id);
+        };
+        let addr = ctx.address();
+        let key = key.to_string();
+        let req = CallRequest::new(c.clone(), data).timeout(Duration::from_millis(timeout));
+        self.registry.call_then(req, move |outcome| {
+            addr.do_send(Checked {
+                key,
+                id,
+                condition: c,
+                outcome,
+            })
+        });
+    }
+
+    /// Calls the function of a job in flight.
+    fn call_job(&mut self, ctx: &mut Context<Self>, key: &str, id: String) {
+        let Some(q) = self.queues.get(key) else {
+            return;
+        };
+        let Some(job) = q.lanes.get(&id) else {
+            return;
+        };
+        let timeout = Duration::from_millis(q.settings.visibility_timeout_ms);
+        let mut req = CallRequest::new(job.function_id.clone(), Payload::from_value(&job.data))
+            .timeout(timeout);
+        req.metadata = q.metadata.clone();
         req.traceparent = job.traceparent.clone();
         req.baggage = job.baggage.clone();
-        let registry = self.registry.clone();
-        let work = async move {
-            if let Some(c) = condition {
-                let check = registry
-                    .call(CallRequest::new(c.clone(), data).timeout(req.timeout))
-                    .await;
-                match passes(&check) {
-                    Ok(true) => {}
-                    Ok(false) => return Outcome::Done,
-                    Err(e) => {
-                        return Outcome::Failed(ErrorBody::new(
-                            "condition_failed",
-                            format!("condition {c} failed: {e}"),
-                        ))
-                    }
-                }
-            }
-            match registry.call(req).await {
+        let addr = ctx.address();
+        let key = key.to_string();
+        self.registry.call_then(req, move |outcome| {
+            let outcome = match outcome {
                 Ok(_) => Outcome::Done,
                 Err(e) if e.code == "function_not_found" => Outcome::NoFunction,
                 Err(e) => Outcome::Failed(e),
-            }
-        };
-        let key = key.to_string();
-        ctx.spawn(
-            work.into_actor(self)
-                .map(move |outcome, act, ctx| act.finished(ctx, &key, &id, outcome)),
-        );
+            };
+            addr.do_send(Delivered { key, id, outcome });
+        });
     }
 
     /// A delivery's outcome: ack, retry, dead letter or park; then the queue goes on.
