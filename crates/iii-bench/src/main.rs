@@ -19,6 +19,7 @@
 //! | `compaction.rs` | `store`'s compaction check: `stream::get` latency while the store compacts |
 //! | `http.rs` | HTTP requests through an `iii-http` route to a worker, or to a plain actix-web handler |
 //! | `state.rs` | `state::set` / `state::get` rate and latency, durable, per fsync mode |
+//! | `queue.rs` | `iii-queue` enqueue rate and send → run job latency, against direct calls |
 //! | `target.rs` | spawned engine vs `--url`, client options, clients and tasks on other threads |
 //! | `procs.rs` | child processes, scratch dirs, `/proc` readings, the open-file limit |
 //! | `rawws.rs` | the lean idle WebSocket worker |
@@ -36,6 +37,7 @@ mod http;
 mod invoke;
 mod node;
 mod procs;
+mod queue;
 mod rawws;
 mod relay;
 mod report;
@@ -52,8 +54,8 @@ use args::parse_size;
 use target::Common;
 
 const AFTER_HELP: &str = "\
-Where the traffic goes (every scenario but flood, store, state and http, which always spawn an engine
-with their own config):
+Where the traffic goes (every scenario but flood, store, state, queue and http, which always spawn
+an engine with their own config):
   --spawn               start our own engine (default): the `iii` binary next to iii-bench, on
                         free ports, temp config (trusted listener + file-based stream module),
                         log level warn; stopped at the end
@@ -90,6 +92,7 @@ enum Scenario {
     Flood(flood::Opts),
     Store(store::Opts),
     State(state::Opts),
+    Queue(queue::Opts),
     Http(http::Opts),
     All(AllOpts),
     Relay(relay::Opts),
@@ -142,6 +145,7 @@ fn main() -> ExitCode {
         Scenario::Flood(o) => block_on(flood::run(o)),
         Scenario::Store(o) => block_on(store::run(o)),
         Scenario::State(o) => block_on(state::run(o)),
+        Scenario::Queue(o) => block_on(queue::run(o)),
         Scenario::Http(o) => block_on(http::run(o)),
         Scenario::All(o) => run_all(o),
         Scenario::Relay(_) | Scenario::HttpDirect(_) => unreachable!("handled above"),
@@ -256,6 +260,20 @@ mod tests {
         );
         assert!(parse("state --fsync sometimes").is_err());
 
+        let Ok(Scenario::Queue(o)) = parse("queue --fsync always --jobs 2k --concurrency 64")
+        else {
+            panic!("queue")
+        };
+        assert_eq!(
+            (o.fsync, o.jobs, o.levels, o.payload),
+            (vec!["always".to_string()], 2000, vec![64], 100)
+        );
+        assert!(parse("queue --fsync never").is_err());
+        let Ok(Scenario::Queue(o)) = parse("queue --url ws://127.0.0.1:9") else {
+            panic!("queue --url")
+        };
+        assert!(o.spawn.check("queue", "").is_err());
+
         let Ok(Scenario::Flood(o)) = parse("flood --kinds forbidden,big --seconds 2") else {
             panic!("flood")
         };
@@ -294,6 +312,16 @@ mod tests {
         assert_eq!((o.relay.relay_threads, o.relay.relay_nodelay), (2, true));
         let o: store::Opts = defaults().unwrap();
         assert_eq!(o.fsync, vec!["every_second", "always"]);
+        let o: queue::Opts = defaults().unwrap();
+        assert_eq!(
+            (o.fsync, o.levels, o.jobs, o.warmup),
+            (
+                vec!["every_second".to_string(), "always".to_string()],
+                vec![1, 64],
+                10_000,
+                200
+            )
+        );
         let o: flood::Opts = defaults().unwrap();
         assert_eq!(o.kinds, floods::KINDS);
         let o: connections::Opts = defaults().unwrap();

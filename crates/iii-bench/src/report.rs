@@ -207,21 +207,6 @@ pub fn thousands(n: f64) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentiles() {
-        let mut v: Vec<u64> = (1..=100).rev().collect();
-        let s = Stats::of(&mut v);
-        assert_eq!((s.p50_us, s.p90_us, s.p99_us, s.max_us), (50, 90, 99, 100));
-        assert_eq!(Stats::of(&mut []).count, 0);
-        assert_eq!(thousands(1234567.0), "1,234,567");
-        assert_eq!(thousands(12.0), "12");
-    }
-}
-
 /// What [`lanes`] measured: every latency (µs), the failures, the first error.
 pub struct Lanes {
     pub samples: Vec<u64>,
@@ -270,4 +255,19 @@ where
         all.first_error = all.first_error.or(r.first_error);
     }
     all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles() {
+        let mut v: Vec<u64> = (1..=100).rev().collect();
+        let s = Stats::of(&mut v);
+        assert_eq!((s.p50_us, s.p90_us, s.p99_us, s.max_us), (50, 90, 99, 100));
+        assert_eq!(Stats::of(&mut []).count, 0);
+        assert_eq!(thousands(1234567.0), "1,234,567");
+        assert_eq!(thousands(12.0), "12");
+    }
 }
