@@ -57,11 +57,36 @@ pub struct ObservabilityConfig {
     /// Serve `/metrics` on a listener of its own too.
     pub prometheus_host: String,
     pub prometheus_port: Option<u16>,
+    /// Upstream's sampling block; `rate_limit.max_traces_per_second` (1000 here) bounds the
+    /// engine's spans per second, the rest is accepted and not used.
+    pub sampling: Option<Sampling>,
     /// `otlp` or `both`: spans and logs also go to `endpoint` over OTLP/HTTP (protobuf). They
     /// are kept in memory (and queryable) whatever this says.
     pub exporter: Option<String>,
     /// The collector's OTLP/HTTP base URL (`/v1/traces`, `/v1/logs` are appended).
     pub endpoint: String,
+}
+
+/// `sampling` (only `rate_limit` is used).
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(default)]
+pub struct Sampling {
+    pub rate_limit: Option<RateLimit>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct RateLimit {
+    pub max_traces_per_second: u32,
+}
+
+impl ObservabilityConfig {
+    /// Engine spans a second at most.
+    pub fn max_traces_per_second(&self) -> u32 {
+        self.sampling
+            .as_ref()
+            .and_then(|s| s.rate_limit.as_ref())
+            .map_or(1000, |r| r.max_traces_per_second.max(1))
+    }
 }
 
 impl Default for ObservabilityConfig {
@@ -80,6 +105,7 @@ impl Default for ObservabilityConfig {
             prometheus_host: "127.0.0.1".into(),
             prometheus_port: None,
             exporter: None,
+            sampling: None,
             endpoint: "http://localhost:4318".into(),
         }
     }

@@ -302,7 +302,7 @@ impl Router {
         self.stats.started(&req.function_id);
         let span = self
             .tracing
-            .as_ref()
+            .as_mut()
             .and_then(|t| t.start(req.traceparent.as_deref()));
         if let Some(s) = &span {
             req.traceparent = Some(s.traceparent());
@@ -435,7 +435,7 @@ impl Router {
         let code = outcome.as_ref().err().map(|e| e.code.as_str());
         self.stats
             .finished(&p.function_id, p.started.elapsed(), code);
-        if let (Some(t), Some(s)) = (&self.tracing, p.span) {
+        if let (Some(t), Some(s)) = (&mut self.tracing, p.span) {
             t.end(s, &p.function_id, outcome.as_ref().err());
         }
         self.deliver(p.waiter, outcome, out);

@@ -304,6 +304,9 @@ impl Router {
             self.fire_functions_available(out);
         }
         self.denials.roll();
+        if let Some(t) = &mut self.tracing {
+            t.flush();
+        }
     }
 
     /// Queues a frame for a connection.

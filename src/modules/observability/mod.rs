@@ -57,8 +57,8 @@ const TRACE_WINDOW: Duration = Duration::from_millis(300);
 pub enum Telemetry {
     /// A binary `/otel` frame: `OTLP` / `MTRC` / `LOGS` + OTLP/JSON.
     Frame(Bytes),
-    /// The engine's span of one call.
-    EngineSpan(Box<Span>),
+    /// The engine's spans of calls that ended, in order.
+    EngineSpans(Vec<Span>),
     /// A line of `engine::log::*`, in the stored log shape.
     Log(Value),
 }
@@ -166,6 +166,9 @@ pub fn start(config: &ObservabilityConfig, registry: Registry) -> (Sink, Arbiter
     });
     if config.enabled {
         registry.trace_calls(crate::router::Tracing {
+            pending: Vec::new(),
+            max_per_second: config.max_traces_per_second(),
+            window: (0, 0),
             sink: tx.clone(),
             ratio: config.sampling_ratio.clamp(0.0, 1.0),
             service: Arc::from(config.service_name.as_str()),
@@ -320,9 +323,11 @@ impl StreamHandler<Telemetry> for ObservabilityActor {
     fn handle(&mut self, item: Telemetry, _ctx: &mut Self::Context) {
         match item {
             Telemetry::Frame(f) => self.frame(f),
-            Telemetry::EngineSpan(s) => {
-                self.stores.add_duration(s.duration_ms());
-                self.span(*s);
+            Telemetry::EngineSpans(spans) => {
+                for s in spans {
+                    self.stores.add_duration(s.duration_ms());
+                    self.span(s);
+                }
             }
             Telemetry::Log(l) => self.log(l),
         }
