@@ -50,6 +50,17 @@ pub struct StartError {
     pub source: crate::modules::ModuleError,
 }
 
+/// Connects a module's Redis adapter, or names the module that could not start.
+async fn redis_for(
+    module: &str,
+    url: &str,
+) -> Result<(redis::Client, redis::aio::ConnectionManager), StartError> {
+    crate::redis::connect(url).await.map_err(|e| StartError {
+        module: module.into(),
+        source: crate::modules::ModuleError::Redis(e),
+    })
+}
+
 impl Engine {
     /// Starts everything the config names. Must run inside an actix system.
     pub async fn start(config: EngineConfig) -> Result<Engine, StartError> {
@@ -60,11 +71,20 @@ impl Engine {
         let (_telemetry, observability) =
             observability::start(&config.observability, registry.clone());
         worker_log::start(registry.clone(), &services.handle());
+        // Redis adapters connect first: an unreachable Redis stops the boot, naming the module.
+        let pubsub_redis = match config.pubsub.as_ref().and_then(|c| c.adapter.redis_url()) {
+            Some(url) => Some(redis_for("iii-pubsub", &url).await?),
+            None => None,
+        };
+        let cron_redis = match config.cron.as_ref().and_then(|c| c.adapter.redis_url()) {
+            Some(url) => Some(redis_for("iii-cron", &url).await?.1),
+            None => None,
+        };
         if config.pubsub.is_some() {
-            pubsub::start(registry.clone(), &services.handle());
+            pubsub::start(registry.clone(), &services.handle(), pubsub_redis);
         }
         if config.cron.is_some() {
-            cron::start(registry.clone(), &services.handle());
+            cron::start(registry.clone(), &services.handle(), cron_redis);
         }
         if let Some(cfg) = &config.http_functions {
             http_functions::start(cfg.security.clone(), registry.clone(), &services.handle());

@@ -74,6 +74,7 @@
 //! | `update_ops/` | the update-op engine of `stream::update`: `parse.rs`, `apply.rs` |
 //! | `modules/mod.rs` | module start-up and its errors |
 //! | `modules/worker.rs` | the listener (HTTP server, upgrades, static files) |
+//! | `redis.rs` | the connection and pub/sub listener the Redis adapters share |
 //! | `metrics.rs` | `/metrics`: the router's call counters and latency histograms, what stores, queues and exec publish, the Prometheus text |
 //! | `kv/` | the durable store: `store.rs` + `store/` the log and snapshots, `durable.rs` fsync and compaction threads and the answers held until durable |
 //! | `modules/stream/` | `mod.rs` the actor, `functions.rs` the `stream::*` shapes, `custom.rs` streams served by a worker, `fanout.rs` triggers, `consumers.rs` + `socket.rs` the consumer socket |
@@ -99,6 +100,7 @@ pub mod metrics;
 pub mod modules;
 pub mod outbox;
 pub mod rbac;
+pub mod redis;
 pub mod registry;
 pub mod router;
 pub mod session;

@@ -67,6 +67,20 @@ pub struct NamedAdapter {
 }
 
 impl NamedAdapter {
+    /// `config.redis_url` of a `redis` adapter (default `redis://localhost:6379`).
+    pub fn redis_url(&self) -> Option<String> {
+        if self.name != "redis" {
+            return None;
+        }
+        let url = self
+            .config
+            .as_ref()
+            .and_then(|c| c.get("redis_url"))
+            .and_then(|u| u.as_str())
+            .unwrap_or("redis://localhost:6379");
+        Some(url.to_string())
+    }
+
     fn parse<'de, D: Deserializer<'de>>(
         d: D,
         module: &str,
@@ -111,7 +125,8 @@ impl NamedAdapter {
     }
 }
 
-/// The `iii-pubsub` module: `adapter: {name: local}`.
+/// The `iii-pubsub` module: `adapter: {name: local}`, or `{name: redis, config: {redis_url}}`
+/// (messages reach the subscribers of every engine sharing that Redis).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct PubSubConfig {
     pub adapter: NamedAdapter,
@@ -136,12 +151,16 @@ impl<'de> Deserialize<'de> for PubSubConfig {
 }
 
 fn pubsub_adapter<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NamedAdapter>, D::Error> {
-    let classes = [("modules::pubsub::LocalAdapter", "local")];
-    NamedAdapter::parse(d, "iii-pubsub", &classes, &["local"]).map(Some)
+    let classes = [
+        ("modules::pubsub::LocalAdapter", "local"),
+        ("modules::pubsub::RedisAdapter", "redis"),
+    ];
+    NamedAdapter::parse(d, "iii-pubsub", &classes, &["local", "redis"]).map(Some)
 }
 
-/// The `iii-cron` module: `adapter: {name: kv, config: {lock_ttl_ms, lock_index}}`. Locks are
-/// per engine with `kv` (a cron run never overlaps itself within one engine either way).
+/// The `iii-cron` module: `adapter: {name: kv, config: {lock_ttl_ms, lock_index}}` (locks per
+/// engine) or `{name: redis, config: {redis_url}}` (each tick runs once across every engine
+/// sharing that Redis). A cron run never overlaps itself within one engine either way.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct CronConfig {
     pub adapter: NamedAdapter,
@@ -166,6 +185,9 @@ impl<'de> Deserialize<'de> for CronConfig {
 }
 
 fn cron_adapter<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NamedAdapter>, D::Error> {
-    let classes = [("modules::cron::KvCronAdapter", "kv")];
-    NamedAdapter::parse(d, "iii-cron", &classes, &["kv"]).map(Some)
+    let classes = [
+        ("modules::cron::KvCronAdapter", "kv"),
+        ("modules::cron::RedisCronAdapter", "redis"),
+    ];
+    NamedAdapter::parse(d, "iii-cron", &classes, &["kv", "redis"]).map(Some)
 }

@@ -15,6 +15,14 @@
 //! previous *scheduled* tick, never from a clock that may lag, so a tick never runs twice.
 //! Re-registering a trigger id replaces its job.
 //!
+//! With the `redis` adapter every engine sharing the Redis runs its own timers, and before a
+//! run takes the tick's lock: `SET cron_lock:<function>:<expression>:<timezone>:<tick> NX PX
+//! 600000`. The key names the tick itself and is never released (it expires), so each tick runs
+//! exactly once across the engines however far apart their clocks fire, and the same schedule
+//! registered by workers on several engines (each with its own trigger id) is one job. Upstream
+//! keys the lock by trigger id and releases it after the run, so engines that fire later run the
+//! tick again. If Redis cannot be reached the tick is skipped (logged): never run twice.
+//!
 //! Payload (`data`): `{"trigger":"cron","job_id":<trigger id>,"scheduled_time":<RFC 3339>,
 //! "actual_time":<RFC 3339>}`, `+00:00` for UTC as upstream; the trigger's `metadata` goes with
 //! the call.
@@ -56,6 +64,8 @@ pub fn parse_expression(expr: &str) -> Result<cron::Schedule, String> {
 
 /// One scheduled job.
 struct Job {
+    /// `<function>:<expression>:<timezone>`: the job's name in the Redis tick locks.
+    identity: String,
     schedule: cron::Schedule,
     tz: Option<Tz>,
     function_id: String,
@@ -98,15 +108,23 @@ impl Job {
 /// The cron actor. See the module docs.
 pub struct CronActor {
     registry: Registry,
+    /// The `redis` adapter's connection: ticks are locked across engines.
+    lock: Option<redis::aio::ConnectionManager>,
     jobs: HashMap<String, Job>,
     generations: u64,
 }
 
-/// Starts the actor on `arbiter` and announces the `cron` trigger type.
-pub fn start(registry: Registry, arbiter: &ArbiterHandle) -> Addr<CronActor> {
+/// Starts the actor on `arbiter` and announces the `cron` trigger type; with `lock` (the
+/// `redis` adapter's connection) each tick runs once across engines.
+pub fn start(
+    registry: Registry,
+    arbiter: &ArbiterHandle,
+    lock: Option<redis::aio::ConnectionManager>,
+) -> Addr<CronActor> {
     let reg = registry.clone();
     let actor = CronActor::start_in_arbiter(arbiter, move |_| CronActor {
         registry: reg,
+        lock,
         jobs: HashMap::new(),
         generations: 0,
     });
@@ -137,7 +155,12 @@ impl CronActor {
             Ok((schedule, tz, condition)) => {
                 self.unbind(&id, ctx);
                 self.generations += 1;
+                let expression = config["expression"].as_str().unwrap_or("").trim();
+                let zone = tz
+                    .map(|z| z.name().to_string())
+                    .unwrap_or_else(|| "UTC".into());
                 let job = Job {
+                    identity: format!("{function_id}:{expression}:{zone}"),
                     schedule,
                     tz,
                     function_id,
@@ -205,7 +228,12 @@ impl CronActor {
         }
         job.running = true;
         let payload = Payload::from_value(&job.payload(&id, scheduled));
+        let lock = self.lock.clone().map(|conn| {
+            let key = format!("cron_lock:{}:{}", job.identity, scheduled.timestamp());
+            (conn, key)
+        });
         let run = run_once(
+            lock,
             self.registry.clone(),
             id.clone(),
             job.condition.clone(),
@@ -227,8 +255,34 @@ impl CronActor {
     }
 }
 
-/// One run: the condition, then the function, awaited; failures are logged.
+/// The tick's lock across engines: taken (run), taken by another engine (skip), or Redis
+/// unreachable (skip, logged).
+async fn take_lock(conn: &mut redis::aio::ConnectionManager, key: &str, id: &str) -> bool {
+    let taken: redis::RedisResult<Option<String>> = redis::cmd("SET")
+        .arg(key)
+        .arg(std::process::id())
+        .arg("NX")
+        .arg("PX")
+        .arg(600_000)
+        .query_async(conn)
+        .await;
+    match taken {
+        Ok(Some(_)) => true,
+        Ok(None) => {
+            log::debug!("cron job {id}: {key} ran on another engine");
+            false
+        }
+        Err(e) => {
+            log::error!("cron job {id}: cannot take {key} from Redis ({e}); tick skipped");
+            false
+        }
+    }
+}
+
+/// One run: the tick's lock (with Redis), the condition, then the function, awaited; failures
+/// are logged.
 async fn run_once(
+    lock: Option<(redis::aio::ConnectionManager, String)>,
     registry: Registry,
     id: String,
     condition: Option<String>,
@@ -236,6 +290,11 @@ async fn run_once(
     metadata: Option<Value>,
     payload: Payload,
 ) {
+    if let Some((mut conn, key)) = lock {
+        if !take_lock(&mut conn, &key, &id).await {
+            return;
+        }
+    }
     if let Some(condition) = condition {
         let check = registry
             .call(CallRequest::new(condition.clone(), payload.clone()))
@@ -363,6 +422,7 @@ mod tests {
         let config = json!({"expression": "0 0 9 * * *", "timezone": "Europe/Paris"});
         let (schedule, tz, _) = parse_job(&config).unwrap();
         let job = Job {
+            identity: String::new(),
             schedule,
             tz,
             function_id: "f".into(),
@@ -395,6 +455,7 @@ mod tests {
     fn utc_payload_uses_plus_zero_offset() {
         let (schedule, tz, _) = parse_job(&json!({"expression": "* * * * * *"})).unwrap();
         let job = Job {
+            identity: String::new(),
             schedule,
             tz,
             function_id: "f".into(),

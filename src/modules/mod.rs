@@ -50,6 +50,8 @@ pub enum ModuleError {
     StaticDir { path: PathBuf, reason: String },
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    Redis(String),
 }
 
 /// Resolves and binds `host:port`; errors name the address. Returns the socket and the address

@@ -10,6 +10,12 @@
 //! Better than upstream: unsubscribing removes that one subscription (upstream removes every
 //! subscription of the topic), `condition_function_id` is honoured, the trigger's `metadata` is
 //! passed on, and a subscription without a topic is refused instead of silently doing nothing.
+//!
+//! With the `redis` adapter a publish is `PUBLISH iii:pubsub:<topic> <data>` and is answered
+//! once Redis took it (an error if Redis is down — upstream answers success and drops it);
+//! every engine sharing the Redis listens to `iii:pubsub:*` and delivers to its own
+//! subscriptions, any number per topic (upstream keeps one per engine). Delivery is Redis
+//! pub/sub's: at most once, and nothing reaches an engine while its link to Redis is down.
 
 use std::collections::HashMap;
 
@@ -33,9 +39,22 @@ struct Subscription {
     route: Route,
 }
 
+/// A message of a topic that came through Redis.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct FromRedis {
+    topic: String,
+    data: Payload,
+}
+
+/// The Redis channel prefix of topics.
+const CHANNEL_PREFIX: &str = "iii:pubsub:";
+
 /// The pub/sub actor. See the module docs.
 pub struct PubSubActor {
     registry: Registry,
+    /// The `redis` adapter's command connection.
+    redis: Option<redis::aio::ConnectionManager>,
     /// Trigger id → subscription.
     subscriptions: HashMap<String, Subscription>,
     /// Topic → trigger ids, in subscription order.
@@ -48,13 +67,41 @@ struct PublishInput {
     data: Value,
 }
 
-/// Starts the actor on `arbiter` and announces `publish` and `subscribe`.
-pub fn start(registry: Registry, arbiter: &ArbiterHandle) -> Addr<PubSubActor> {
+/// Starts the actor on `arbiter` and announces `publish` and `subscribe`; with `redis` (the
+/// adapter's client and connection) messages go through Redis.
+pub fn start(
+    registry: Registry,
+    arbiter: &ArbiterHandle,
+    redis: Option<(redis::Client, redis::aio::ConnectionManager)>,
+) -> Addr<PubSubActor> {
     let reg = registry.clone();
-    let actor = PubSubActor::start_in_arbiter(arbiter, move |_| PubSubActor {
-        registry: reg,
-        subscriptions: HashMap::new(),
-        topics: HashMap::new(),
+    let actor = PubSubActor::start_in_arbiter(arbiter, move |ctx| {
+        let conn = redis.map(|(client, conn)| {
+            let addr = ctx.address();
+            crate::redis::listen(
+                client,
+                format!("{CHANNEL_PREFIX}*"),
+                move |channel, payload| {
+                    let Some(topic) = channel.strip_prefix(CHANNEL_PREFIX) else {
+                        return;
+                    };
+                    match String::from_utf8(payload).map(Payload::from_raw_text) {
+                        Ok(Ok(data)) => addr.do_send(FromRedis {
+                            topic: topic.to_string(),
+                            data,
+                        }),
+                        _ => log::warn!("iii-pubsub: a message on {channel} is not JSON; dropped"),
+                    }
+                },
+            );
+            conn
+        });
+        PubSubActor {
+            registry: reg,
+            redis: conn,
+            subscriptions: HashMap::new(),
+            topics: HashMap::new(),
+        }
     });
     registry.do_send(RegisterBuiltins {
         owner: "iii-pubsub",
@@ -74,7 +121,8 @@ pub fn start(registry: Registry, arbiter: &ArbiterHandle) -> Addr<PubSubActor> {
 }
 
 impl PubSubActor {
-    fn publish(&self, data: Payload) -> Result<(), ErrorBody> {
+    /// Checks a publish; `Ok` holds the topic and the message.
+    fn parse(data: Payload) -> Result<(String, Payload), ErrorBody> {
         let value = data.to_value();
         check_string_keys("publish", &value, &["topic"])?;
         let input: PublishInput =
@@ -82,16 +130,19 @@ impl PubSubActor {
         if input.topic.is_empty() {
             return Err(ErrorBody::new("topic_not_set", "Topic is not set"));
         }
-        let Some(ids) = self.topics.get(&input.topic) else {
-            return Ok(());
+        Ok((input.topic, Payload::from_value(&input.data)))
+    }
+
+    /// Hands a message to this engine's subscriptions of `topic`.
+    fn deliver(&self, topic: &str, message: Payload) {
+        let Some(ids) = self.topics.get(topic) else {
+            return;
         };
-        let message = Payload::from_value(&input.data);
         for id in ids {
             if let Some(s) = self.subscriptions.get(id) {
                 s.route.send(&self.registry, message.clone());
             }
         }
-        Ok(())
     }
 
     fn subscribe(
@@ -145,17 +196,55 @@ impl Actor for PubSubActor {
 impl Handler<BuiltinCall> for PubSubActor {
     type Result = ();
     fn handle(&mut self, call: BuiltinCall, _ctx: &mut Self::Context) {
-        let outcome = match call.function_id.as_str() {
-            "publish" => self.publish(call.data).map(|()| None),
+        let engine_id = call.engine_id;
+        let parsed = match call.function_id.as_str() {
+            "publish" => Self::parse(call.data),
             other => Err(ErrorBody::new(
                 "function_not_found",
                 format!("Function {other} not found"),
             )),
         };
+        let (topic, message) = match (parsed, &self.redis) {
+            (Err(e), _) => {
+                return self.registry.do_send(BuiltinDone {
+                    engine_id,
+                    outcome: Err(e),
+                })
+            }
+            (Ok(p), None) => p,
+            (Ok((topic, message)), Some(conn)) => {
+                let mut conn = conn.clone();
+                let registry = self.registry.clone();
+                actix::spawn(async move {
+                    let channel = format!("{CHANNEL_PREFIX}{topic}");
+                    let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+                        .arg(channel)
+                        .arg(message.as_bytes().as_ref())
+                        .query_async(&mut conn)
+                        .await;
+                    let outcome = sent.map(|_| None).map_err(|e| {
+                        ErrorBody::new(
+                            "publish_failed",
+                            format!("Redis did not take the message: {e}"),
+                        )
+                    });
+                    registry.do_send(BuiltinDone { engine_id, outcome });
+                });
+                return;
+            }
+        };
+        self.deliver(&topic, message);
         self.registry.do_send(BuiltinDone {
-            engine_id: call.engine_id,
-            outcome,
+            engine_id,
+            outcome: Ok(None),
         });
+    }
+}
+
+impl Handler<FromRedis> for PubSubActor {
+    type Result = ();
+    fn handle(&mut self, msg: FromRedis, _ctx: &mut Self::Context) {
+        self.deliver(&msg.topic, msg.data);
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod attack;
 pub mod http;
+pub mod redis;
 pub mod sdk;
 pub mod streams;
 

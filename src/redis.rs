@@ -1,0 +1,69 @@
+//! Redis, for engines that share one (`adapter: {name: redis, config: {redis_url}}`): the
+//! connection every Redis adapter starts with, and a listener for Redis pub/sub channels that
+//! outlives a Redis restart.
+//!
+//! * [`connect`] — opens the command connection (a `ConnectionManager`: it reconnects by itself
+//!   and a command during an outage fails with the error) within 5 s, or the module — and the
+//!   engine's boot — fails with upstream's message (`MODULES.md` §9.4).
+//! * [`listen`] — a task that `PSUBSCRIBE`s to a pattern and hands every message to a callback;
+//!   when the connection breaks it reconnects with a backoff (100 ms doubling to 5 s) and
+//!   subscribes again, logging the outage once. Messages published while it was away are lost,
+//!   as Redis pub/sub loses them: the adapters that use it say what that means for them.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::ConnectionManager;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// The client and its command connection, or why there is none.
+pub async fn connect(url: &str) -> Result<(redis::Client, ConnectionManager), String> {
+    let client = redis::Client::open(url).map_err(|e| format!("Invalid Redis URL {url}: {e}"))?;
+    match tokio::time::timeout(CONNECT_TIMEOUT, ConnectionManager::new(client.clone())).await {
+        Ok(Ok(conn)) => Ok((client, conn)),
+        Ok(Err(e)) => Err(format!("Failed to connect to Redis at {url}: {e}")),
+        Err(_) => Err(format!(
+            "Redis connection timed out after 5s. Please ensure Redis is running at: {url}"
+        )),
+    }
+}
+
+/// Spawns (on the current arbiter) a task that receives every message of channels matching
+/// `pattern` and calls `on_message(channel, payload)`, for as long as the engine runs.
+pub fn listen(
+    client: redis::Client,
+    pattern: String,
+    on_message: impl Fn(String, Vec<u8>) + 'static,
+) {
+    actix::spawn(async move {
+        let mut backoff = Duration::from_millis(100);
+        let mut outage = false;
+        loop {
+            match client.get_async_pubsub().await {
+                Ok(mut pubsub) => match pubsub.psubscribe(&pattern).await {
+                    Ok(()) => {
+                        if outage {
+                            log::info!("redis: listening to {pattern} again");
+                        }
+                        backoff = Duration::from_millis(100);
+                        let mut stream = pubsub.on_message();
+                        while let Some(msg) = stream.next().await {
+                            on_message(
+                                msg.get_channel_name().to_string(),
+                                msg.get_payload_bytes().to_vec(),
+                            );
+                        }
+                        log::warn!("redis: the subscription to {pattern} ended; reconnecting");
+                    }
+                    Err(e) => log::warn!("redis: cannot subscribe to {pattern}: {e}"),
+                },
+                Err(e) => log::debug!("redis: cannot reach Redis for {pattern}: {e}"),
+            }
+            outage = true;
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    });
+}

@@ -1,0 +1,164 @@
+//! Engines that share a real Redis (`redis-server` on a free port): `iii-pubsub` with the
+//! `redis` adapter delivers a message published through one engine to the subscribers of every
+//! engine, in order, to every subscription of a topic; an `iii-cron` job registered on three
+//! engines runs each tick exactly once in all; a publish while Redis is down fails with an
+//! error instead of pretending; an unreachable Redis stops the boot naming the module.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::redis::RedisProc;
+use common::{barrier, eventually, recorder, EngineProc};
+use iii_client::{Client, ClientOptions};
+use serde_json::{json, Value};
+
+fn config(redis: &str) -> String {
+    format!(
+        "workers:
+  - name: iii-worker-manager
+    config: {{host: 127.0.0.1, port: 0}}
+  - name: iii-pubsub
+    config: {{adapter: {{name: redis, config: {{redis_url: '{redis}'}}}}}}
+  - name: iii-cron
+    config: {{adapter: {{name: redis, config: {{redis_url: '{redis}'}}}}}}
+"
+    )
+}
+
+async fn client(engine: &EngineProc, name: &str) -> Client {
+    Client::connect(&engine.url(0), ClientOptions::named(name))
+        .await
+        .expect("connect")
+}
+
+#[actix::test]
+async fn a_publish_on_one_engine_reaches_the_subscribers_of_every_engine() {
+    let mut redis = RedisProc::start();
+    let engines: Vec<EngineProc> = (0..3)
+        .map(|_| EngineProc::start(&config(&redis.url())))
+        .collect();
+    let a = client(&engines[0], "a").await;
+    let b = client(&engines[1], "b").await;
+    let seen_a = recorder(&a, "news::a");
+    let seen_b1 = recorder(&b, "news::b1");
+    let seen_b2 = recorder(&b, "news::b2");
+    a.register_trigger("subscribe", "news::a", json!({"topic": "news"}));
+    b.register_trigger("subscribe", "news::b1", json!({"topic": "news"}));
+    b.register_trigger("subscribe", "news::b2", json!({"topic": "news"}));
+    b.register_trigger("subscribe", "news::b2", json!({"topic": "other"}));
+    barrier(&a).await;
+    barrier(&b).await;
+    let publisher = client(&engines[2], "publisher").await;
+    // The subscriptions' pattern listeners may still be connecting: wait until one message
+    // arrives everywhere.
+    let mut probes = 0;
+    while !(seen_a.lock().unwrap().iter().any(|v| v["probe"] == true)
+        && seen_b1.lock().unwrap().iter().any(|v| v["probe"] == true))
+    {
+        publisher
+            .trigger("publish", json!({"topic": "news", "data": {"probe": true}}))
+            .await
+            .unwrap();
+        probes += 1;
+        assert!(probes < 100, "no message got through Redis");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for s in [&seen_a, &seen_b1, &seen_b2] {
+        s.lock().unwrap().clear();
+    }
+    for n in 0..20 {
+        publisher
+            .trigger("publish", json!({"topic": "news", "data": {"n": n}}))
+            .await
+            .unwrap();
+    }
+    let want: Vec<Value> = (0..20).map(|n| json!({"n": n})).collect();
+    for (name, seen) in [("a", &seen_a), ("b1", &seen_b1), ("b2", &seen_b2)] {
+        assert!(
+            eventually(Duration::from_secs(5), || seen.lock().unwrap().len() >= 20).await,
+            "{name}: {:?}",
+            seen.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let got: Vec<Value> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|v| v.get("probe").is_none())
+            .cloned()
+            .collect();
+        assert_eq!(got, want, "{name}: every message once, in order");
+    }
+
+    // Redis goes away: a publish says so.
+    redis.kill();
+    let e = publisher
+        .trigger("publish", json!({"topic": "news", "data": {"n": 99}}))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, "publish_failed", "{e:?}");
+}
+
+#[actix::test]
+async fn a_cron_tick_runs_exactly_once_across_three_engines() {
+    let redis = RedisProc::start();
+    let engines: Vec<EngineProc> = (0..3)
+        .map(|_| EngineProc::start(&config(&redis.url())))
+        .collect();
+    let ticks: Arc<Mutex<Vec<(usize, String)>>> = Arc::default();
+    let mut workers = Vec::new();
+    for (i, engine) in engines.iter().enumerate() {
+        let w = client(engine, &format!("cron-{i}")).await;
+        let t = ticks.clone();
+        w.register_function("report::hourly", move |v: Value| {
+            t.lock()
+                .unwrap()
+                .push((i, v["scheduled_time"].as_str().unwrap_or("").to_string()));
+            async { Ok(json!({})) }
+        });
+        w.register_trigger(
+            "cron",
+            "report::hourly",
+            json!({"expression": "* * * * * *"}),
+        );
+        barrier(&w).await;
+        workers.push(w);
+    }
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let got = ticks.lock().unwrap().clone();
+    let mut per_tick: HashMap<String, Vec<usize>> = HashMap::new();
+    for (engine, tick) in &got {
+        per_tick.entry(tick.clone()).or_default().push(*engine);
+    }
+    assert!(per_tick.len() >= 3, "{got:?}");
+    for (tick, engines) in &per_tick {
+        assert_eq!(engines.len(), 1, "tick {tick} ran on engines {engines:?}");
+    }
+}
+
+#[test]
+fn an_unreachable_redis_stops_the_boot_naming_the_module() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cfg.yaml");
+    std::fs::write(&path, config(&format!("redis://127.0.0.1:{port}"))).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_iii"))
+        .arg("--config")
+        .arg(&path)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("iii-pubsub") && err.contains(&format!("redis://127.0.0.1:{port}")),
+        "{err}"
+    );
+}
