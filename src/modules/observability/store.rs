@@ -79,7 +79,8 @@ impl Stores {
         }
     }
 
-    /// `engine::traces::list`.
+    /// `engine::traces::list`: root spans (a span whose parent is not stored counts as one), one
+    /// per trace, unless `search_all_spans`.
     pub fn traces_list(&self, q: &Value) -> Value {
         let offset = q["offset"].as_u64().unwrap_or(0) as usize;
         let limit = q["limit"].as_u64().unwrap_or(100) as usize;
@@ -141,6 +142,14 @@ impl Stores {
             .filter(|s| with.iter().all(|(k, v)| s.attribute(k) == Some(v)))
             .filter(|s| !without.iter().any(|(k, v)| s.attribute(k) == Some(v)))
             .collect();
+        if !all {
+            // One row per trace: while a trace's spans are still arriving (SDKs export in
+            // batches), several of them can lack their parent for a moment; the earliest
+            // stands for the trace.
+            hits.sort_by_key(|s| s.start_ns);
+            let mut seen = HashSet::new();
+            hits.retain(|s| seen.insert(s.trace_id.as_str()));
+        }
         let by = q["sort_by"].as_str().unwrap_or("start_time");
         hits.sort_by(|a, b| match by {
             "duration" | "duration_ms" => a.duration_ms().total_cmp(&b.duration_ms()),
