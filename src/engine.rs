@@ -117,7 +117,17 @@ impl Engine {
             }
         }
         if let Some(cfg) = &config.state {
-            match state::start(cfg, registry.clone()) {
+            let redis = match &cfg.adapter.redis_url {
+                Some(url) => match redis_for("iii-state", url).await {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        engine.stop().await;
+                        return Err(e);
+                    }
+                },
+                None => None,
+            };
+            match state::start(cfg, registry.clone(), redis) {
                 Ok(module) => engine.state = Some(module),
                 Err(source) => {
                     engine.stop().await;

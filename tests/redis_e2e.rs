@@ -2,7 +2,9 @@
 //! `redis` adapter delivers a message published through one engine to the subscribers of every
 //! engine, in order, to every subscription of a topic; an `iii-cron` job registered on three
 //! engines runs each tick exactly once in all; a publish while Redis is down fails with an
-//! error instead of pretending; an unreachable Redis stops the boot naming the module.
+//! error instead of pretending; `iii-state` on Redis is one state for all engines, a write
+//! through one fires the `state` triggers of the others once each, and concurrent updates from
+//! two engines lose nothing; an unreachable Redis stops the boot naming the module.
 
 mod common;
 
@@ -23,6 +25,8 @@ fn config(redis: &str) -> String {
   - name: iii-pubsub
     config: {{adapter: {{name: redis, config: {{redis_url: '{redis}'}}}}}}
   - name: iii-cron
+    config: {{adapter: {{name: redis, config: {{redis_url: '{redis}'}}}}}}
+  - name: iii-state
     config: {{adapter: {{name: redis, config: {{redis_url: '{redis}'}}}}}}
 "
     )
@@ -137,6 +141,84 @@ async fn a_cron_tick_runs_exactly_once_across_three_engines() {
     for (tick, engines) in &per_tick {
         assert_eq!(engines.len(), 1, "tick {tick} ran on engines {engines:?}");
     }
+}
+
+#[actix::test]
+async fn state_on_redis_is_shared_and_its_triggers_fire_on_every_engine() {
+    let redis = RedisProc::start();
+    let engines: Vec<EngineProc> = (0..2)
+        .map(|_| EngineProc::start(&config(&redis.url())))
+        .collect();
+    let a = client(&engines[0], "a").await;
+    let b = client(&engines[1], "b").await;
+    let on_b = recorder(&b, "carts::changed");
+    b.register_trigger("state", "carts::changed", json!({"scope": "carts"}));
+    barrier(&b).await;
+    // The trigger's listener may still be subscribing: write until an event arrives.
+    let mut n = 0;
+    while on_b.lock().unwrap().is_empty() {
+        a.trigger(
+            "state::set",
+            json!({"scope": "carts", "key": "probe", "value": n}),
+        )
+        .await
+        .unwrap();
+        n += 1;
+        assert!(n < 100, "no state event got through Redis");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.trigger("state::delete", json!({"scope": "carts", "key": "probe"}))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    on_b.lock().unwrap().clear();
+
+    let r = a
+        .trigger(
+            "state::set",
+            json!({"scope": "carts", "key": "ada", "value": {"items": 1}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r, json!({"old_value": null, "new_value": {"items": 1}}));
+    let got = b
+        .trigger("state::get", json!({"scope": "carts", "key": "ada"}))
+        .await
+        .unwrap();
+    assert_eq!(got, json!({"items": 1}), "engine B reads what A wrote");
+    assert!(eventually(Duration::from_secs(5), || on_b.lock().unwrap().len() == 1).await);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let events = on_b.lock().unwrap().clone();
+    assert_eq!(events.len(), 1, "once: {events:?}");
+    assert_eq!(
+        events[0],
+        json!({"type": "state", "event_type": "state:created", "scope": "carts",
+                                 "key": "ada", "old_value": null, "new_value": {"items": 1}})
+    );
+
+    // 2 engines × 50 concurrent increments of one counter: 100, none lost.
+    let inc = json!({"scope": "carts", "key": "count", "ops": [{"type": "increment", "path": "n", "by": 1}]});
+    let calls = (0..50).flat_map(|_| {
+        [
+            a.trigger("state::update", inc.clone()),
+            b.trigger("state::update", inc.clone()),
+        ]
+    });
+    for r in futures_util::future::join_all(calls).await {
+        r.unwrap();
+    }
+    let count = b
+        .trigger("state::get", json!({"scope": "carts", "key": "count"}))
+        .await
+        .unwrap();
+    assert_eq!(count, json!({"n": 100}));
+    let groups = a.trigger("state::list_groups", json!({})).await.unwrap();
+    assert_eq!(groups, json!({"groups": ["carts"]}));
+    let list = b
+        .trigger("state::list", json!({"scope": "carts"}))
+        .await
+        .unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
 }
 
 #[test]

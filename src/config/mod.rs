@@ -185,6 +185,15 @@ fn name_entry(text: &str, message: String) -> String {
 }
 
 fn validate(cfg: &EngineConfig) -> Result<(), String> {
+    if cfg
+        .stream
+        .as_ref()
+        .is_some_and(|s| s.adapter.redis_url.is_some())
+    {
+        return Err(
+            "iii-stream: config.adapter: `redis` is not supported for streams yet; use `kv`".into(),
+        );
+    }
     let mut seen: Vec<(String, u16)> = Vec::new();
     let stream_port = cfg
         .stream

@@ -170,6 +170,8 @@ impl StreamConfig {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct AdapterConfig {
     pub kv: KvConfig,
+    /// `{name: redis, config: {redis_url}}`: the data lives in that Redis (iii-state only).
+    pub redis_url: Option<String>,
 }
 
 impl<'de> Deserialize<'de> for AdapterConfig {
@@ -180,7 +182,7 @@ impl<'de> Deserialize<'de> for AdapterConfig {
             name: Option<String>,
             class: Option<String>,
             #[serde(default)]
-            config: Option<KvConfig>,
+            config: Option<serde_yaml::Value>,
         }
         let raw = Raw::deserialize(d)?;
         let kind = match (raw.name.as_deref(), raw.class.as_deref()) {
@@ -194,14 +196,43 @@ impl<'de> Deserialize<'de> for AdapterConfig {
             }
         };
         match kind.as_str() {
-            "kv" | "KvStore" => Ok(AdapterConfig {
-                kv: raw.config.unwrap_or_default(),
-            }),
+            "kv" | "KvStore" => {
+                let kv = match raw.config {
+                    Some(c) => KvConfig::deserialize(c).map_err(de::Error::custom)?,
+                    None => KvConfig::default(),
+                };
+                Ok(AdapterConfig {
+                    kv,
+                    redis_url: None,
+                })
+            }
+            "redis" | "RedisAdapter" => {
+                #[derive(Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct RedisRaw {
+                    #[serde(default = "default_redis_url")]
+                    redis_url: String,
+                }
+                let r = match raw.config {
+                    Some(c) => RedisRaw::deserialize(c).map_err(de::Error::custom)?,
+                    None => RedisRaw {
+                        redis_url: default_redis_url(),
+                    },
+                };
+                Ok(AdapterConfig {
+                    kv: KvConfig::default(),
+                    redis_url: Some(r.redis_url),
+                })
+            }
             other => Err(de::Error::custom(format!(
-                "adapter {other:?} is not supported by this engine (only `kv` / KvStore)"
+                "adapter {other:?} is not supported by this engine (`kv` / KvStore, or `redis` for iii-state)"
             ))),
         }
     }
+}
+
+fn default_redis_url() -> String {
+    "redis://localhost:6379".into()
 }
 
 /// Where and how the kv adapter keeps data.

@@ -249,8 +249,18 @@ fn service_modules_parse_in_both_forms() {
 fn service_module_mistakes_stop_startup() {
     let e = err("workers:\n  - name: iii-state\n    config:\n      trigers_enabled: false\n");
     assert!(e.contains("trigers_enabled"), "{e}");
-    let e = err("workers:\n  - name: iii-pubsub\n    config:\n      adapter: {name: redis}\n");
-    assert!(e.contains("not supported") && e.contains("local"), "{e}");
+    let e = err("workers:\n  - name: iii-pubsub\n    config:\n      adapter: {name: rabbitmq}\n");
+    assert!(
+        e.contains("not supported") && e.contains("local, redis"),
+        "{e}"
+    );
+    let c = ok("workers:\n  - name: iii-state\n    config:\n      adapter: {name: redis, config: {redis_url: 'redis://r:1'}}\n");
+    assert_eq!(
+        c.state.unwrap().adapter.redis_url.as_deref(),
+        Some("redis://r:1")
+    );
+    let e = err("workers:\n  - name: iii-stream\n    config:\n      adapter: {name: redis}\n");
+    assert!(e.contains("not supported for streams"), "{e}");
     let e = err(
         "workers:\n  - name: iii-cron\n    config:\n      adapter: {name: kv}\n      extra: 1\n",
     );

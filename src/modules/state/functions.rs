@@ -1,6 +1,7 @@
-//! The `state::*` functions (`MODULES.md` §1.2) over a [`Store`]: input parsing, upstream's
-//! exact result shapes and error codes, and the change each write produces. Pure and
-//! synchronous; the state actor calls [`call`] and fans the returned [`StateChange`] out.
+//! The `state::*` functions (`MODULES.md` §1.2): input parsing ([`plan`]), upstream's exact
+//! result shapes and error codes, and the change each write produces, run over a [`Store`]
+//! ([`call`], pure and synchronous) or over Redis (`redis.rs`, with the same [`Op`]s and
+//! shapes). The state actor fans the returned [`StateChange`] out.
 //!
 //! State lives in the store as one stream ([`STREAM`]): a scope is a group, a key an item.
 //! Where upstream is wrong we do better: `state::delete` of a missing key changes nothing and
@@ -151,26 +152,36 @@ fn check_size(value: &Value, max_bytes: Option<usize>) -> Result<(), ErrorBody> 
     Ok(())
 }
 
-/// Runs one `state::*` function. A successful write also returns the change it made.
-pub fn call(
-    store: &mut Store,
-    function_id: &str,
-    data: Value,
-    max_value_bytes: Option<usize>,
-) -> (Outcome, Option<StateChange>) {
-    match run(store, function_id, data, max_value_bytes) {
-        Ok((value, change)) => (Ok(value), change),
-        Err(e) => (Err(e), None),
-    }
+/// A checked `state::*` call, ready to run on the store or on Redis.
+pub enum Op {
+    Set {
+        scope: String,
+        key: String,
+        value: Value,
+    },
+    Get {
+        scope: String,
+        key: String,
+    },
+    Delete {
+        scope: String,
+        key: String,
+    },
+    Update {
+        scope: String,
+        key: String,
+        ops: Vec<ops::UpdateOp>,
+    },
+    List {
+        scope: String,
+    },
+    ListGroups,
 }
 
-fn run(
-    store: &mut Store,
-    f: &str,
-    data: Value,
-    max_value_bytes: Option<usize>,
-) -> Result<(Option<Value>, Option<StateChange>), ErrorBody> {
-    match f {
+/// Parses and checks a call's input (names, sizes, ops); what it needs to read is left to the
+/// backend.
+pub fn plan(f: &str, data: Value, max_value_bytes: Option<usize>) -> Result<Op, ErrorBody> {
+    Ok(match f {
         "state::set" => {
             let i: SetInput = parse(f, data)?;
             check_names(f, &i.scope, Some(&i.key))?;
@@ -179,69 +190,137 @@ fn run(
                 (None, None) => return Err(bad_input(f, "missing field `value`")),
             };
             check_size(&value, max_value_bytes)?;
-            let old = store
-                .set(STREAM, &i.scope, &i.key, value.clone())
-                .map_err(|e| store_error("SET_ERROR", "Failed to set value: ", e))?;
-            let result = json!({"old_value": old.clone(), "new_value": value.clone()});
-            Ok((
-                Some(result),
-                Some(StateChange::written(i.scope, i.key, old, value)),
-            ))
+            Op::Set {
+                scope: i.scope,
+                key: i.key,
+                value,
+            }
         }
         "state::get" => {
             let i: KeyInput = parse(f, data)?;
-            Ok((store.get(STREAM, &i.scope, &i.key).cloned(), None))
+            Op::Get {
+                scope: i.scope,
+                key: i.key,
+            }
         }
         "state::delete" => {
             let i: KeyInput = parse(f, data)?;
-            let old = store
-                .delete(STREAM, &i.scope, &i.key)
-                .map_err(|e| store_error("DELETE_ERROR", "Failed to delete value: ", e))?;
-            let change = old.clone().map(|v| StateChange {
+            Op::Delete {
                 scope: i.scope,
                 key: i.key,
-                event_type: "state:deleted",
-                old_value: v,
-                new_value: Value::Null,
-            });
-            Ok((old, change))
+            }
         }
-        "state::update" => update(store, f, data, max_value_bytes),
+        "state::update" => {
+            let i: UpdateInput = parse(f, data)?;
+            check_names(f, &i.scope, Some(&i.key))?;
+            let ops = ops::parse_ops(&i.ops).map_err(|e| bad_input(f, e))?;
+            Op::Update {
+                scope: i.scope,
+                key: i.key,
+                ops,
+            }
+        }
         "state::list" => {
             let i: ScopeInput = parse(f, data)?;
-            Ok((Some(Value::Array(store.list(STREAM, &i.scope))), None))
+            Op::List { scope: i.scope }
         }
-        "state::list_groups" => Ok((Some(json!({"groups": store.list_groups(STREAM)})), None)),
-        other => Err(ErrorBody::new(
-            "function_not_found",
-            format!("Function {other} not found"),
-        )),
-    }
+        "state::list_groups" => Op::ListGroups,
+        other => {
+            return Err(ErrorBody::new(
+                "function_not_found",
+                format!("Function {other} not found"),
+            ))
+        }
+    })
 }
 
-fn update(
-    store: &mut Store,
-    f: &str,
-    data: Value,
+/// A call's result and the change to announce.
+pub type Done = (Option<Value>, Option<StateChange>);
+
+/// What a set that replaced `old` answers.
+pub fn set_done(scope: String, key: String, old: Option<Value>, value: Value) -> Done {
+    let result = json!({"old_value": old.clone(), "new_value": value.clone()});
+    (
+        Some(result),
+        Some(StateChange::written(scope, key, old, value)),
+    )
+}
+
+/// What a delete that removed `old` (if anything) answers.
+pub fn delete_done(scope: String, key: String, old: Option<Value>) -> Done {
+    let change = old.clone().map(|v| StateChange {
+        scope,
+        key,
+        event_type: "state:deleted",
+        old_value: v,
+        new_value: Value::Null,
+    });
+    (old, change)
+}
+
+/// Applies update ops to `old`: the new value (checked against the size limit) and the result
+/// to answer once it is written.
+pub fn update_apply(
+    scope: String,
+    key: String,
+    old: Option<Value>,
+    update: &[ops::UpdateOp],
     max_value_bytes: Option<usize>,
-) -> Result<(Option<Value>, Option<StateChange>), ErrorBody> {
-    let i: UpdateInput = parse(f, data)?;
-    check_names(f, &i.scope, Some(&i.key))?;
-    let parsed = ops::parse_ops(&i.ops).map_err(|e| bad_input(f, e))?;
-    let old = store.get(STREAM, &i.scope, &i.key).cloned();
-    let (new, errors) = ops::apply_ops(old.as_ref(), &parsed);
+) -> Result<(Value, Done), ErrorBody> {
+    let (new, errors) = ops::apply_ops(old.as_ref(), update);
     check_size(&new, max_value_bytes)?;
-    store
-        .set(STREAM, &i.scope, &i.key, new.clone())
-        .map_err(|e| store_error("UPDATE_ERROR", "Failed to update value: ", e))?;
     let mut out = Map::new();
     out.insert("old_value".into(), old.clone().unwrap_or(Value::Null));
     out.insert("new_value".into(), new.clone());
     if !errors.is_empty() {
         out.insert("errors".into(), json!(errors));
     }
-    let change = StateChange::written(i.scope, i.key, old, new);
-    Ok((Some(Value::Object(out)), Some(change)))
+    let change = StateChange::written(scope, key, old, new.clone());
+    Ok((new, (Some(Value::Object(out)), Some(change))))
+}
+
+/// Runs one `state::*` function on the store. A successful write also returns the change it
+/// made.
+pub fn call(
+    store: &mut Store,
+    function_id: &str,
+    data: Value,
+    max_value_bytes: Option<usize>,
+) -> (Outcome, Option<StateChange>) {
+    let run =
+        plan(function_id, data, max_value_bytes).and_then(|op| exec(store, op, max_value_bytes));
+    match run {
+        Ok((value, change)) => (Ok(value), change),
+        Err(e) => (Err(e), None),
+    }
+}
+
+fn exec(store: &mut Store, op: Op, max_value_bytes: Option<usize>) -> Result<Done, ErrorBody> {
+    match op {
+        Op::Set { scope, key, value } => {
+            let old = store
+                .set(STREAM, &scope, &key, value.clone())
+                .map_err(|e| store_error("SET_ERROR", "Failed to set value: ", e))?;
+            Ok(set_done(scope, key, old, value))
+        }
+        Op::Get { scope, key } => Ok((store.get(STREAM, &scope, &key).cloned(), None)),
+        Op::Delete { scope, key } => {
+            let old = store
+                .delete(STREAM, &scope, &key)
+                .map_err(|e| store_error("DELETE_ERROR", "Failed to delete value: ", e))?;
+            Ok(delete_done(scope, key, old))
+        }
+        Op::Update { scope, key, ops } => {
+            let old = store.get(STREAM, &scope, &key).cloned();
+            let (new, done) = update_apply(scope.clone(), key.clone(), old, &ops, max_value_bytes)?;
+            store
+                .set(STREAM, &scope, &key, new)
+                .map_err(|e| store_error("UPDATE_ERROR", "Failed to update value: ", e))?;
+            Ok(done)
+        }
+        Op::List { scope } => Ok((Some(Value::Array(store.list(STREAM, &scope))), None)),
+        Op::ListGroups => Ok((Some(json!({"groups": store.list_groups(STREAM)})), None)),
+    }
 }
 
 #[cfg(test)]

@@ -12,9 +12,13 @@
 //! `triggers_enabled: false`. The actor runs on its own arbiter: file I/O never blocks the
 //! socket-serving threads.
 //!
-//! Files: `functions.rs` (the functions and their shapes).
+//! With the `redis` adapter the data lives in Redis instead (`redis.rs`): calls run there, and
+//! the actor fires its `state` triggers for the changes every engine publishes.
+//!
+//! Files: `functions.rs` (the functions and their shapes), `redis.rs` (the Redis backend).
 
 pub mod functions;
+mod redis;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -61,6 +65,8 @@ impl Binding {
 /// The state actor. See the module docs.
 pub struct StateActor {
     store: Store,
+    /// The `redis` adapter: client (for the event listener) and command connection.
+    redis: Option<(::redis::Client, ::redis::aio::ConnectionManager)>,
     registry: Registry,
     durable: Option<Durability<StateChange>>,
     mode: Mode,
@@ -75,14 +81,23 @@ pub struct StateModule {
     arbiter: Arbiter,
 }
 
-/// Opens the store, starts the actor and announces its functions and trigger type.
-pub fn start(config: &StateConfig, registry: Registry) -> Result<StateModule, ModuleError> {
-    let (store, mode) = crate::kv::open(&config.adapter.kv, &config.directory(), "state")?;
+/// Opens the store (or takes the Redis connection), starts the actor and announces its
+/// functions and trigger type.
+pub fn start(
+    config: &StateConfig,
+    registry: Registry,
+    redis: Option<(::redis::Client, ::redis::aio::ConnectionManager)>,
+) -> Result<StateModule, ModuleError> {
+    let (store, mode) = match redis {
+        Some(_) => (Store::in_memory(), Mode::EverySecond),
+        None => crate::kv::open(&config.adapter.kv, &config.directory(), "state")?,
+    };
     let arbiter = Arbiter::new();
     let reg = registry.clone();
     let (triggers_enabled, max_value_bytes) = (config.triggers_enabled, config.value_limit());
     let actor = StateActor::start_in_arbiter(&arbiter.handle(), move |_| StateActor {
         store,
+        redis,
         registry: reg,
         durable: None,
         mode,
@@ -120,6 +135,24 @@ impl StateModule {
 
 impl StateActor {
     fn handle_call(&mut self, call: BuiltinCall) {
+        if let Some((_, conn)) = &self.redis {
+            let engine_id = call.engine_id;
+            let op = functions::plan(
+                &call.function_id,
+                call.data.to_value(),
+                self.max_value_bytes,
+            );
+            let (conn, max, registry) = (conn.clone(), self.max_value_bytes, self.registry.clone());
+            actix::spawn(async move {
+                let result = match op {
+                    Ok(op) => redis::exec(conn, op, max).await,
+                    Err(e) => Err(e),
+                };
+                let outcome = result.map(|(v, _)| v.map(|v| Payload::from_value(&v)));
+                registry.do_send(BuiltinDone { engine_id, outcome });
+            });
+            return;
+        }
         let (outcome, change) = functions::call(
             &mut self.store,
             &call.function_id,
@@ -204,6 +237,19 @@ impl Actor for StateActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        if let Some((client, _)) = &self.redis {
+            let addr = ctx.address();
+            crate::redis::listen(client.clone(), redis::EVENTS.into(), move |_, payload| {
+                match serde_json::from_slice::<Value>(&payload)
+                    .ok()
+                    .as_ref()
+                    .and_then(redis::change_of)
+                {
+                    Some(change) => addr.do_send(Changed(change)),
+                    None => log::warn!("iii-state: an unreadable change event was dropped"),
+                }
+            });
+        }
         self.durable = Some(Durability::new(
             "state",
             &self.store,
@@ -241,6 +287,18 @@ impl Handler<TriggerBinding> for StateActor {
                 self.bindings.remove(&id);
             }
         }
+    }
+}
+
+/// A change some engine made through Redis: fire this engine's `state` triggers.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Changed(StateChange);
+
+impl Handler<Changed> for StateActor {
+    type Result = ();
+    fn handle(&mut self, msg: Changed, _ctx: &mut Self::Context) {
+        self.announce(&msg.0);
     }
 }
 
