@@ -102,7 +102,17 @@ impl Engine {
             shutdown: tokio::sync::watch::channel(false).0,
         };
         if let Some(cfg) = &config.stream {
-            match stream::start(cfg, registry.clone(), engine.shutdown.subscribe()) {
+            let redis = match &cfg.adapter.redis_url {
+                Some(url) => match redis_for("iii-stream", url).await {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        engine.stop().await;
+                        return Err(e);
+                    }
+                },
+                None => None,
+            };
+            match stream::start(cfg, registry.clone(), engine.shutdown.subscribe(), redis) {
                 Ok(module) => {
                     log::info!("iii-stream consumer socket on ws://{}", module.addr);
                     engine.stream = Some(module);

@@ -4,7 +4,9 @@
 //! engines runs each tick exactly once in all; a publish while Redis is down fails with an
 //! error instead of pretending; `iii-state` on Redis is one state for all engines, a write
 //! through one fires the `state` triggers of the others once each, and concurrent updates from
-//! two engines lose nothing; an unreachable Redis stops the boot naming the module.
+//! two engines lose nothing; `iii-stream` on Redis pushes a write made through one engine to
+//! the `stream` triggers and consumer sockets of another; an unreachable Redis stops the boot
+//! naming the module.
 
 mod common;
 
@@ -13,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::redis::RedisProc;
-use common::{barrier, eventually, recorder, EngineProc};
+use common::{barrier, eventually, recorder, EngineProc, RawWs};
 use iii_client::{Client, ClientOptions};
 use serde_json::{json, Value};
 
@@ -28,6 +30,8 @@ fn config(redis: &str) -> String {
     config: {{adapter: {{name: redis, config: {{redis_url: '{redis}'}}}}}}
   - name: iii-state
     config: {{adapter: {{name: redis, config: {{redis_url: '{redis}'}}}}}}
+  - name: iii-stream
+    config: {{host: 127.0.0.1, port: 0, adapter: {{name: redis, config: {{redis_url: '{redis}'}}}}}}
 "
     )
 }
@@ -219,6 +223,113 @@ async fn state_on_redis_is_shared_and_its_triggers_fire_on_every_engine() {
         .await
         .unwrap();
     assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
+}
+
+#[actix::test]
+async fn a_stream_write_on_one_engine_reaches_triggers_and_consumers_of_another() {
+    let redis = RedisProc::start();
+    let engines: Vec<EngineProc> = (0..2)
+        .map(|_| EngineProc::start(&config(&redis.url())))
+        .collect();
+    let a = client(&engines[0], "a").await;
+    let b = client(&engines[1], "b").await;
+    let on_b = recorder(&b, "todo::changed");
+    b.register_trigger("stream", "todo::changed", json!({"stream_name": "todo"}));
+    barrier(&b).await;
+    let item = |id: &str, title: &str| json!({"stream_name": "todo", "group_id": "todos", "item_id": id, "data": {"id": id, "title": title}});
+    // Wait until engine B's listener is subscribed: a probe write shows up in its trigger.
+    let mut n = 0;
+    while on_b.lock().unwrap().is_empty() {
+        a.trigger("stream::set", item("probe", "probe"))
+            .await
+            .unwrap();
+        n += 1;
+        assert!(n < 100, "no stream event got through Redis");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.trigger(
+        "stream::delete",
+        json!({"stream_name": "todo", "group_id": "todos", "item_id": "probe"}),
+    )
+    .await
+    .unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || on_b
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e["event"]["type"] == "delete"))
+        .await
+    );
+    on_b.lock().unwrap().clear();
+
+    // A browser tab on engine B joins the group over B's consumer socket.
+    let stream_url = engines[1].ready["stream"].as_str().unwrap().to_string();
+    let mut tab = RawWs::connect(&stream_url).await;
+    tab.text(
+        r#"{"type":"join","data":{"subscriptionId":"s1","streamName":"todo","groupId":"todos"}}"#,
+    )
+    .await;
+    let sync = tab.next_json(Duration::from_secs(5)).await;
+    assert_eq!(sync["event"], json!({"type": "sync", "data": []}), "{sync}");
+
+    a.trigger("stream::set", item("t1", "milk")).await.unwrap();
+    let pushed = tab.next_json(Duration::from_secs(5)).await;
+    assert_eq!(
+        pushed["event"],
+        json!({"type": "create", "data": {"id": "t1", "title": "milk"}}),
+        "{pushed}"
+    );
+    assert_eq!(pushed["id"], "t1");
+    assert!(eventually(Duration::from_secs(5), || on_b.lock().unwrap().len() == 1).await);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(on_b.lock().unwrap().len(), 1, "once");
+    assert_eq!(on_b.lock().unwrap()[0]["event"]["type"], "create");
+
+    // B reads and updates what A wrote; A sees it.
+    let got = b
+        .trigger(
+            "stream::get",
+            json!({"stream_name": "todo", "group_id": "todos", "item_id": "t1"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(got, json!({"id": "t1", "title": "milk"}));
+    let ops = json!([{"type": "set", "path": "done", "value": true}]);
+    let r = b
+        .trigger(
+            "stream::update",
+            json!({"stream_name": "todo", "group_id": "todos", "item_id": "t1", "ops": ops}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r["new_value"],
+        json!({"id": "t1", "title": "milk", "done": true})
+    );
+    let list = a
+        .trigger(
+            "stream::list",
+            json!({"stream_name": "todo", "group_id": "todos"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(list, json!([{"id": "t1", "title": "milk", "done": true}]));
+    let all = a.trigger("stream::list_all", json!({})).await.unwrap();
+    assert_eq!(
+        all,
+        json!({"stream": [{"id": "todo", "groups": ["todos"]}], "count": 1})
+    );
+    // A join on engine A now syncs what both wrote.
+    let stream_a = engines[0].ready["stream"].as_str().unwrap().to_string();
+    let mut tab_a = RawWs::connect(&stream_a).await;
+    tab_a.text(r#"{"type":"join","data":{"subscriptionId":"s1","streamName":"todo","groupId":"todos"}}"#).await;
+    let sync = tab_a.next_json(Duration::from_secs(5)).await;
+    assert_eq!(
+        sync["event"]["data"],
+        json!([{"id": "t1", "title": "milk", "done": true}]),
+        "{sync}"
+    );
 }
 
 #[test]

@@ -110,11 +110,6 @@ pub fn parse(text: &str, file: &str) -> Result<EngineConfig, ConfigError> {
         match entry.config {
             ModuleConfig::Listener(l) => cfg.listeners.push(*l),
             ModuleConfig::Stream(s) => {
-                if cfg.stream.is_some() {
-                    return Err(err(
-                        "iii-stream is configured twice; one stream module is supported".into(),
-                    ));
-                }
                 cfg.stream = Some(*s);
             }
             ModuleConfig::Exec(e) => cfg.exec.push(e),
@@ -185,15 +180,6 @@ fn name_entry(text: &str, message: String) -> String {
 }
 
 fn validate(cfg: &EngineConfig) -> Result<(), String> {
-    if cfg
-        .stream
-        .as_ref()
-        .is_some_and(|s| s.adapter.redis_url.is_some())
-    {
-        return Err(
-            "iii-stream: config.adapter: `redis` is not supported for streams yet; use `kv`".into(),
-        );
-    }
     let mut seen: Vec<(String, u16)> = Vec::new();
     let stream_port = cfg
         .stream

@@ -170,7 +170,7 @@ impl StreamConfig {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct AdapterConfig {
     pub kv: KvConfig,
-    /// `{name: redis, config: {redis_url}}`: the data lives in that Redis (iii-state only).
+    /// `{name: redis, config: {redis_url}}`: the data lives in that Redis.
     pub redis_url: Option<String>,
 }
 
@@ -225,7 +225,7 @@ impl<'de> Deserialize<'de> for AdapterConfig {
                 })
             }
             other => Err(de::Error::custom(format!(
-                "adapter {other:?} is not supported by this engine (`kv` / KvStore, or `redis` for iii-state)"
+                "adapter {other:?} is not supported by this engine (`kv` / KvStore, or `redis`)"
             ))),
         }
     }

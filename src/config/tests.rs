@@ -196,9 +196,10 @@ fn bad_values() {
     assert!(e.contains("iii-exec needs a config"), "{e}");
     let e = err("workers:\n  - name: iii-exec\n    config:\n      exec: [\"a\"]\n      watch: [\"src/**/*.js\"]\n");
     assert!(e.contains("watch"), "{e}");
-    let e =
-        err("workers:\n  - name: iii-stream\n    config:\n      adapter:\n        name: redis\n");
-    assert!(e.contains("redis") && e.contains("not supported"), "{e}");
+    let e = err(
+        "workers:\n  - name: iii-stream\n    config:\n      adapter:\n        name: rabbitmq\n",
+    );
+    assert!(e.contains("rabbitmq") && e.contains("not supported"), "{e}");
     let e = err("workers:\n  - name: iii-observability\n    config:\n      colour: red\n");
     assert!(e.contains("colour"), "{e}");
     let e = err("workers: [\n");
@@ -259,8 +260,11 @@ fn service_module_mistakes_stop_startup() {
         c.state.unwrap().adapter.redis_url.as_deref(),
         Some("redis://r:1")
     );
-    let e = err("workers:\n  - name: iii-stream\n    config:\n      adapter: {name: redis}\n");
-    assert!(e.contains("not supported for streams"), "{e}");
+    let c = ok("workers:\n  - name: iii-stream\n    config:\n      adapter: {name: redis}\n");
+    assert_eq!(
+        c.stream.unwrap().adapter.redis_url.as_deref(),
+        Some("redis://localhost:6379")
+    );
     let e = err(
         "workers:\n  - name: iii-cron\n    config:\n      adapter: {name: kv}\n      extra: 1\n",
     );

@@ -147,6 +147,13 @@ impl StreamActor {
         hooks.sort();
         let registry = self.registry.clone();
         let custom = custom_sync_call(&sub);
+        let redis = self.redis.as_ref().map(|(_, conn)| conn.clone());
+        let (stream, group, item, conn_id) = (
+            sub.stream.clone(),
+            sub.group.clone(),
+            sub.item.clone(),
+            conn,
+        );
         let verdict = async move {
             for function_id in hooks {
                 let res = registry
@@ -158,10 +165,28 @@ impl StreamActor {
                     }
                 }
             }
-            // A custom stream's data is its worker's: ask it (no such function → the store).
+            // A custom stream's data is its worker's: ask it (no such function → the store,
+            // or Redis with the redis adapter).
             let (function_id, input) = custom;
             let data = match registry.call(CallRequest::new(function_id, input)).await {
-                Err(e) if e.code == "function_not_found" => None,
+                Err(e) if e.code == "function_not_found" => match redis {
+                    None => None,
+                    Some(mut conn) => {
+                        let read = match &item {
+                            Some(i) => super::redis::get(&mut conn, &stream, &group, i)
+                                .await
+                                .map(|v| v.unwrap_or(Value::Null)),
+                            None => super::redis::list(&mut conn, &stream, &group).await,
+                        };
+                        Some(read.unwrap_or_else(|e| {
+                            log::warn!(
+                                "stream consumer {conn_id}: sync from Redis failed: {}",
+                                e.message
+                            );
+                            Value::Null
+                        }))
+                    }
+                },
                 Ok(v) => Some(v.map(|v| v.to_value()).unwrap_or(Value::Null)),
                 Err(e) => {
                     log::warn!(

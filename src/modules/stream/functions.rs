@@ -112,134 +112,229 @@ fn store_error(code: &str, prefix: &str, e: StoreError) -> ErrorBody {
     ErrorBody::new(code, format!("{prefix}{e}"))
 }
 
-/// Runs one `stream::*` function. A successful write also returns the change it made.
-pub fn call(backend: &mut Store, function_id: &str, data: Value) -> (Outcome, Option<Change>) {
-    match run(backend, function_id, data) {
-        Ok((value, change)) => (Ok(value), change),
-        Err(e) => (Err(e), None),
-    }
+/// A checked `stream::*` call, ready to run on the store or on Redis.
+pub enum Op {
+    Set {
+        stream: String,
+        group: String,
+        item: String,
+        data: Value,
+    },
+    Get {
+        stream: String,
+        group: String,
+        item: String,
+    },
+    Delete {
+        stream: String,
+        group: String,
+        item: String,
+    },
+    Update {
+        stream: String,
+        group: String,
+        item: String,
+        ops: Vec<ops::UpdateOp>,
+    },
+    List {
+        stream: String,
+        group: String,
+    },
+    ListGroups {
+        stream: String,
+    },
+    ListAll,
+    /// `stream::send`: nothing stored, only the change to announce.
+    Send(Change),
 }
 
-fn run(
-    backend: &mut Store,
-    f: &str,
-    data: Value,
-) -> Result<(Option<Value>, Option<Change>), ErrorBody> {
-    match f {
+/// A call's result and the change to announce.
+pub type Done = (Option<Value>, Option<Change>);
+
+/// Parses and checks a call's input.
+pub fn plan(f: &str, data: Value) -> Result<Op, ErrorBody> {
+    let item_names = |f: &str, s: &str, g: &str, i: &str| {
+        check_names(f, &[("stream_name", s), ("group_id", g), ("item_id", i)])
+    };
+    Ok(match f {
         "stream::set" => {
             let i: SetInput = parse(f, data)?;
-            check_names(
-                f,
-                &[
-                    ("stream_name", &i.stream_name),
-                    ("group_id", &i.group_id),
-                    ("item_id", &i.item_id),
-                ],
-            )?;
-            let old = backend
-                .set(&i.stream_name, &i.group_id, &i.item_id, i.data.clone())
-                .map_err(|e| store_error("STREAM_SET_ERROR", "Failed to set value: ", e))?;
-            let change = write_change(
-                &i.stream_name,
-                &i.group_id,
-                &i.item_id,
-                old.is_some(),
-                i.data.clone(),
-            );
-            Ok((
-                Some(json!({"old_value": old, "new_value": i.data})),
-                Some(change),
-            ))
+            item_names(f, &i.stream_name, &i.group_id, &i.item_id)?;
+            Op::Set {
+                stream: i.stream_name,
+                group: i.group_id,
+                item: i.item_id,
+                data: i.data,
+            }
         }
         "stream::get" => {
             let i: ItemInput = parse(f, data)?;
-            Ok((
-                backend
-                    .get(&i.stream_name, &i.group_id, &i.item_id)
-                    .cloned(),
-                None,
-            ))
+            Op::Get {
+                stream: i.stream_name,
+                group: i.group_id,
+                item: i.item_id,
+            }
         }
         "stream::delete" => {
             let i: ItemInput = parse(f, data)?;
-            let old = backend
-                .delete(&i.stream_name, &i.group_id, &i.item_id)
-                .map_err(|e| store_error("STREAM_DELETE_ERROR", "Failed to delete value: ", e))?;
-            let change = old.clone().map(|v| Change {
+            Op::Delete {
                 stream: i.stream_name,
                 group: i.group_id,
-                id: Some(i.item_id),
-                event: json!({"type": "delete", "data": v}),
-            });
-            Ok((Some(json!({ "old_value": old })), change))
+                item: i.item_id,
+            }
         }
         "stream::list" => {
             let i: GroupInput = parse(f, data)?;
-            Ok((
-                Some(Value::Array(backend.list(&i.stream_name, &i.group_id))),
-                None,
-            ))
+            Op::List {
+                stream: i.stream_name,
+                group: i.group_id,
+            }
         }
         "stream::list_groups" => {
             let i: StreamInput = parse(f, data)?;
-            Ok((Some(json!(backend.list_groups(&i.stream_name))), None))
+            Op::ListGroups {
+                stream: i.stream_name,
+            }
         }
-        "stream::list_all" => {
-            let all = backend.list_all();
-            let streams: Vec<Value> = all
-                .iter()
-                .map(|(id, groups)| json!({"id": id, "groups": groups}))
-                .collect();
-            Ok((Some(json!({"stream": streams, "count": all.len()})), None))
+        "stream::list_all" => Op::ListAll,
+        "stream::update" => {
+            let i: UpdateInput = parse(f, data)?;
+            item_names(f, &i.stream_name, &i.group_id, &i.item_id)?;
+            let ops = ops::parse_ops(&i.ops).map_err(|e| bad_input(f, e))?;
+            Op::Update {
+                stream: i.stream_name,
+                group: i.group_id,
+                item: i.item_id,
+                ops,
+            }
         }
-        "stream::update" => update(backend, f, data),
         "stream::send" => {
             let i: SendInput = parse(f, data)?;
-            let change = Change {
+            Op::Send(Change {
                 stream: i.stream_name,
                 group: i.group_id,
                 id: i.id,
                 event: json!({"type": "event", "event": {"type": i.kind, "data": i.data}}),
-            };
-            Ok((None, Some(change)))
+            })
         }
-        other => Err(ErrorBody::new(
-            "function_not_found",
-            format!("Function {other} not found"),
-        )),
-    }
+        other => {
+            return Err(ErrorBody::new(
+                "function_not_found",
+                format!("Function {other} not found"),
+            ))
+        }
+    })
 }
 
-fn update(
-    backend: &mut Store,
-    f: &str,
+/// What a set that replaced `old` answers.
+pub fn set_done(
+    stream: String,
+    group: String,
+    item: String,
+    old: Option<Value>,
     data: Value,
-) -> Result<(Option<Value>, Option<Change>), ErrorBody> {
-    let i: UpdateInput = parse(f, data)?;
-    check_names(
-        f,
-        &[
-            ("stream_name", &i.stream_name),
-            ("group_id", &i.group_id),
-            ("item_id", &i.item_id),
-        ],
-    )?;
-    let parsed = ops::parse_ops(&i.ops).map_err(|e| bad_input(f, e))?;
-    let old = backend
-        .get(&i.stream_name, &i.group_id, &i.item_id)
-        .cloned();
-    let (new, errors) = ops::apply_ops(old.as_ref(), &parsed);
-    backend
-        .set(&i.stream_name, &i.group_id, &i.item_id, new.clone())
-        .map_err(|e| store_error("STREAM_UPDATE_ERROR", "Failed to update value: ", e))?;
+) -> Done {
+    let change = write_change(&stream, &group, &item, old.is_some(), data.clone());
+    (
+        Some(json!({"old_value": old, "new_value": data})),
+        Some(change),
+    )
+}
+
+/// What a delete that removed `old` (if anything) answers.
+pub fn delete_done(stream: String, group: String, item: String, old: Option<Value>) -> Done {
+    let change = old.clone().map(|v| Change {
+        stream,
+        group,
+        id: Some(item),
+        event: json!({"type": "delete", "data": v}),
+    });
+    (Some(json!({ "old_value": old })), change)
+}
+
+/// Applies update ops to `old`: the new value and the result to answer once it is written.
+pub fn update_apply(
+    stream: &str,
+    group: &str,
+    item: &str,
+    old: Option<Value>,
+    update: &[ops::UpdateOp],
+) -> (Value, Done) {
+    let (new, errors) = ops::apply_ops(old.as_ref(), update);
     let mut out = Map::new();
     out.insert("old_value".into(), old.clone().unwrap_or(Value::Null));
     out.insert("new_value".into(), new.clone());
     if !errors.is_empty() {
         out.insert("errors".into(), json!(errors));
     }
-    let change = write_change(&i.stream_name, &i.group_id, &i.item_id, old.is_some(), new);
-    Ok((Some(Value::Object(out)), Some(change)))
+    let change = write_change(stream, group, item, old.is_some(), new.clone());
+    (new, (Some(Value::Object(out)), Some(change)))
+}
+
+/// `stream::list_all`'s shape.
+pub fn list_all_done(all: Vec<(String, Vec<String>)>) -> Done {
+    let streams: Vec<Value> = all
+        .iter()
+        .map(|(id, groups)| json!({"id": id, "groups": groups}))
+        .collect();
+    (Some(json!({"stream": streams, "count": all.len()})), None)
+}
+
+/// Runs one `stream::*` function on the store. A successful write also returns the change it
+/// made.
+pub fn call(backend: &mut Store, function_id: &str, data: Value) -> (Outcome, Option<Change>) {
+    match plan(function_id, data).and_then(|op| exec(backend, op)) {
+        Ok((value, change)) => (Ok(value), change),
+        Err(e) => (Err(e), None),
+    }
+}
+
+fn exec(backend: &mut Store, op: Op) -> Result<Done, ErrorBody> {
+    Ok(match op {
+        Op::Set {
+            stream,
+            group,
+            item,
+            data,
+        } => {
+            let old = backend
+                .set(&stream, &group, &item, data.clone())
+                .map_err(|e| store_error("STREAM_SET_ERROR", "Failed to set value: ", e))?;
+            set_done(stream, group, item, old, data)
+        }
+        Op::Get {
+            stream,
+            group,
+            item,
+        } => (backend.get(&stream, &group, &item).cloned(), None),
+        Op::Delete {
+            stream,
+            group,
+            item,
+        } => {
+            let old = backend
+                .delete(&stream, &group, &item)
+                .map_err(|e| store_error("STREAM_DELETE_ERROR", "Failed to delete value: ", e))?;
+            delete_done(stream, group, item, old)
+        }
+        Op::List { stream, group } => (Some(Value::Array(backend.list(&stream, &group))), None),
+        Op::ListGroups { stream } => (Some(json!(backend.list_groups(&stream))), None),
+        Op::ListAll => list_all_done(backend.list_all()),
+        Op::Update {
+            stream,
+            group,
+            item,
+            ops,
+        } => {
+            let old = backend.get(&stream, &group, &item).cloned();
+            let (new, done) = update_apply(&stream, &group, &item, old, &ops);
+            backend
+                .set(&stream, &group, &item, new)
+                .map_err(|e| store_error("STREAM_UPDATE_ERROR", "Failed to update value: ", e))?;
+            done
+        }
+        Op::Send(change) => (None, Some(change)),
+    })
 }
 
 fn write_change(stream: &str, group: &str, item: &str, existed: bool, data: Value) -> Change {
@@ -253,227 +348,4 @@ fn write_change(stream: &str, group: &str, item: &str, existed: bool, data: Valu
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn mem() -> Store {
-        Store::in_memory()
-    }
-
-    fn ok(b: &mut Store, f: &str, data: Value) -> (Option<Value>, Option<Change>) {
-        let (out, change) = call(b, f, data);
-        (out.unwrap_or_else(|e| panic!("{f}: {e:?}")), change)
-    }
-
-    #[test]
-    fn shapes_match_upstream() {
-        let b = &mut mem();
-        let key = json!({"stream_name": "todo", "group_id": "todos", "item_id": "t1"});
-        let (out, change) = ok(
-            b,
-            "stream::set",
-            json!({"stream_name": "todo", "group_id": "todos", "item_id": "t1", "data": {"id": "t1", "title": "first"}}),
-        );
-        assert_eq!(
-            out,
-            Some(json!({"old_value": null, "new_value": {"id": "t1", "title": "first"}}))
-        );
-        let change = change.unwrap();
-        assert_eq!(
-            change.event,
-            json!({"type": "create", "data": {"id": "t1", "title": "first"}})
-        );
-        assert_eq!(
-            change.payload(5),
-            json!({"type": "stream", "timestamp": 5, "streamName": "todo", "groupId": "todos", "id": "t1",
-                   "event": {"type": "create", "data": {"id": "t1", "title": "first"}}})
-        );
-        let (out, change) = ok(
-            b,
-            "stream::set",
-            json!({"stream_name": "todo", "group_id": "todos", "item_id": "t1", "data": {"v": 2}}),
-        );
-        assert_eq!(
-            out.unwrap()["old_value"],
-            json!({"id": "t1", "title": "first"})
-        );
-        assert_eq!(change.unwrap().event["type"], "update");
-        assert_eq!(ok(b, "stream::get", key.clone()).0, Some(json!({"v": 2})));
-        assert_eq!(
-            ok(
-                b,
-                "stream::get",
-                json!({"stream_name": "todo", "group_id": "todos", "item_id": "nope"})
-            )
-            .0,
-            None
-        );
-        assert_eq!(
-            ok(
-                b,
-                "stream::list",
-                json!({"stream_name": "todo", "group_id": "todos"})
-            )
-            .0,
-            Some(json!([{"v": 2}]))
-        );
-        assert_eq!(
-            ok(
-                b,
-                "stream::list",
-                json!({"stream_name": "todo", "group_id": "none"})
-            )
-            .0,
-            Some(json!([]))
-        );
-        assert_eq!(
-            ok(b, "stream::list_groups", json!({"stream_name": "todo"})).0,
-            Some(json!(["todos"]))
-        );
-        assert_eq!(
-            ok(b, "stream::list_all", json!({})).0,
-            Some(json!({"stream": [{"id": "todo", "groups": ["todos"]}], "count": 1}))
-        );
-        let (out, change) = ok(b, "stream::delete", key.clone());
-        assert_eq!(out, Some(json!({"old_value": {"v": 2}})));
-        assert_eq!(
-            change.unwrap().event,
-            json!({"type": "delete", "data": {"v": 2}})
-        );
-        let (out, change) = ok(b, "stream::delete", key);
-        assert_eq!(out, Some(json!({"old_value": null})));
-        assert!(change.is_none(), "nothing deleted, nothing announced");
-    }
-
-    #[test]
-    fn update_creates_and_reports_op_errors() {
-        let b = &mut mem();
-        let (out, change) = ok(
-            b,
-            "stream::update",
-            json!({"stream_name": "s", "group_id": "g", "item_id": "i",
-            "ops": [{"type": "set", "path": "completed", "value": true}, {"type": "increment", "path": "completed", "by": 1}]}),
-        );
-        let out = out.unwrap();
-        assert_eq!(out["old_value"], Value::Null);
-        assert_eq!(out["new_value"], json!({"completed": true}));
-        assert_eq!(out["errors"][0]["code"], "increment.not_number");
-        assert_eq!(out["errors"][0]["op_index"], 1);
-        assert_eq!(change.unwrap().event["type"], "create");
-        let (out, change) = ok(
-            b,
-            "stream::update",
-            json!({"stream_name": "s", "group_id": "g", "item_id": "i",
-            "ops": [{"type": "set", "path": "completed", "value": false}]}),
-        );
-        let out = out.unwrap();
-        assert!(out.get("errors").is_none(), "errors omitted when empty");
-        assert_eq!(out["old_value"], json!({"completed": true}));
-        assert_eq!(
-            change.unwrap().event,
-            json!({"type": "update", "data": {"completed": false}})
-        );
-        let (err, _) = call(
-            b,
-            "stream::update",
-            json!({"stream_name": "s", "group_id": "g", "item_id": "i",
-            "ops": [{"type": "increment", "path": "n", "by": 1.5}]}),
-        );
-        let err = err.unwrap_err();
-        assert_eq!(err.code, "deserialization_error");
-        assert!(
-            err.message
-                .starts_with("Failed to deserialize input for stream::update: ops[0].by"),
-            "{}",
-            err.message
-        );
-    }
-
-    #[test]
-    fn send_announces_without_storing() {
-        let b = &mut mem();
-        let (out, change) = ok(
-            b,
-            "stream::send",
-            json!({"stream_name": "chat", "group_id": "room", "type": "typing", "data": {"who": "a"}}),
-        );
-        assert_eq!(out, None);
-        let change = change.unwrap();
-        assert_eq!(change.id, None);
-        assert_eq!(
-            change.event,
-            json!({"type": "event", "event": {"type": "typing", "data": {"who": "a"}}})
-        );
-        assert_eq!(ok(b, "stream::list_all", json!({})).0.unwrap()["count"], 0);
-    }
-
-    #[test]
-    fn bad_input_is_named() {
-        let b = &mut mem();
-        let (err, _) = call(b, "stream::set", json!({"stream_name": "todo"}));
-        let err = err.unwrap_err();
-        assert_eq!(err.code, "deserialization_error");
-        assert_eq!(
-            err.message,
-            "Failed to deserialize input for stream::set: missing field `group_id`"
-        );
-        let (err, _) = call(
-            b,
-            "stream::get",
-            json!({"stream_name": 1, "group_id": "g", "item_id": "i"}),
-        );
-        assert!(err
-            .unwrap_err()
-            .message
-            .contains("invalid type: integer `1`, expected a string"));
-        let (err, _) = call(b, "stream::list", json!(null));
-        assert_eq!(err.unwrap_err().code, "deserialization_error");
-        let long = "x".repeat(MAX_NAME_BYTES + 1);
-        let (err, _) = call(
-            b,
-            "stream::set",
-            json!({"stream_name": long, "group_id": "g", "item_id": "i", "data": 1}),
-        );
-        assert!(err
-            .unwrap_err()
-            .message
-            .contains("`stream_name` is longer than 4096 bytes"));
-    }
-
-    #[test]
-    fn names_never_collide() {
-        let b = &mut mem();
-        ok(
-            b,
-            "stream::set",
-            json!({"stream_name": "a:b", "group_id": "c", "item_id": "i", "data": 1}),
-        );
-        ok(
-            b,
-            "stream::set",
-            json!({"stream_name": "a", "group_id": "b:c", "item_id": "i", "data": 2}),
-        );
-        assert_eq!(
-            ok(
-                b,
-                "stream::get",
-                json!({"stream_name": "a:b", "group_id": "c", "item_id": "i"})
-            )
-            .0,
-            Some(json!(1))
-        );
-        assert_eq!(
-            ok(
-                b,
-                "stream::get",
-                json!({"stream_name": "a", "group_id": "b:c", "item_id": "i"})
-            )
-            .0,
-            Some(json!(2))
-        );
-        assert_eq!(
-            ok(b, "stream::list_groups", json!({"stream_name": "a"})).0,
-            Some(json!(["b:c"]))
-        );
-    }
-}
+mod tests;

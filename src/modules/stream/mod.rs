@@ -14,7 +14,10 @@
 //! a `condition_function_id` has its own queue so its events stay in order while its condition
 //! runs. The actor runs on its own arbiter: file I/O never blocks the socket-serving threads.
 //!
-//! Files: `functions.rs` (the functions and their shapes), `custom.rs` (streams served by a
+//! With the `redis` adapter the data lives in Redis (`redis.rs`): calls run there, every
+//! engine publishes its changes, and this actor announces each change any engine made.
+//!
+//! Files: `functions.rs` (the functions and their shapes), `redis.rs` (the Redis backend), `custom.rs` (streams served by a
 //! worker's own functions), `fanout.rs` (trigger bindings and fan-out), `consumers.rs` (consumer subscriptions), `socket.rs` (the consumer WebSocket). The
 //! store and its fsync and compaction threads are `crate::kv`, shared with the state module.
 
@@ -22,6 +25,7 @@ mod consumers;
 mod custom;
 mod fanout;
 pub mod functions;
+mod redis;
 
 mod socket;
 
@@ -119,6 +123,8 @@ pub struct Subscription {
 /// The stream actor. See the module docs.
 pub struct StreamActor {
     store: Store,
+    /// The `redis` adapter: client (for the change listener) and command connection.
+    redis: Option<(::redis::Client, ::redis::aio::ConnectionManager)>,
     registry: Registry,
     /// fsyncs off this thread, the answers held until durable, compactions.
     durable: Option<Durability<Change>>,
@@ -143,13 +149,18 @@ pub fn start(
     config: &StreamConfig,
     registry: Registry,
     shutdown: crate::socket::Shutdown,
+    redis: Option<(::redis::Client, ::redis::aio::ConnectionManager)>,
 ) -> Result<StreamModule, ModuleError> {
     let kv = &config.adapter.kv;
-    let (store, mode) = crate::kv::open(kv, &kv.file_path, "stream")?;
+    let (store, mode) = match redis {
+        Some(_) => (Store::in_memory(), Mode::EverySecond),
+        None => crate::kv::open(kv, &kv.file_path, "stream")?,
+    };
     let arbiter = Arbiter::new();
     let reg = registry.clone();
     let actor = StreamActor::start_in_arbiter(&arbiter.handle(), move |_| StreamActor {
         store,
+        redis,
         registry: reg,
         durable: None,
         mode,
@@ -214,6 +225,20 @@ impl StreamActor {
         if call.function_id == FAULT_FUNCTION && crate::engine::fault_injection() {
             panic!("fault injection: {FAULT_FUNCTION} was called");
         }
+        if let Some((_, conn)) = &self.redis {
+            let engine_id = call.engine_id;
+            let op = functions::plan(&call.function_id, call.data.to_value());
+            let (conn, registry) = (conn.clone(), self.registry.clone());
+            actix::spawn(async move {
+                let result = match op {
+                    Ok(op) => redis::exec(conn, op).await,
+                    Err(e) => Err(e),
+                };
+                let outcome = result.map(|(v, _)| v.map(|v| Payload::from_value(&v)));
+                registry.do_send(BuiltinDone { engine_id, outcome });
+            });
+            return;
+        }
         let (outcome, change) =
             functions::call(&mut self.store, &call.function_id, call.data.to_value());
         let outcome = outcome.map(|v| v.map(|v| Payload::from_value(&v)));
@@ -256,6 +281,19 @@ impl Actor for StreamActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        if let Some((client, _)) = &self.redis {
+            let addr = ctx.address();
+            crate::redis::listen(client.clone(), redis::EVENTS.into(), move |_, payload| {
+                match serde_json::from_slice::<Value>(&payload)
+                    .ok()
+                    .as_ref()
+                    .and_then(redis::change_of)
+                {
+                    Some(change) => addr.do_send(Changed(change)),
+                    None => log::warn!("iii-stream: an unreadable change event was dropped"),
+                }
+            });
+        }
         self.durable = Some(Durability::new(
             "stream",
             &self.store,
@@ -294,6 +332,18 @@ impl Handler<Consumer> for StreamActor {
     type Result = ();
     fn handle(&mut self, msg: Consumer, ctx: &mut Self::Context) {
         self.handle_consumer(msg, ctx);
+    }
+}
+
+/// A change some engine made through Redis: this engine's triggers and consumers get it.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Changed(Change);
+
+impl Handler<Changed> for StreamActor {
+    type Result = ();
+    fn handle(&mut self, msg: Changed, _ctx: &mut Self::Context) {
+        self.announce(&msg.0);
     }
 }
 
