@@ -291,3 +291,13 @@ fn http_modules_parse_strictly() {
     );
     assert!(e.contains("port 3111 is used by two modules"), "{e}");
 }
+
+#[test]
+fn the_cluster_example_config_shares_every_module_through_redis() {
+    let c = ok(include_str!("../../iii-config.cluster.yaml"));
+    let url = Some("redis://127.0.0.1:6379".to_string());
+    assert_eq!(c.stream.unwrap().adapter.redis_url, url);
+    assert_eq!(c.state.unwrap().adapter.redis_url, url);
+    assert_eq!(c.pubsub.unwrap().adapter.redis_url(), url);
+    assert_eq!(c.cron.unwrap().adapter.redis_url(), url);
+}
