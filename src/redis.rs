@@ -5,6 +5,8 @@
 //! * [`connect`] — opens the command connection (a `ConnectionManager`: it reconnects by itself
 //!   and a command during an outage fails with the error) within 5 s, or the module — and the
 //!   engine's boot — fails with upstream's message (`MODULES.md` §9.4).
+//! * [`HASH_SET`], [`HASH_DELETE`], [`HASH_CAS`] — the atomic hash writes of the state and
+//!   stream adapters.
 //! * [`listen`] — a task that `PSUBSCRIBE`s to a pattern and hands every message to a callback;
 //!   when the connection breaks it reconnects with a backoff (100 ms doubling to 5 s) and
 //!   subscribes again, logging the outage once. Messages published while it was away are lost,
@@ -14,6 +16,20 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
+
+/// Lua scripts the hash-backed adapters (state, stream) share. KEYS[1] is the hash.
+/// `SET`: ARGV field, value → the old value, written atomically.
+pub const HASH_SET: &str = "local old = redis.call('HGET', KEYS[1], ARGV[1]) \
+                            redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) return old";
+/// `DELETE`: ARGV field → the old value, deleted atomically.
+pub const HASH_DELETE: &str = "local old = redis.call('HGET', KEYS[1], ARGV[1]) \
+                               if old then redis.call('HDEL', KEYS[1], ARGV[1]) end return old";
+/// Compare-and-set: ARGV field, '1' if the field must be absent, the expected value, the new
+/// value → 1 when written, 0 when the field changed meanwhile.
+pub const HASH_CAS: &str = "local cur = redis.call('HGET', KEYS[1], ARGV[1]) \
+                            if ARGV[2] == '1' then if cur then return 0 end \
+                            elseif cur ~= ARGV[3] then return 0 end \
+                            redis.call('HSET', KEYS[1], ARGV[1], ARGV[4]) return 1";
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);

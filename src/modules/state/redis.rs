@@ -23,16 +23,6 @@ pub const EVENTS: &str = "iii:state:events";
 /// Compare-and-set retries of one `state::update` before it gives up.
 pub const CAS_ATTEMPTS: usize = 64;
 
-const SET: &str = "local old = redis.call('HGET', KEYS[1], ARGV[1]) \
-                   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) return old";
-const DELETE: &str = "local old = redis.call('HGET', KEYS[1], ARGV[1]) \
-                      if old then redis.call('HDEL', KEYS[1], ARGV[1]) end return old";
-/// ARGV: field, '1' if the value must be absent, the expected value, the new value.
-const CAS: &str = "local cur = redis.call('HGET', KEYS[1], ARGV[1]) \
-                   if ARGV[2] == '1' then if cur then return 0 end \
-                   elseif cur ~= ARGV[3] then return 0 end \
-                   redis.call('HSET', KEYS[1], ARGV[1], ARGV[4]) return 1";
-
 fn hash(scope: &str) -> String {
     format!("state:{scope}")
 }
@@ -54,7 +44,7 @@ pub async fn exec(
     let done = match op {
         Op::Set { scope, key, value } => {
             let text = value.to_string();
-            let old: Option<String> = redis::Script::new(SET)
+            let old: Option<String> = redis::Script::new(crate::redis::HASH_SET)
                 .key(hash(&scope))
                 .arg(&key)
                 .arg(text)
@@ -73,7 +63,7 @@ pub async fn exec(
             (parse_stored(v), None)
         }
         Op::Delete { scope, key } => {
-            let old: Option<String> = redis::Script::new(DELETE)
+            let old: Option<String> = redis::Script::new(crate::redis::HASH_DELETE)
                 .key(hash(&scope))
                 .arg(&key)
                 .invoke_async(&mut conn)
@@ -155,7 +145,7 @@ async fn update(
             .as_deref()
             .map(|t| serde_json::from_str(t).unwrap_or(Value::Null));
         let (new, done) = update_apply(scope.clone(), key.clone(), old, ops, max_value_bytes)?;
-        let written: i64 = redis::Script::new(CAS)
+        let written: i64 = redis::Script::new(crate::redis::HASH_CAS)
             .key(hash(&scope))
             .arg(&key)
             .arg(if current.is_none() { "1" } else { "0" })

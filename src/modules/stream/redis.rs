@@ -24,16 +24,6 @@ pub const EVENTS: &str = "iii:stream:events";
 /// Compare-and-set retries of one `stream::update` before it gives up.
 pub const CAS_ATTEMPTS: usize = 64;
 
-const SET: &str = "local old = redis.call('HGET', KEYS[1], ARGV[1]) \
-                   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) return old";
-const DELETE: &str = "local old = redis.call('HGET', KEYS[1], ARGV[1]) \
-                      if old then redis.call('HDEL', KEYS[1], ARGV[1]) end return old";
-/// ARGV: field, '1' if the item must be absent, the expected value, the new value.
-const CAS: &str = "local cur = redis.call('HGET', KEYS[1], ARGV[1]) \
-                   if ARGV[2] == '1' then if cur then return 0 end \
-                   elseif cur ~= ARGV[3] then return 0 end \
-                   redis.call('HSET', KEYS[1], ARGV[1], ARGV[4]) return 1";
-
 fn hash(stream: &str, group: &str) -> String {
     format!("stream:{stream}:{group}")
 }
@@ -112,7 +102,7 @@ pub async fn exec(mut conn: ConnectionManager, op: Op) -> Result<Done, ErrorBody
             item,
             data,
         } => {
-            let old: Option<String> = redis::Script::new(SET)
+            let old: Option<String> = redis::Script::new(crate::redis::HASH_SET)
                 .key(hash(&stream, &group))
                 .arg(&item)
                 .arg(data.to_string())
@@ -131,7 +121,7 @@ pub async fn exec(mut conn: ConnectionManager, op: Op) -> Result<Done, ErrorBody
             group,
             item,
         } => {
-            let old: Option<String> = redis::Script::new(DELETE)
+            let old: Option<String> = redis::Script::new(crate::redis::HASH_DELETE)
                 .key(hash(&stream, &group))
                 .arg(&item)
                 .invoke_async(&mut conn)
@@ -200,7 +190,7 @@ async fn update(
             .as_deref()
             .map(|t| serde_json::from_str(t).unwrap_or(Value::Null));
         let (new, done) = update_apply(&stream, &group, &item, old, ops);
-        let written: i64 = redis::Script::new(CAS)
+        let written: i64 = redis::Script::new(crate::redis::HASH_CAS)
             .key(hash(&stream, &group))
             .arg(&item)
             .arg(if current.is_none() { "1" } else { "0" })
