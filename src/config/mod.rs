@@ -110,6 +110,11 @@ pub fn parse(text: &str, file: &str) -> Result<EngineConfig, ConfigError> {
         match entry.config {
             ModuleConfig::Listener(l) => cfg.listeners.push(*l),
             ModuleConfig::Stream(s) => {
+                if cfg.stream.is_some() {
+                    return Err(err(
+                        "iii-stream is configured twice; one stream module is supported".into(),
+                    ));
+                }
                 cfg.stream = Some(*s);
             }
             ModuleConfig::Exec(e) => cfg.exec.push(e),

@@ -301,3 +301,9 @@ fn the_cluster_example_config_shares_every_module_through_redis() {
     assert_eq!(c.pubsub.unwrap().adapter.redis_url(), url);
     assert_eq!(c.cron.unwrap().adapter.redis_url(), url);
 }
+
+#[test]
+fn a_second_stream_module_is_refused() {
+    let e = err("workers:\n  - name: iii-stream\n  - name: iii-stream\n    config: {port: 3113}\n");
+    assert!(e.contains("iii-stream is configured twice"), "{e}");
+}

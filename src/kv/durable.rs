@@ -373,8 +373,10 @@ pub fn shut_down<C>(
     store: &mut Store,
 ) -> Vec<Held<C>> {
     let held = durable.take().map(|mut d| d.close()).unwrap_or_default();
+    let on_disk = store.log_handle().is_some();
     match std::mem::replace(store, Store::in_memory()).close() {
-        Ok(()) => log::info!("{owner} store flushed and closed"),
+        Ok(()) if on_disk => log::info!("{owner} store flushed and closed"),
+        Ok(()) => {}
         Err(e) => log::error!("{owner} store: closing failed: {e}"),
     }
     held

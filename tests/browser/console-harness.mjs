@@ -2,8 +2,6 @@
 // configuration, Chromium's launch flags, and page helpers. Not a test file itself (node --test
 // runs only `*.test.mjs` here).
 
-import { spawn } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
@@ -11,38 +9,13 @@ export const REPO = fileURLToPath(new URL('../../', import.meta.url));
 export const SDK = path.join(REPO, 'worker', 'node_modules', 'iii-sdk', 'dist', 'index.mjs');
 const DEMO_WORKER = fileURLToPath(new URL('console-demo-worker.mjs', import.meta.url));
 export const ARTIFACTS = path.join(REPO, 'test-artifacts', 'browser');
-export const CHROMIUM = '/usr/bin/chromium';
-export const SETUP_HINT = 'run scripts/setup-test-deps';
 
 // Launch flags for Chromium running as root in a container; Playwright itself adds --headless,
 // --no-sandbox and a throwaway --user-data-dir.
-export const CHROMIUM_ARGS = [
-  '--disable-gpu',
-  '--disable-dev-shm-usage',
-  '--disable-quic',
-  '--no-first-run',
-  '--no-default-browser-check',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--disable-extensions',
-  '--disable-default-apps',
-  '--mute-audio',
-];
+export { CHROMIUM, CHROMIUM_ARGS, SETUP_HINT } from './todo-harness.mjs';
 export const VIEWPORT = { width: 1280, height: 900 };
 
-/** Retries `check` (which throws while the condition does not hold) until it passes or time runs out. */
-export async function eventually(check, { timeout = 10_000, interval = 50 } = {}) {
-  const deadline = Date.now() + timeout;
-  for (;;) {
-    try {
-      return await check();
-    } catch (err) {
-      if (Date.now() > deadline) throw err;
-    }
-    await new Promise((r) => setTimeout(r, interval));
-  }
-}
+export { eventually } from './todo-harness.mjs';
 
 /** A YAML double-quoted scalar (JSON strings are valid YAML). */
 const q = (s) => JSON.stringify(s);
@@ -77,67 +50,8 @@ export function engineConfig(site) {
 `;
 }
 
-/** The engine process: started in `dir` (config already there), its output appended to engine.log. */
-export class Engine {
-  constructor(bin, dir) {
-    this.bin = bin;
-    this.dir = dir;
-    this.child = null;
-    this.exited = null;
-  }
-
-  /** Starts the engine and resolves to its ready file (`{listeners: [{port, url, rbac}], …}`). */
-  async start() {
-    const ready = path.join(this.dir, 'ready.json');
-    rmSync(ready, { force: true });
-    const log = openSync(path.join(this.dir, 'engine.log'), 'a');
-    const child = spawn(this.bin, ['--config', 'iii-config.yaml', '--ready-file', ready], {
-      cwd: this.dir,
-      env: { ...process.env, RUST_LOG: process.env.ENGINE_LOG ?? 'info' },
-      stdio: ['ignore', log, log],
-    });
-    closeSync(log);
-    this.child = child;
-    let spawnError = null;
-    this.exited = new Promise((resolve) => {
-      child.once('exit', (code, signal) => resolve({ code, signal }));
-      child.once('error', (err) => {
-        spawnError = err;
-        resolve({ code: null, signal: null });
-      });
-    });
-    const deadline = Date.now() + 20_000;
-    while (!existsSync(ready)) {
-      if (spawnError) throw new Error(`cannot start ${this.bin}: ${spawnError.message}`);
-      if (!this.running) throw new Error(`engine exited early (${child.exitCode ?? child.signalCode}):\n${this.logTail()}`);
-      if (Date.now() > deadline) throw new Error(`engine not ready within 20 s:\n${this.logTail()}`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
-    return JSON.parse(readFileSync(ready, 'utf8'));
-  }
-
-  get running() {
-    return this.child !== null && this.child.exitCode === null && this.child.signalCode === null;
-  }
-
-  /** SIGTERM, then SIGKILL if it is still running after `graceMs`; resolves to {code, signal}. */
-  async stop(graceMs = 15_000) {
-    if (!this.child) return null;
-    if (this.running) this.child.kill('SIGTERM');
-    const timer = setTimeout(() => this.child.kill('SIGKILL'), graceMs);
-    const exit = await this.exited;
-    clearTimeout(timer);
-    return exit;
-  }
-
-  logTail(lines = 80) {
-    try {
-      return readFileSync(path.join(this.dir, 'engine.log'), 'utf8').split('\n').slice(-lines).join('\n');
-    } catch {
-      return '(no engine log)';
-    }
-  }
-}
+/** The engine process (shared with the todo tests). */
+export { Engine } from './todo-harness.mjs';
 
 /**
  * Calls a function through the engine from `page` (any page of the trusted origin), with the
