@@ -1,18 +1,20 @@
 //! The pages in a real browser: runs the Node browser suite (`tests/browser/`, node:test and
 //! playwright-core driving Debian's headless Chromium) against this build's `iii` binary, so
 //! `cargo test` covers the todo page, its WebSocket client, the JS todo worker, the console page
-//! and the engine together.
+//! and the engine together, and the todo page on two engines whose streams share one Redis (a
+//! change made in a tab of one engine shows live in a tab of the other).
 //!
-//! The suite starts the engine itself (free ports, a temporary directory) and saves screenshots in
-//! `test-artifacts/browser/`. Its output goes straight to the terminal. Needs Node.js, the npm
-//! packages of `tests/browser` and `worker`, and `/usr/bin/chromium`: `scripts/setup-test-deps`.
+//! The suite starts the engines itself (free ports, temporary directories, and a `redis-server` of
+//! its own for the two engines) and saves screenshots in `test-artifacts/browser/`. Its output
+//! goes straight to the terminal. Needs Node.js, the npm packages of `tests/browser` and
+//! `worker`, `/usr/bin/chromium` and `redis-server`: `scripts/setup-test-deps`.
 
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Far more than the suite needs (about 25 s); only there so a hang cannot block `cargo test`.
+/// Far more than the suite needs (about 30 s); only there so a hang cannot block `cargo test`.
 const DEADLINE: Duration = Duration::from_secs(300);
 
 #[test]
