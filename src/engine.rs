@@ -15,8 +15,8 @@ use serde_json::{json, Value};
 
 use crate::config::EngineConfig;
 use crate::modules::{
-    cron, exec, http, http_functions, observability, prometheus, pubsub, queue, state, stream,
-    worker, worker_log,
+    cluster, cron, exec, http, http_functions, observability, prometheus, pubsub, queue, state,
+    stream, worker, worker_log,
 };
 use crate::registry::Registry;
 
@@ -82,6 +82,10 @@ impl Engine {
         };
         if config.pubsub.is_some() {
             pubsub::start(registry.clone(), &services.handle(), pubsub_redis);
+        }
+        if let Some(cfg) = &config.cluster {
+            let redis = redis_for("iii-cluster", &cfg.redis_url).await?;
+            cluster::start(cfg, registry.clone(), &services.handle(), redis);
         }
         if config.cron.is_some() {
             cron::start(registry.clone(), &services.handle(), cron_redis);

@@ -74,6 +74,7 @@
 //! | `update_ops/` | the update-op engine of `stream::update`: `parse.rs`, `apply.rs` |
 //! | `modules/mod.rs` | module start-up and its errors |
 //! | `modules/worker.rs` | the listener (HTTP server, upgrades, static files) |
+//! | `modules/cluster.rs` | `iii-cluster`: the function directory in Redis, calls forwarded to the engine that has the function |
 //! | `redis.rs` | the connection and pub/sub listener the Redis adapters share |
 //! | `metrics.rs` | `/metrics`: the router's call counters and latency histograms, what stores, queues and exec publish, the Prometheus text |
 //! | `kv/` | the durable store: `store.rs` + `store/` the log and snapshots, `durable.rs` fsync and compaction threads and the answers held until durable |

@@ -174,9 +174,32 @@ impl Registry {
         crate::metrics::render(&stats, &gauges, &self.sources)
     }
 
-    /// Is a function with this id registered right now (by a worker or a module)?
+    /// Is a function with this id registered right now (by a worker or a module, here or on
+    /// another engine of the cluster)?
     pub fn has_function(&self, function_id: &str) -> bool {
-        self.lock().router.functions.contains_key(function_id)
+        let core = self.lock();
+        core.router.functions.contains_key(function_id)
+            || core.router.remote_functions.contains(function_id)
+    }
+
+    /// The functions trusted workers registered on this engine: what `iii-cluster` offers the
+    /// other engines.
+    pub fn shared_functions(&self) -> Vec<String> {
+        let core = self.lock();
+        let mut ids: Vec<String> = core
+            .router
+            .functions
+            .iter()
+            .filter(|(_, f)| f.trusted && matches!(f.owner, crate::router::Owner::Session(_)))
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// The functions other engines offer (and this one does not have).
+    pub fn set_remote_functions(&self, ids: std::collections::HashSet<String>) {
+        self.with(|core| core.router.remote_functions = ids);
     }
 
     pub fn allow_http_functions(&self, security: crate::config::SecurityConfig) {

@@ -6,7 +6,7 @@ use super::http::{HttpConfig, HttpFunctionsConfig};
 use super::modules::{ExecConfig, ListenerConfig, StreamConfig};
 use super::observability::{ObservabilityConfig, KEYS as OBSERVABILITY_KEYS};
 use super::queue::QueueConfig;
-use super::services::{CronConfig, PubSubConfig, StateConfig};
+use super::services::{ClusterConfig, CronConfig, PubSubConfig, StateConfig};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
@@ -49,6 +49,7 @@ pub(super) enum ModuleConfig {
     HttpFunctions(HttpFunctionsConfig),
     Queue(Box<QueueConfig>),
     Observability(Box<ObservabilityConfig>),
+    Cluster(ClusterConfig),
     /// A module that needs nothing from us (observability, telemetry, engine functions).
     Accepted,
 }
@@ -146,6 +147,7 @@ pub(super) fn canonical_name(key: &str, raw: &str) -> Result<String, String> {
         "iii-http-functions",
         "iii-cron",
         "iii-queue",
+        "iii-cluster",
         "iii-observability",
         "iii-telemetry",
         "iii-engine-functions",
@@ -188,6 +190,10 @@ impl<'de> DeserializeSeed<'de> for ConfigSeed<'_> {
             "iii-state" => {
                 let c: Option<StateConfig> = Option::deserialize(d)?;
                 ModuleConfig::State(Box::new(c.unwrap_or_default()))
+            }
+            "iii-cluster" => {
+                let c: Option<ClusterConfig> = Option::deserialize(d)?;
+                ModuleConfig::Cluster(c.unwrap_or_default())
             }
             "iii-queue" => {
                 let c: Option<QueueConfig> = Option::deserialize(d)?;

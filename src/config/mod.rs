@@ -32,7 +32,9 @@ pub use modules::{
 };
 pub use observability::ObservabilityConfig;
 pub use queue::{QueueConfig, QueueSettings, QUEUE_DEFAULT_DIR};
-pub use services::{CronConfig, NamedAdapter, PubSubConfig, StateConfig, STATE_DEFAULT_DIR};
+pub use services::{
+    ClusterConfig, CronConfig, NamedAdapter, PubSubConfig, StateConfig, STATE_DEFAULT_DIR,
+};
 
 /// The whole engine configuration, ready to start.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,6 +59,8 @@ pub struct EngineConfig {
     pub queue: Option<QueueConfig>,
     /// Telemetry (`iii-observability`): always running, these are its settings.
     pub observability: ObservabilityConfig,
+    /// Calls across engines (`iii-cluster`), if configured.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// Why a configuration could not be used. The message names the file, entry and key.
@@ -103,6 +107,7 @@ pub fn parse(text: &str, file: &str) -> Result<EngineConfig, ConfigError> {
         http_functions: None,
         queue: None,
         observability: ObservabilityConfig::default(),
+        cluster: None,
     };
     let twice = |name: &str| err(format!("{name} is configured twice; give it once"));
     let entries = raw.workers.into_iter().chain(raw.modules);
@@ -149,6 +154,11 @@ pub fn parse(text: &str, file: &str) -> Result<EngineConfig, ConfigError> {
                 }
             }
             ModuleConfig::Observability(c) => cfg.observability = *c,
+            ModuleConfig::Cluster(c) => {
+                if cfg.cluster.replace(c).is_some() {
+                    return Err(twice("iii-cluster"));
+                }
+            }
             ModuleConfig::Accepted => log::debug!("{file}: module {} needs no setup", entry.name),
         }
     }

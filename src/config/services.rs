@@ -191,3 +191,24 @@ fn cron_adapter<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NamedAdapter>,
     ];
     NamedAdapter::parse(d, "iii-cron", &classes, &["kv", "redis"]).map(Some)
 }
+
+/// The `iii-cluster` module (this engine's own): engines that share `redis_url` call each
+/// other's functions. Each engine announces itself and its workers' functions every
+/// `heartbeat_ms`; one silent for `expiry_ms` is gone, with its functions.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    pub redis_url: String,
+    pub heartbeat_ms: u64,
+    pub expiry_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            redis_url: "redis://localhost:6379".into(),
+            heartbeat_ms: 1000,
+            expiry_ms: 5000,
+        }
+    }
+}

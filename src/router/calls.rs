@@ -126,6 +126,9 @@ pub struct CallRequest {
     pub origin: Option<Uuid>,
     /// Written into an object `data` as `_caller_worker_id` for a worker callee (§4.3).
     pub caller: Option<Arc<str>>,
+    /// Only this engine's functions: a call another engine forwarded here is never forwarded
+    /// on (`iii-cluster`).
+    pub local_only: bool,
 }
 
 impl CallRequest {
@@ -140,6 +143,7 @@ impl CallRequest {
             from: None,
             origin: None,
             caller: None,
+            local_only: false,
         }
     }
 
@@ -227,6 +231,7 @@ impl Router {
             from: Some(worker_id),
             origin: Some(worker_id),
             caller: inv.caller,
+            local_only: false,
         };
         self.call(req, waiter, out);
     }
@@ -289,9 +294,32 @@ impl Router {
         self.custom_streams.contains(&id).then_some(id)
     }
 
+    /// The `iii-cluster` module, when the function is registered on another engine only.
+    fn remote_route(&self, req: &CallRequest) -> Option<usize> {
+        if req.local_only || !self.remote_functions.contains(&req.function_id) {
+            return None;
+        }
+        self.modules.iter().position(|m| *m == "iii-cluster")
+    }
+
     /// Routes a call to its owner and parks it until the answer, the deadline or a disconnect.
     pub(crate) fn call(&mut self, mut req: CallRequest, waiter: Waiter, out: &mut Effects) {
         let Some(entry) = self.functions.get(&req.function_id) else {
+            if let Some(module) = self.remote_route(&req) {
+                // Registered on another engine of the cluster: iii-cluster forwards it.
+                self.stats.started(&req.function_id);
+                let engine_id = crate::ids::next();
+                self.park(engine_id, waiter, Callee::Module, &req, None);
+                let call = BuiltinCall {
+                    engine_id,
+                    function_id: req.function_id,
+                    data: req.data,
+                    caller: req.caller,
+                    delegate: None,
+                    invocation: None,
+                };
+                return out.push(Effect::ModuleCall { module, call });
+            }
             let err = EngineError::FunctionNotFound(req.function_id.clone()).to_body();
             let unregistered = crate::metrics::UNREGISTERED;
             self.stats.started(unregistered);

@@ -98,6 +98,7 @@ impl Router {
             from: None,
             origin: Some(worker_id),
             caller: None,
+            local_only: false,
         };
         self.call(req, waiter, out);
     }

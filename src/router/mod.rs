@@ -200,6 +200,9 @@ pub struct Router {
     pub(crate) stats: crate::metrics::RouterStats,
     /// Where the engine's span of each call goes (`iii-observability`), when it records them.
     pub(crate) tracing: Option<tracing::Tracing>,
+    /// Functions registered only on other engines of the cluster (`iii-cluster`), as its last
+    /// look at their directories saw them.
+    pub(crate) remote_functions: HashSet<String>,
 }
 
 impl Default for Router {
@@ -226,6 +229,7 @@ impl Router {
             http_security: None,
             stats: crate::metrics::RouterStats::default(),
             tracing: None,
+            remote_functions: HashSet::new(),
         };
         r.install_engine_functions();
         r
