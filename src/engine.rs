@@ -15,8 +15,8 @@ use serde_json::{json, Value};
 
 use crate::config::EngineConfig;
 use crate::modules::{
-    cluster, cron, exec, http, http_functions, observability, prometheus, pubsub, queue, state,
-    stream, worker, worker_log,
+    bridge, cluster, cron, exec, http, http_functions, observability, prometheus, pubsub, queue,
+    state, stream, worker, worker_log,
 };
 use crate::registry::Registry;
 
@@ -82,6 +82,9 @@ impl Engine {
         };
         if config.pubsub.is_some() {
             pubsub::start(registry.clone(), &services.handle(), pubsub_redis);
+        }
+        for cfg in &config.bridges {
+            bridge::start(cfg, registry.clone(), &services.handle());
         }
         if let Some(cfg) = &config.cluster {
             let redis = redis_for("iii-cluster", &cfg.redis_url).await?;

@@ -6,7 +6,7 @@ use super::http::{HttpConfig, HttpFunctionsConfig};
 use super::modules::{ExecConfig, ListenerConfig, StreamConfig};
 use super::observability::{ObservabilityConfig, KEYS as OBSERVABILITY_KEYS};
 use super::queue::QueueConfig;
-use super::services::{ClusterConfig, CronConfig, PubSubConfig, StateConfig};
+use super::services::{BridgeConfig, ClusterConfig, CronConfig, PubSubConfig, StateConfig};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
@@ -33,9 +33,6 @@ const CLASS_NAMES: &[(&str, &str)] = &[
     ("modules::telemetry::TelemetryModule", "iii-telemetry"),
 ];
 
-/// Upstream modules this engine does not implement; naming one stops startup.
-const UNSUPPORTED: &[&str] = &["iii-bridge"];
-
 /// A module's parsed config.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum ModuleConfig {
@@ -50,6 +47,7 @@ pub(super) enum ModuleConfig {
     Queue(Box<QueueConfig>),
     Observability(Box<ObservabilityConfig>),
     Cluster(ClusterConfig),
+    Bridge(Box<BridgeConfig>),
     /// A module that needs nothing from us (observability, telemetry, engine functions).
     Accepted,
 }
@@ -148,6 +146,7 @@ pub(super) fn canonical_name(key: &str, raw: &str) -> Result<String, String> {
         "iii-cron",
         "iii-queue",
         "iii-cluster",
+        "iii-bridge",
         "iii-observability",
         "iii-telemetry",
         "iii-engine-functions",
@@ -155,8 +154,6 @@ pub(super) fn canonical_name(key: &str, raw: &str) -> Result<String, String> {
     ];
     if known.contains(&raw) {
         Ok(raw.to_string())
-    } else if UNSUPPORTED.contains(&raw) {
-        Err(format!("module {raw:?} is not supported by this engine"))
     } else {
         Err(format!(
             "unknown module {raw:?} (known: {})",
@@ -190,6 +187,17 @@ impl<'de> DeserializeSeed<'de> for ConfigSeed<'_> {
             "iii-state" => {
                 let c: Option<StateConfig> = Option::deserialize(d)?;
                 ModuleConfig::State(Box::new(c.unwrap_or_default()))
+            }
+            "iii-bridge" => {
+                let c: Option<BridgeConfig> = Option::deserialize(d)?;
+                let c = c.unwrap_or_else(|| BridgeConfig {
+                    url: std::env::var("III_URL").unwrap_or_else(|_| "ws://0.0.0.0:49134".into()),
+                    expose: Vec::new(),
+                    forward: Vec::new(),
+                    service_id: None,
+                    service_name: None,
+                });
+                ModuleConfig::Bridge(Box::new(c))
             }
             "iii-cluster" => {
                 let c: Option<ClusterConfig> = Option::deserialize(d)?;

@@ -33,7 +33,8 @@ pub use modules::{
 pub use observability::ObservabilityConfig;
 pub use queue::{QueueConfig, QueueSettings, QUEUE_DEFAULT_DIR};
 pub use services::{
-    ClusterConfig, CronConfig, NamedAdapter, PubSubConfig, StateConfig, STATE_DEFAULT_DIR,
+    BridgeConfig, BridgeExpose, BridgeForward, ClusterConfig, CronConfig, NamedAdapter,
+    PubSubConfig, StateConfig, STATE_DEFAULT_DIR,
 };
 
 /// The whole engine configuration, ready to start.
@@ -61,6 +62,8 @@ pub struct EngineConfig {
     pub observability: ObservabilityConfig,
     /// Calls across engines (`iii-cluster`), if configured.
     pub cluster: Option<ClusterConfig>,
+    /// This engine as a worker of other engines (`iii-bridge`), one per entry.
+    pub bridges: Vec<BridgeConfig>,
 }
 
 /// Why a configuration could not be used. The message names the file, entry and key.
@@ -108,6 +111,7 @@ pub fn parse(text: &str, file: &str) -> Result<EngineConfig, ConfigError> {
         queue: None,
         observability: ObservabilityConfig::default(),
         cluster: None,
+        bridges: Vec::new(),
     };
     let twice = |name: &str| err(format!("{name} is configured twice; give it once"));
     let entries = raw.workers.into_iter().chain(raw.modules);
@@ -154,6 +158,7 @@ pub fn parse(text: &str, file: &str) -> Result<EngineConfig, ConfigError> {
                 }
             }
             ModuleConfig::Observability(c) => cfg.observability = *c,
+            ModuleConfig::Bridge(c) => cfg.bridges.push(*c),
             ModuleConfig::Cluster(c) => {
                 if cfg.cluster.replace(c).is_some() {
                     return Err(twice("iii-cluster"));

@@ -212,3 +212,44 @@ impl Default for ClusterConfig {
         }
     }
 }
+
+/// The `iii-bridge` module (`MODULES.md` §7.1): this engine as a worker of another engine.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeConfig {
+    /// The remote engine's worker listener (default: `III_URL`, else `ws://0.0.0.0:49134`).
+    #[serde(default = "default_bridge_url")]
+    pub url: String,
+    /// Local functions the remote engine may call.
+    #[serde(default)]
+    pub expose: Vec<BridgeExpose>,
+    /// Local names for remote functions.
+    #[serde(default)]
+    pub forward: Vec<BridgeForward>,
+    /// In upstream's README, refused by its code; accepted and not used.
+    #[serde(default)]
+    pub service_id: Option<String>,
+    #[serde(default)]
+    pub service_name: Option<String>,
+}
+
+fn default_bridge_url() -> String {
+    std::env::var("III_URL").unwrap_or_else(|_| "ws://0.0.0.0:49134".into())
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeExpose {
+    pub local_function: String,
+    #[serde(default)]
+    pub remote_function: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeForward {
+    pub local_function: String,
+    pub remote_function: String,
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}

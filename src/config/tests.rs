@@ -168,8 +168,8 @@ fn unknown_and_unsupported_modules() {
     );
     let e = err("modules:\n  - class: modules::nope::Nope\n");
     assert!(e.contains("unknown module class"), "{e}");
-    let e = err("workers:\n  - name: iii-bridge\n");
-    assert!(e.contains("not supported"), "{e}");
+    let e = err("workers:\n  - name: iii-bridge\n    config: {url: 'ws://x:1', expose: [{remote_function: a}]}\n");
+    assert!(e.contains("local_function"), "{e}");
     let e = err("workers:\n  - config: {port: 1}\n");
     assert!(e.contains("needs `name`"), "{e}");
 }

@@ -4,13 +4,14 @@
 //! (`engine::log::*`, always present), `http` (`iii-http`: its listener and the `http` trigger),
 //! `http_functions` (`iii-http-functions`: functions that live behind a URL)
 //! and `exec` (`iii-exec`: the worker processes the engine starts and supervises). `fire` is what the trigger-providing modules share.
-//! `cluster` (`iii-cluster`: calls across engines that share a Redis), `observability` (`iii-observability`: telemetry from workers and the engine's own spans,
+//! `bridge` (`iii-bridge`: this engine as a worker of another), `cluster` (`iii-cluster`: calls across engines that share a Redis), `observability` (`iii-observability`: telemetry from workers and the engine's own spans,
 //! the query functions, `log` and `trace` triggers), `prometheus` (its optional `/metrics`
 //! listener). `console` is the operator console page
 //! that every trusted worker listener serves at `/console`.
 //! Each module's `start` does its fallible setup first and returns a handle the engine keeps to
 //! stop it, or a [`ModuleError`] naming what failed.
 
+pub mod bridge;
 pub mod cluster;
 pub mod console;
 pub mod cron;
