@@ -407,6 +407,8 @@ async fn durable_subscribers_fan_out_per_function_and_replicas_compete() {
         "sub::audit",
         json!({"topic": "orders.created"}),
     );
+    // The audit subscription is bound first: it is the one the unclaimed message goes to.
+    barrier(&a).await;
     for c in [&b1, &b2] {
         c.register_trigger(
             "durable:subscriber",
