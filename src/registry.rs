@@ -160,10 +160,24 @@ impl Registry {
     /// Hands telemetry to `iii-observability` without waiting; dropped (and counted) when its
     /// queue is full or it does not run.
     pub fn telemetry(&self, item: crate::modules::observability::Telemetry) {
-        if let Some(sink) = self.telemetry.get() {
-            if sink.try_send(item).is_err() {
-                self.sources.count_dropped_telemetry();
-            }
+        use crate::modules::observability::{Telemetry, FRAME_BYTES_QUEUED, MAX_FRAME_BYTES_QUEUED};
+        use std::sync::atomic::Ordering;
+        let Some(sink) = self.telemetry.get() else {
+            return;
+        };
+        // Frames are bounded by bytes as well as by count: a flood of large OTLP frames must not
+        // queue hundreds of MiB.
+        let bytes = match &item {
+            Telemetry::Frame(f) => f.len(),
+            _ => 0,
+        };
+        if bytes > 0 && FRAME_BYTES_QUEUED.fetch_add(bytes, Ordering::AcqRel) + bytes > MAX_FRAME_BYTES_QUEUED {
+            FRAME_BYTES_QUEUED.fetch_sub(bytes, Ordering::AcqRel);
+            return self.sources.count_dropped_telemetry();
+        }
+        if sink.try_send(item).is_err() {
+            FRAME_BYTES_QUEUED.fetch_sub(bytes, Ordering::AcqRel);
+            self.sources.count_dropped_telemetry();
         }
     }
 

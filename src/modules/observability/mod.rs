@@ -5,7 +5,8 @@
 //! …) and provides the `log` and `trace` trigger types. Always running, like upstream's.
 //!
 //! Who sends what: sockets and the router put [`Telemetry`] on a bounded channel with
-//! `try_send` — a flood of telemetry is dropped and counted, it never backs up into a socket or
+//! `try_send` (at most [`CHANNEL`] items and [`MAX_FRAME_BYTES_QUEUED`] bytes of frames) — a
+//! flood of telemetry is dropped and counted, it never backs up into a socket or
 //! a call; the registry sends [`BuiltinCall`] and [`TriggerBinding`]. Everything is kept in
 //! ring buffers of configured sizes (`store.rs`), so memory stays bounded whatever arrives.
 //!
@@ -47,6 +48,11 @@ use store::Stores;
 
 /// Telemetry items waiting for the actor before new ones are dropped.
 pub const CHANNEL: usize = 4096;
+/// Bytes of `/otel` frames waiting for the actor, and the most that may wait (beyond it frames
+/// are dropped and counted). One process runs one engine, so one counter serves.
+pub static FRAME_BYTES_QUEUED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+pub const MAX_FRAME_BYTES_QUEUED: usize = 16 << 20;
+
 /// Fires per second one `log` binding may cause.
 pub const FIRES_PER_SECOND: u32 = 100;
 /// The `trace` trigger's coalescing window.
@@ -322,7 +328,10 @@ impl Actor for ObservabilityActor {
 impl StreamHandler<Telemetry> for ObservabilityActor {
     fn handle(&mut self, item: Telemetry, _ctx: &mut Self::Context) {
         match item {
-            Telemetry::Frame(f) => self.frame(f),
+            Telemetry::Frame(f) => {
+                FRAME_BYTES_QUEUED.fetch_sub(f.len(), Ordering::AcqRel);
+                self.frame(f)
+            }
             Telemetry::EngineSpans(spans) => {
                 for s in spans {
                     self.stores.add_duration(s.duration_ms());
