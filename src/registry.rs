@@ -160,7 +160,9 @@ impl Registry {
     /// Hands telemetry to `iii-observability` without waiting; dropped (and counted) when its
     /// queue is full or it does not run.
     pub fn telemetry(&self, item: crate::modules::observability::Telemetry) {
-        use crate::modules::observability::{Telemetry, FRAME_BYTES_QUEUED, MAX_FRAME_BYTES_QUEUED};
+        use crate::modules::observability::{
+            Telemetry, FRAME_BYTES_QUEUED, MAX_FRAME_BYTES_QUEUED,
+        };
         use std::sync::atomic::Ordering;
         let Some(sink) = self.telemetry.get() else {
             return;
@@ -171,7 +173,10 @@ impl Registry {
             Telemetry::Frame(f) => f.len(),
             _ => 0,
         };
-        if bytes > 0 && FRAME_BYTES_QUEUED.fetch_add(bytes, Ordering::AcqRel) + bytes > MAX_FRAME_BYTES_QUEUED {
+        if bytes > 0
+            && FRAME_BYTES_QUEUED.fetch_add(bytes, Ordering::AcqRel) + bytes
+                > MAX_FRAME_BYTES_QUEUED
+        {
             FRAME_BYTES_QUEUED.fetch_sub(bytes, Ordering::AcqRel);
             return self.sources.count_dropped_telemetry();
         }

@@ -50,7 +50,8 @@ use store::Stores;
 pub const CHANNEL: usize = 4096;
 /// Bytes of `/otel` frames waiting for the actor, and the most that may wait (beyond it frames
 /// are dropped and counted). One process runs one engine, so one counter serves.
-pub static FRAME_BYTES_QUEUED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+pub static FRAME_BYTES_QUEUED: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
 pub const MAX_FRAME_BYTES_QUEUED: usize = 16 << 20;
 
 /// Fires per second one `log` binding may cause.
