@@ -13,7 +13,8 @@
 //! `iii:cluster:result:<engine>` for their outcomes, JSON. Chosen over a WebSocket link between
 //! engines because the engines already share the Redis: no second set of listeners, addresses
 //! or credentials between engines, and nothing to reconnect but what the adapters reconnect
-//! anyway; the cost is one Redis hop each way (not benchmarked yet). A call lost with the link
+//! anyway. The cost (`iii-bench cluster`, BENCH.md): a forwarded call runs at 0.24–0.32 of a
+//! same-engine call and costs each engine about four times its CPU. A call lost with the link
 //! meets its deadline (`invocation_timeout`). The callee engine runs a forwarded call as an internal call (RBAC stays with the
 //! engine the caller is connected to) and never forwards it again. With several engines
 //! offering a function, calls go round-robin.

@@ -20,6 +20,9 @@
 //! | `http.rs` | HTTP requests through an `iii-http` route to a worker, or to a plain actix-web handler |
 //! | `state.rs` | `state::set` / `state::get` rate and latency, durable, per fsync mode |
 //! | `queue.rs` | `iii-queue` enqueue rate and send → run job latency, against direct calls |
+//! | `cluster.rs` | two engines sharing Redis: cross- vs same-engine calls and stream fan-out, 1 → 2 engines |
+//! | `cluster_load.rs` | `cluster`'s call phases and CPU readings (engines, Redis, machine) |
+//! | `cluster_stream.rs` | `cluster`'s stream phases: sets, a subscriber timing write → delivery |
 //! | `target.rs` | spawned engine vs `--url`, client options, clients and tasks on other threads |
 //! | `procs.rs` | child processes, scratch dirs, `/proc` readings, the open-file limit |
 //! | `rawws.rs` | the lean idle WebSocket worker |
@@ -27,6 +30,9 @@
 //! | `args.rs` | value parsers: counts, sizes, lists, on/off |
 
 mod args;
+mod cluster;
+mod cluster_load;
+mod cluster_stream;
 mod compaction;
 mod connections;
 mod fanout;
@@ -54,8 +60,8 @@ use args::parse_size;
 use target::Common;
 
 const AFTER_HELP: &str = "\
-Where the traffic goes (every scenario but flood, store, state, queue and http, which always spawn
-an engine with their own config):
+Where the traffic goes (every scenario but flood, store, state, queue, http and cluster, which
+always spawn their engines with their own config):
   --spawn               start our own engine (default): the `iii` binary next to iii-bench, on
                         free ports, temp config (trusted listener + file-based stream module),
                         log level warn; stopped at the end
@@ -94,6 +100,7 @@ enum Scenario {
     State(state::Opts),
     Queue(queue::Opts),
     Http(http::Opts),
+    Cluster(cluster::Opts),
     All(AllOpts),
     Relay(relay::Opts),
     /// The plain HTTP server `http --direct` measures (started by the bench itself)
@@ -147,6 +154,7 @@ fn main() -> ExitCode {
         Scenario::State(o) => block_on(state::run(o)),
         Scenario::Queue(o) => block_on(queue::run(o)),
         Scenario::Http(o) => block_on(http::run(o)),
+        Scenario::Cluster(o) => block_on(cluster::run(o)),
         Scenario::All(o) => run_all(o),
         Scenario::Relay(_) | Scenario::HttpDirect(_) => unreachable!("handled above"),
     };
@@ -274,6 +282,23 @@ mod tests {
         };
         assert!(o.spawn.check("queue", "").is_err());
 
+        let line = "cluster --concurrency 1,16,64 --calls 2k --load-callers 6 --load-in-flight 32 \
+                    --load-calls 5k --redis-server /opt/redis/bin/redis-server";
+        let Ok(Scenario::Cluster(o)) = parse(line) else {
+            panic!("{line}")
+        };
+        assert_eq!((o.levels, o.calls, o.warmup), (vec![1, 16, 64], 2000, 200));
+        assert_eq!(
+            (o.load_callers, o.load_in_flight, o.load_calls),
+            (6, 32, 5000)
+        );
+        assert_eq!(o.redis_server, "/opt/redis/bin/redis-server");
+        let Ok(Scenario::Cluster(o)) = parse("cluster --url ws://127.0.0.1:9") else {
+            panic!("cluster --url")
+        };
+        assert!(o.spawn.check("cluster", "").is_err());
+        assert!(parse("cluster --concurrency 0").is_err());
+
         let Ok(Scenario::Flood(o)) = parse("flood --kinds forbidden,big --seconds 2") else {
             panic!("flood")
         };
@@ -324,6 +349,16 @@ mod tests {
         );
         let o: flood::Opts = defaults().unwrap();
         assert_eq!(o.kinds, floods::KINDS);
+        let o: cluster::Opts = defaults().unwrap();
+        assert_eq!(
+            (o.levels, o.calls, o.warmup, o.payload),
+            (vec![1, 64], 20_000, 200, 100)
+        );
+        assert_eq!(
+            (o.load_callers, o.load_in_flight, o.load_calls),
+            (4, 64, 50_000)
+        );
+        assert_eq!(o.redis_server, "redis-server");
         let o: connections::Opts = defaults().unwrap();
         assert_eq!((o.levels, o.parallel), (vec![100, 1000, 10_000], 64));
         let o: fanout::Opts = defaults().unwrap();

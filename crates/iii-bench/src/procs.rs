@@ -1,8 +1,8 @@
 //! The processes the bench starts and watches: our own engine (the `iii` binary next to the
 //! bench executable, on free ports, with the default or a scenario's own config and
-//! `--ready-file`), the `relay` baseline (this same executable), a scratch directory that
-//! removes itself, the engine's RSS, peak RSS and CPU time from `/proc`, and the open-file
-//! limit.
+//! `--ready-file`), the `relay` baseline (this same executable), `redis-server` for the
+//! `cluster` scenario, a scratch directory that removes itself, the engine's RSS, peak RSS and
+//! CPU time from `/proc`, and the open-file limit.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -301,6 +301,70 @@ fn wait_ready(
             return Err(format!("not ready within {within:?}:\n{}", log()));
         }
         std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// `redis-server` on a free port with a scratch directory and no persistence; killed on drop.
+pub struct RedisServer {
+    child: Child,
+    port: u16,
+    _dir: ScratchDir,
+}
+
+impl RedisServer {
+    pub fn start(exe: &str) -> Result<RedisServer, String> {
+        let dir = ScratchDir::new("redis")?;
+        let port = free_port()?;
+        let log = std::fs::File::create(dir.path().join("redis.log")).map_err(|e| e.to_string())?;
+        let child = Command::new(exe)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .arg(dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| {
+                format!(
+                    "cannot start {exe} ({e}): the cluster scenario needs a Redis server \
+                     (Debian: apt-get install redis-server; or --redis-server PATH)"
+                )
+            })?;
+        let mut redis = RedisServer {
+            child,
+            port,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = redis.child.try_wait() {
+                let log = std::fs::read_to_string(redis._dir.path().join("redis.log"));
+                return Err(format!(
+                    "{exe} exited ({status}):\n{}",
+                    log.unwrap_or_default()
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("{exe} did not listen on port {port} within 10 s"));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(redis)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
