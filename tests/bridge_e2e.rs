@@ -135,3 +135,77 @@ async fn two_engines_call_each_other_through_the_bridge() {
         .unwrap();
     assert_eq!(hello, json!({"hello": "Grace"}));
 }
+
+#[actix::test]
+async fn state_through_the_bridge_lives_on_the_remote_engine() {
+    let remote = EngineProc::start(
+        "workers:\n  - name: iii-worker-manager\n    config: {host: 127.0.0.1, port: 0}\n  - name: iii-state\n",
+    );
+    let local = EngineProc::start(&format!(
+        "workers:\n  - name: iii-worker-manager\n    config: {{host: 127.0.0.1, port: 0}}\n  \
+         - name: iii-state\n    config: {{adapter: {{name: bridge, config: {{bridge_url: '{}'}}}}}}\n",
+        remote.url(0)
+    ));
+    let r = client(&remote.url(0), "on-remote").await;
+    let l = client(&local.url(0), "on-local").await;
+    let on_r = common::recorder(&r, "carts::remote_saw");
+    let on_l = common::recorder(&l, "carts::local_saw");
+    r.register_trigger("state", "carts::remote_saw", json!({"scope": "carts"}));
+    l.register_trigger("state", "carts::local_saw", json!({"scope": "carts"}));
+    barrier(&r).await;
+    barrier(&l).await;
+
+    let set = json!({"scope": "carts", "key": "ada", "value": {"items": 2}});
+    let first = loop {
+        // The bridge connects in the background: the first call may wait for it.
+        match l.trigger("state::set", set.clone()).await {
+            Ok(v) => break v,
+            Err(e) => assert_eq!(e.code, "SET_ERROR", "{e:?}"),
+        }
+    };
+    assert_eq!(first, json!({"old_value": null, "new_value": {"items": 2}}));
+    let got = r
+        .trigger("state::get", json!({"scope": "carts", "key": "ada"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        json!({"items": 2}),
+        "the value lives on the remote engine"
+    );
+    let groups = l.trigger("state::list_groups", json!({})).await.unwrap();
+    assert_eq!(groups, json!({"groups": ["carts"]}));
+    let deleted = l
+        .trigger("state::delete", json!({"scope": "carts", "key": "ada"}))
+        .await
+        .unwrap();
+    assert_eq!(deleted, json!({"items": 2}));
+    assert!(
+        eventually(Duration::from_secs(5), || on_l.lock().unwrap().len() == 2
+            && on_r.lock().unwrap().len() == 2)
+        .await
+    );
+    let kinds = |v: &Arc<Mutex<Vec<Value>>>| -> Vec<Value> {
+        v.lock()
+            .unwrap()
+            .iter()
+            .map(|e| e["event_type"].clone())
+            .collect()
+    };
+    assert_eq!(
+        kinds(&on_l),
+        [json!("state:created"), json!("state:deleted")]
+    );
+    assert_eq!(
+        kinds(&on_r),
+        [json!("state:created"), json!("state:deleted")]
+    );
+    let e = l
+        .trigger("state::get", json!({"key": "ada"}))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.code, "deserialization_error",
+        "checked here, before the bridge: {e:?}"
+    );
+}

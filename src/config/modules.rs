@@ -172,6 +172,8 @@ pub struct AdapterConfig {
     pub kv: KvConfig,
     /// `{name: redis, config: {redis_url}}`: the data lives in that Redis.
     pub redis_url: Option<String>,
+    /// `{name: bridge, config: {bridge_url}}`: calls go to that engine (iii-state only).
+    pub bridge_url: Option<String>,
 }
 
 impl<'de> Deserialize<'de> for AdapterConfig {
@@ -204,6 +206,7 @@ impl<'de> Deserialize<'de> for AdapterConfig {
                 Ok(AdapterConfig {
                     kv,
                     redis_url: None,
+                    bridge_url: None,
                 })
             }
             "redis" | "RedisAdapter" => {
@@ -222,13 +225,37 @@ impl<'de> Deserialize<'de> for AdapterConfig {
                 Ok(AdapterConfig {
                     kv: KvConfig::default(),
                     redis_url: Some(r.redis_url),
+                    bridge_url: None,
+                })
+            }
+            "bridge" | "Bridge" => {
+                #[derive(Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct BridgeRaw {
+                    #[serde(default = "default_bridge_url")]
+                    bridge_url: String,
+                }
+                let b = match raw.config {
+                    Some(c) => BridgeRaw::deserialize(c).map_err(de::Error::custom)?,
+                    None => BridgeRaw {
+                        bridge_url: default_bridge_url(),
+                    },
+                };
+                Ok(AdapterConfig {
+                    kv: KvConfig::default(),
+                    redis_url: None,
+                    bridge_url: Some(b.bridge_url),
                 })
             }
             other => Err(de::Error::custom(format!(
-                "adapter {other:?} is not supported by this engine (`kv` / KvStore, or `redis`)"
+                "adapter {other:?} is not supported by this engine (`kv` / KvStore, `redis`, or `bridge` for iii-state)"
             ))),
         }
     }
+}
+
+fn default_bridge_url() -> String {
+    "ws://localhost:49134".into()
 }
 
 fn default_redis_url() -> String {

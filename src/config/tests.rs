@@ -308,3 +308,14 @@ fn a_second_stream_module_is_refused() {
     let e = err("workers:\n  - name: iii-stream\n  - name: iii-stream\n    config: {port: 3113}\n");
     assert!(e.contains("iii-stream is configured twice"), "{e}");
 }
+
+#[test]
+fn the_bridge_adapter_is_for_state_only() {
+    let c = ok("workers:\n  - name: iii-state\n    config:\n      adapter: {name: bridge, config: {bridge_url: 'ws://r:1'}}\n");
+    assert_eq!(
+        c.state.unwrap().adapter.bridge_url.as_deref(),
+        Some("ws://r:1")
+    );
+    let e = err("workers:\n  - name: iii-stream\n    config:\n      adapter: {name: bridge}\n");
+    assert!(e.contains("`bridge` is not supported for streams"), "{e}");
+}

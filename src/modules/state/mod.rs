@@ -15,8 +15,13 @@
 //! With the `redis` adapter the data lives in Redis instead (`redis.rs`): calls run there, and
 //! the actor fires its `state` triggers for the changes every engine publishes.
 //!
-//! Files: `functions.rs` (the functions and their shapes), `redis.rs` (the Redis backend).
+//! With the `bridge` adapter every call goes to another engine (`bridge.rs`), and this actor
+//! fires its local `state` triggers from the results.
+//!
+//! Files: `functions.rs` (the functions and their shapes), `redis.rs` (the Redis backend),
+//! `bridge.rs` (the remote engine as the backend).
 
+mod bridge;
 pub mod functions;
 mod redis;
 
@@ -65,6 +70,8 @@ impl Binding {
 /// The state actor. See the module docs.
 pub struct StateActor {
     store: Store,
+    /// The `bridge` adapter: the remote engine to call (a client, this engine as its worker).
+    bridge: Option<(String, Option<iii_client::Client>)>,
     /// The `redis` adapter: client (for the event listener) and command connection.
     redis: Option<(::redis::Client, ::redis::aio::ConnectionManager)>,
     registry: Registry,
@@ -88,15 +95,18 @@ pub fn start(
     registry: Registry,
     redis: Option<(::redis::Client, ::redis::aio::ConnectionManager)>,
 ) -> Result<StateModule, ModuleError> {
-    let (store, mode) = match redis {
-        Some(_) => (Store::in_memory(), Mode::EverySecond),
-        None => crate::kv::open(&config.adapter.kv, &config.directory(), "state")?,
+    let shared = redis.is_some() || config.adapter.bridge_url.is_some();
+    let (store, mode) = match shared {
+        true => (Store::in_memory(), Mode::EverySecond),
+        false => crate::kv::open(&config.adapter.kv, &config.directory(), "state")?,
     };
+    let bridge = config.adapter.bridge_url.clone().map(|url| (url, None));
     let arbiter = Arbiter::new();
     let reg = registry.clone();
     let (triggers_enabled, max_value_bytes) = (config.triggers_enabled, config.value_limit());
     let actor = StateActor::start_in_arbiter(&arbiter.handle(), move |_| StateActor {
         store,
+        bridge,
         redis,
         registry: reg,
         durable: None,
@@ -134,7 +144,31 @@ impl StateModule {
 }
 
 impl StateActor {
-    fn handle_call(&mut self, call: BuiltinCall) {
+    fn handle_call(&mut self, call: BuiltinCall, ctx: &mut Context<Self>) {
+        if let Some((_, Some(client))) = &self.bridge {
+            let engine_id = call.engine_id;
+            let input = call.data.to_value();
+            let op = functions::plan(&call.function_id, input.clone(), self.max_value_bytes);
+            let (client, registry, addr) = (client.clone(), self.registry.clone(), ctx.address());
+            let function_id = call.function_id;
+            actix::spawn(async move {
+                let result = match op {
+                    Ok(op) => bridge::exec(client, function_id, input, op).await,
+                    Err(e) => Err(e),
+                };
+                let outcome = match result {
+                    Ok((v, change)) => {
+                        if let Some(c) = change {
+                            addr.do_send(Changed(c));
+                        }
+                        Ok(v.map(|v| Payload::from_value(&v)))
+                    }
+                    Err(e) => Err(e),
+                };
+                registry.do_send(BuiltinDone { engine_id, outcome });
+            });
+            return;
+        }
         if let Some((_, conn)) = &self.redis {
             let engine_id = call.engine_id;
             let op = functions::plan(
@@ -237,6 +271,13 @@ impl Actor for StateActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        if let Some((url, client)) = &mut self.bridge {
+            let mut options = iii_client::ClientOptions::named("iii-state-bridge");
+            options.reconnect.initial = Duration::from_millis(200);
+            options.reconnect.max = Duration::from_secs(5);
+            *client = Some(iii_client::Client::start(url, options));
+            log::info!("iii-state: calls go to the engine at {url} (bridge adapter)");
+        }
         if let Some((client, _)) = &self.redis {
             let addr = ctx.address();
             crate::redis::listen(client.clone(), redis::EVENTS.into(), move |_, payload| {
@@ -267,8 +308,8 @@ impl Actor for StateActor {
 
 impl Handler<BuiltinCall> for StateActor {
     type Result = ();
-    fn handle(&mut self, call: BuiltinCall, _ctx: &mut Self::Context) {
-        self.handle_call(call);
+    fn handle(&mut self, call: BuiltinCall, ctx: &mut Self::Context) {
+        self.handle_call(call, ctx);
     }
 }
 
