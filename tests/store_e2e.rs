@@ -170,6 +170,11 @@ async fn compactions_fail_no_call() {
         .unwrap();
     }
     assert_eq!(reader.await.unwrap(), 0);
+    // Compaction is considered once a second: the writes may all be done before the first look.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !engine.log().contains("compacted stream store") && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     assert!(
         engine.log().contains("compacted stream store"),
         "{}",
