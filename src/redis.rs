@@ -5,8 +5,8 @@
 //! * [`connect`] — opens the command connection (a `ConnectionManager`: it reconnects by itself
 //!   and a command during an outage fails with the error) within 5 s, or the module — and the
 //!   engine's boot — fails with upstream's message (`MODULES.md` §9.4).
-//! * [`HASH_SET`], [`HASH_DELETE`], [`HASH_CAS`] — the atomic hash writes of the state and
-//!   stream adapters.
+//! * [`hash_get`], [`hash_set`], [`hash_delete`], [`hash_update`] — one JSON value per hash
+//!   field, written atomically: what the state and stream adapters are made of.
 //! * [`listen`] — a task that `PSUBSCRIBE`s to a pattern and hands every message to a callback;
 //!   when the connection breaks it reconnects with a backoff (100 ms doubling to 5 s) and
 //!   subscribes again, logging the outage once. Messages published while it was away are lost,
@@ -16,17 +16,107 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
+use serde_json::Value;
 
-/// Lua scripts the hash-backed adapters (state, stream) share. KEYS[1] is the hash.
+use crate::protocol::ErrorBody;
+
+/// Read-modify-write retries of one [`hash_update`] before it gives up.
+pub const CAS_ATTEMPTS: usize = 64;
+
+/// A stored value (text that is not JSON reads as `null`).
+fn stored(text: Option<String>) -> Option<Value> {
+    text.map(|t| serde_json::from_str(&t).unwrap_or(Value::Null))
+}
+
+/// The value of a hash field, if any.
+pub async fn hash_get(
+    conn: &mut ConnectionManager,
+    key: &str,
+    field: &str,
+) -> redis::RedisResult<Option<Value>> {
+    let text: Option<String> = redis::cmd("HGET")
+        .arg(key)
+        .arg(field)
+        .query_async(conn)
+        .await?;
+    Ok(stored(text))
+}
+
+/// Writes a hash field and returns its old value, atomically.
+pub async fn hash_set(
+    conn: &mut ConnectionManager,
+    key: &str,
+    field: &str,
+    value: &Value,
+) -> redis::RedisResult<Option<Value>> {
+    let old: Option<String> = redis::Script::new(HASH_SET)
+        .key(key)
+        .arg(field)
+        .arg(value.to_string())
+        .invoke_async(conn)
+        .await?;
+    Ok(stored(old))
+}
+
+/// Deletes a hash field and returns its old value, atomically.
+pub async fn hash_delete(
+    conn: &mut ConnectionManager,
+    key: &str,
+    field: &str,
+) -> redis::RedisResult<Option<Value>> {
+    let old: Option<String> = redis::Script::new(HASH_DELETE)
+        .key(key)
+        .arg(field)
+        .invoke_async(conn)
+        .await?;
+    Ok(stored(old))
+}
+
+/// Read-modify-write of one field: `apply` gets the current value and returns the new one and
+/// what to answer; the write happens only if nobody changed the field meanwhile, otherwise the
+/// field is read again (up to [`CAS_ATTEMPTS`] times: then `Ok(None)`). Redis errors go
+/// through `failed`.
+pub async fn hash_update<T>(
+    conn: &mut ConnectionManager,
+    key: &str,
+    field: &str,
+    failed: impl Fn(redis::RedisError) -> ErrorBody,
+    mut apply: impl FnMut(Option<Value>) -> Result<(Value, T), ErrorBody>,
+) -> Result<Option<T>, ErrorBody> {
+    for _ in 0..CAS_ATTEMPTS {
+        let current: Option<String> = redis::cmd("HGET")
+            .arg(key)
+            .arg(field)
+            .query_async(conn)
+            .await
+            .map_err(&failed)?;
+        let (new, answer) = apply(stored(current.clone()))?;
+        let written: i64 = redis::Script::new(HASH_CAS)
+            .key(key)
+            .arg(field)
+            .arg(if current.is_none() { "1" } else { "0" })
+            .arg(current.unwrap_or_default())
+            .arg(new.to_string())
+            .invoke_async(conn)
+            .await
+            .map_err(&failed)?;
+        if written == 1 {
+            return Ok(Some(answer));
+        }
+    }
+    Ok(None)
+}
+
+/// Lua scripts of the hash helpers below. KEYS[1] is the hash.
 /// `SET`: ARGV field, value → the old value, written atomically.
-pub const HASH_SET: &str = "local old = redis.call('HGET', KEYS[1], ARGV[1]) \
+const HASH_SET: &str = "local old = redis.call('HGET', KEYS[1], ARGV[1]) \
                             redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) return old";
 /// `DELETE`: ARGV field → the old value, deleted atomically.
-pub const HASH_DELETE: &str = "local old = redis.call('HGET', KEYS[1], ARGV[1]) \
+const HASH_DELETE: &str = "local old = redis.call('HGET', KEYS[1], ARGV[1]) \
                                if old then redis.call('HDEL', KEYS[1], ARGV[1]) end return old";
 /// Compare-and-set: ARGV field, '1' if the field must be absent, the expected value, the new
 /// value → 1 when written, 0 when the field changed meanwhile.
-pub const HASH_CAS: &str = "local cur = redis.call('HGET', KEYS[1], ARGV[1]) \
+const HASH_CAS: &str = "local cur = redis.call('HGET', KEYS[1], ARGV[1]) \
                             if ARGV[2] == '1' then if cur then return 0 end \
                             elseif cur ~= ARGV[3] then return 0 end \
                             redis.call('HSET', KEYS[1], ARGV[1], ARGV[4]) return 1";

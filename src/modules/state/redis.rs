@@ -5,7 +5,7 @@
 //! * `set` and `delete` are one Lua script each (read the old value and write, atomically).
 //! * `update` reads the value, applies the ops here (the same code as the store), and writes
 //!   with a compare-and-set script that succeeds only if the value is still what was read;
-//!   otherwise it reads again (up to [`CAS_ATTEMPTS`] times). Concurrent updates from any
+//!   otherwise it reads again (`crate::redis::hash_update`). Concurrent updates from any
 //!   number of engines are applied one after another, none lost.
 //! * Every write publishes its change on `iii:state:events`; each engine listens there and fires
 //!   its own `state` triggers, so a write through any engine reaches the triggers of all of
@@ -17,11 +17,10 @@ use serde_json::{json, Value};
 
 use super::functions::{delete_done, set_done, update_apply, Done, Op, StateChange};
 use crate::protocol::ErrorBody;
+use crate::redis::{hash_delete, hash_get, hash_set, hash_update, CAS_ATTEMPTS};
 
 /// The channel every engine's state actor listens to.
 pub const EVENTS: &str = "iii:state:events";
-/// Compare-and-set retries of one `state::update` before it gives up.
-pub const CAS_ATTEMPTS: usize = 64;
 
 fn hash(scope: &str) -> String {
     format!("state:{scope}")
@@ -29,10 +28,6 @@ fn hash(scope: &str) -> String {
 
 fn failed(code: &str, what: &str, e: impl std::fmt::Display) -> ErrorBody {
     ErrorBody::new(code, format!("Failed to {what} value: {e}"))
-}
-
-fn parse_stored(text: Option<String>) -> Option<Value> {
-    text.map(|t| serde_json::from_str(&t).unwrap_or(Value::Null))
 }
 
 /// Runs one op on Redis; a write's change is published for every engine.
@@ -43,36 +38,38 @@ pub async fn exec(
 ) -> Result<Done, ErrorBody> {
     let done = match op {
         Op::Set { scope, key, value } => {
-            let text = value.to_string();
-            let old: Option<String> = redis::Script::new(crate::redis::HASH_SET)
-                .key(hash(&scope))
-                .arg(&key)
-                .arg(text)
-                .invoke_async(&mut conn)
+            let old = hash_set(&mut conn, &hash(&scope), &key, &value)
                 .await
                 .map_err(|e| failed("SET_ERROR", "set", e))?;
-            set_done(scope, key, parse_stored(old), value)
+            set_done(scope, key, old, value)
         }
         Op::Get { scope, key } => {
-            let v: Option<String> = redis::cmd("HGET")
-                .arg(hash(&scope))
-                .arg(&key)
-                .query_async(&mut conn)
+            let v = hash_get(&mut conn, &hash(&scope), &key)
                 .await
                 .map_err(|e| failed("GET_ERROR", "get", e))?;
-            (parse_stored(v), None)
+            (v, None)
         }
         Op::Delete { scope, key } => {
-            let old: Option<String> = redis::Script::new(crate::redis::HASH_DELETE)
-                .key(hash(&scope))
-                .arg(&key)
-                .invoke_async(&mut conn)
+            let old = hash_delete(&mut conn, &hash(&scope), &key)
                 .await
                 .map_err(|e| failed("DELETE_ERROR", "delete", e))?;
-            delete_done(scope, key, parse_stored(old))
+            delete_done(scope, key, old)
         }
         Op::Update { scope, key, ops } => {
-            update(&mut conn, scope, key, &ops, max_value_bytes).await?
+            let updated = hash_update(
+                &mut conn,
+                &hash(&scope),
+                &key,
+                |e| failed("UPDATE_ERROR", "update", e),
+                |old| update_apply(scope.clone(), key.clone(), old, &ops, max_value_bytes),
+            )
+            .await?;
+            updated.ok_or_else(|| {
+                ErrorBody::new(
+                    "UPDATE_ERROR",
+                    format!("Failed to update value: {scope}/{key} kept changing under {CAS_ATTEMPTS} attempts"),
+                )
+            })?
         }
         Op::List { scope } => {
             let values: Vec<String> = redis::cmd("HVALS")
@@ -125,45 +122,6 @@ pub async fn exec(
         }
     }
     Ok(done)
-}
-
-async fn update(
-    conn: &mut ConnectionManager,
-    scope: String,
-    key: String,
-    ops: &[crate::update_ops::UpdateOp],
-    max_value_bytes: Option<usize>,
-) -> Result<Done, ErrorBody> {
-    for _ in 0..CAS_ATTEMPTS {
-        let current: Option<String> = redis::cmd("HGET")
-            .arg(hash(&scope))
-            .arg(&key)
-            .query_async(conn)
-            .await
-            .map_err(|e| failed("UPDATE_ERROR", "update", e))?;
-        let old = current
-            .as_deref()
-            .map(|t| serde_json::from_str(t).unwrap_or(Value::Null));
-        let (new, done) = update_apply(scope.clone(), key.clone(), old, ops, max_value_bytes)?;
-        let written: i64 = redis::Script::new(crate::redis::HASH_CAS)
-            .key(hash(&scope))
-            .arg(&key)
-            .arg(if current.is_none() { "1" } else { "0" })
-            .arg(current.unwrap_or_default())
-            .arg(new.to_string())
-            .invoke_async(conn)
-            .await
-            .map_err(|e| failed("UPDATE_ERROR", "update", e))?;
-        if written == 1 {
-            return Ok(done);
-        }
-    }
-    Err(ErrorBody::new(
-        "UPDATE_ERROR",
-        format!(
-            "Failed to update value: {scope}/{key} kept changing under {CAS_ATTEMPTS} attempts"
-        ),
-    ))
 }
 
 /// A change another engine (or this one) published.

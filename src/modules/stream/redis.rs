@@ -5,7 +5,7 @@
 //!
 //! * `set` and `delete` are one Lua script each (old value and write, atomically); `update`
 //!   applies the ops here and writes with a compare-and-set script, retrying while another
-//!   engine changed the item ([`CAS_ATTEMPTS`]).
+//!   engine changed the item (`crate::redis::hash_update`).
 //! * Every change (and every `stream::send`) is published on `iii:stream:events`; each engine
 //!   listens there and hands it to its own `stream` triggers and consumer sockets, so a write
 //!   through any engine reaches every subscriber of every engine once (Redis pub/sub: an engine
@@ -18,11 +18,10 @@ use serde_json::{json, Value};
 
 use super::functions::{delete_done, list_all_done, set_done, update_apply, Change, Done, Op};
 use crate::protocol::ErrorBody;
+use crate::redis::{hash_delete, hash_get, hash_set, hash_update, CAS_ATTEMPTS};
 
 /// The channel every engine's stream actor listens to.
 pub const EVENTS: &str = "iii:stream:events";
-/// Compare-and-set retries of one `stream::update` before it gives up.
-pub const CAS_ATTEMPTS: usize = 64;
 
 fn hash(stream: &str, group: &str) -> String {
     format!("stream:{stream}:{group}")
@@ -30,10 +29,6 @@ fn hash(stream: &str, group: &str) -> String {
 
 fn failed(code: &str, what: &str, e: impl std::fmt::Display) -> ErrorBody {
     ErrorBody::new(code, format!("Failed to {what} value: {e}"))
-}
-
-fn parse_stored(text: Option<String>) -> Option<Value> {
-    text.map(|t| serde_json::from_str(&t).unwrap_or(Value::Null))
 }
 
 /// Every key matching `pattern` (SCAN, so Redis is never blocked).
@@ -84,13 +79,9 @@ pub async fn get(
     group: &str,
     item: &str,
 ) -> Result<Option<Value>, ErrorBody> {
-    let v: Option<String> = redis::cmd("HGET")
-        .arg(hash(stream, group))
-        .arg(item)
-        .query_async(conn)
+    hash_get(conn, &hash(stream, group), item)
         .await
-        .map_err(|e| failed("STREAM_GET_ERROR", "get", e))?;
-    Ok(parse_stored(v))
+        .map_err(|e| failed("STREAM_GET_ERROR", "get", e))
 }
 
 /// Runs one op on Redis; a change is published for every engine.
@@ -102,14 +93,10 @@ pub async fn exec(mut conn: ConnectionManager, op: Op) -> Result<Done, ErrorBody
             item,
             data,
         } => {
-            let old: Option<String> = redis::Script::new(crate::redis::HASH_SET)
-                .key(hash(&stream, &group))
-                .arg(&item)
-                .arg(data.to_string())
-                .invoke_async(&mut conn)
+            let old = hash_set(&mut conn, &hash(&stream, &group), &item, &data)
                 .await
                 .map_err(|e| failed("STREAM_SET_ERROR", "set", e))?;
-            set_done(stream, group, item, parse_stored(old), data)
+            set_done(stream, group, item, old, data)
         }
         Op::Get {
             stream,
@@ -121,13 +108,10 @@ pub async fn exec(mut conn: ConnectionManager, op: Op) -> Result<Done, ErrorBody
             group,
             item,
         } => {
-            let old: Option<String> = redis::Script::new(crate::redis::HASH_DELETE)
-                .key(hash(&stream, &group))
-                .arg(&item)
-                .invoke_async(&mut conn)
+            let old = hash_delete(&mut conn, &hash(&stream, &group), &item)
                 .await
                 .map_err(|e| failed("STREAM_DELETE_ERROR", "delete", e))?;
-            delete_done(stream, group, item, parse_stored(old))
+            delete_done(stream, group, item, old)
         }
         Op::List { stream, group } => (Some(list(&mut conn, &stream, &group).await?), None),
         Op::ListGroups { stream } => {
@@ -179,34 +163,20 @@ async fn update(
     item: String,
     ops: &[crate::update_ops::UpdateOp],
 ) -> Result<Done, ErrorBody> {
-    for _ in 0..CAS_ATTEMPTS {
-        let current: Option<String> = redis::cmd("HGET")
-            .arg(hash(&stream, &group))
-            .arg(&item)
-            .query_async(conn)
-            .await
-            .map_err(|e| failed("STREAM_UPDATE_ERROR", "update", e))?;
-        let old = current
-            .as_deref()
-            .map(|t| serde_json::from_str(t).unwrap_or(Value::Null));
-        let (new, done) = update_apply(&stream, &group, &item, old, ops);
-        let written: i64 = redis::Script::new(crate::redis::HASH_CAS)
-            .key(hash(&stream, &group))
-            .arg(&item)
-            .arg(if current.is_none() { "1" } else { "0" })
-            .arg(current.unwrap_or_default())
-            .arg(new.to_string())
-            .invoke_async(conn)
-            .await
-            .map_err(|e| failed("STREAM_UPDATE_ERROR", "update", e))?;
-        if written == 1 {
-            return Ok(done);
-        }
-    }
-    Err(ErrorBody::new(
-        "STREAM_UPDATE_ERROR",
-        format!("Failed to update value: {stream}/{group}/{item} kept changing under {CAS_ATTEMPTS} attempts"),
-    ))
+    let updated = hash_update(
+        conn,
+        &hash(&stream, &group),
+        &item,
+        |e| failed("STREAM_UPDATE_ERROR", "update", e),
+        |old| Ok(update_apply(&stream, &group, &item, old, ops)),
+    )
+    .await?;
+    updated.ok_or_else(|| {
+        ErrorBody::new(
+            "STREAM_UPDATE_ERROR",
+            format!("Failed to update value: {stream}/{group}/{item} kept changing under {CAS_ATTEMPTS} attempts"),
+        )
+    })
 }
 
 async fn publish(conn: &mut ConnectionManager, change: &Change) {
