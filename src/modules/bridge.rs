@@ -80,8 +80,8 @@ pub fn start(
 
 fn bridge_error(e: InvocationError) -> ErrorBody {
     match e.code.as_str() {
-        // The bridge's own failures (no connection, its deadline): the reason, as upstream's code.
-        "TIMEOUT" | "SHUTDOWN" | "NOT_CONNECTED" => {
+        // The bridge's own failures (its deadline, a stopped client): upstream's code.
+        "TIMEOUT" | "SHUTDOWN" => {
             ErrorBody::new("bridge_error", format!("{}: {}", e.code, e.message))
         }
         // The remote engine's or function's error: kept as it was.
@@ -199,7 +199,7 @@ impl Handler<BuiltinCall> for BridgeActor {
             });
         }
         let registry = self.registry.clone();
-        actix::spawn(async move {
+        crate::modules::answer_later(registry, engine_id, async move {
             let req = TriggerRequest {
                 function_id,
                 payload,
@@ -207,12 +207,7 @@ impl Handler<BuiltinCall> for BridgeActor {
                 metadata: None,
                 action: None,
             };
-            let outcome = client
-                .trigger_with(req)
-                .await
-                .map(|r| r.map(|v| Payload::from_value(&v)))
-                .map_err(bridge_error);
-            registry.do_send(BuiltinDone { engine_id, outcome });
+            client.trigger_with(req).await.map_err(bridge_error)
         });
     }
 }

@@ -77,6 +77,21 @@ pub(crate) fn bind(addr: &str) -> Result<(TcpListener, SocketAddr), ModuleError>
     Ok((socket, local))
 }
 
+/// Answers a module's call with what `work` comes to, once it is done: for backends that are
+/// not on the module actor's thread (Redis, another engine). Runs on the current arbiter.
+pub(crate) fn answer_later(
+    registry: crate::registry::Registry,
+    engine_id: uuid::Uuid,
+    work: impl std::future::Future<Output = Result<Option<Value>, ErrorBody>> + 'static,
+) {
+    actix::spawn(async move {
+        let outcome = work
+            .await
+            .map(|v| v.map(|v| crate::payload::Payload::from_value(&v)));
+        registry.do_send(crate::messages::BuiltinDone { engine_id, outcome });
+    });
+}
+
 /// `deserialization_error` with upstream's message form: `Failed to deserialize input for <fn>: …`.
 pub fn bad_input(function_id: &str, reason: impl std::fmt::Display) -> ErrorBody {
     ErrorBody::new(

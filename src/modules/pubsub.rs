@@ -215,20 +215,19 @@ impl Handler<BuiltinCall> for PubSubActor {
             (Ok((topic, message)), Some(conn)) => {
                 let mut conn = conn.clone();
                 let registry = self.registry.clone();
-                actix::spawn(async move {
+                crate::modules::answer_later(registry, engine_id, async move {
                     let channel = format!("{CHANNEL_PREFIX}{topic}");
                     let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH")
                         .arg(channel)
                         .arg(message.as_bytes().as_ref())
                         .query_async(&mut conn)
                         .await;
-                    let outcome = sent.map(|_| None).map_err(|e| {
+                    sent.map(|_| None).map_err(|e| {
                         ErrorBody::new(
                             "publish_failed",
                             format!("Redis did not take the message: {e}"),
                         )
-                    });
-                    registry.do_send(BuiltinDone { engine_id, outcome });
+                    })
                 });
                 return;
             }

@@ -151,21 +151,12 @@ impl StateActor {
             let op = functions::plan(&call.function_id, input.clone(), self.max_value_bytes);
             let (client, registry, addr) = (client.clone(), self.registry.clone(), ctx.address());
             let function_id = call.function_id;
-            actix::spawn(async move {
-                let result = match op {
-                    Ok(op) => bridge::exec(client, function_id, input, op).await,
-                    Err(e) => Err(e),
-                };
-                let outcome = match result {
-                    Ok((v, change)) => {
-                        if let Some(c) = change {
-                            addr.do_send(Changed(c));
-                        }
-                        Ok(v.map(|v| Payload::from_value(&v)))
-                    }
-                    Err(e) => Err(e),
-                };
-                registry.do_send(BuiltinDone { engine_id, outcome });
+            crate::modules::answer_later(registry, engine_id, async move {
+                let (value, change) = bridge::exec(client, function_id, input, op?).await?;
+                if let Some(c) = change {
+                    addr.do_send(Changed(c));
+                }
+                Ok(value)
             });
             return;
         }
@@ -177,13 +168,8 @@ impl StateActor {
                 self.max_value_bytes,
             );
             let (conn, max, registry) = (conn.clone(), self.max_value_bytes, self.registry.clone());
-            actix::spawn(async move {
-                let result = match op {
-                    Ok(op) => redis::exec(conn, op, max).await,
-                    Err(e) => Err(e),
-                };
-                let outcome = result.map(|(v, _)| v.map(|v| Payload::from_value(&v)));
-                registry.do_send(BuiltinDone { engine_id, outcome });
+            crate::modules::answer_later(registry, engine_id, async move {
+                Ok(redis::exec(conn, op?, max).await?.0)
             });
             return;
         }

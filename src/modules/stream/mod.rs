@@ -229,13 +229,8 @@ impl StreamActor {
             let engine_id = call.engine_id;
             let op = functions::plan(&call.function_id, call.data.to_value());
             let (conn, registry) = (conn.clone(), self.registry.clone());
-            actix::spawn(async move {
-                let result = match op {
-                    Ok(op) => redis::exec(conn, op).await,
-                    Err(e) => Err(e),
-                };
-                let outcome = result.map(|(v, _)| v.map(|v| Payload::from_value(&v)));
-                registry.do_send(BuiltinDone { engine_id, outcome });
+            crate::modules::answer_later(registry, engine_id, async move {
+                Ok(redis::exec(conn, op?).await?.0)
             });
             return;
         }
