@@ -72,10 +72,10 @@ struct Reply {
     body: Value,
 }
 
-/// The directory the last heartbeat read.
+/// The directory the last heartbeat read, and this engine's own functions it announced.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Directory(BTreeMap<String, Vec<String>>);
+struct Directory(BTreeMap<String, Vec<String>>, Vec<String>);
 
 /// Starts the actor on `arbiter`; this engine joins the cluster of `client`'s Redis.
 pub fn start(
@@ -146,7 +146,7 @@ impl ClusterActor {
                 return log::warn!("iii-cluster: heartbeat failed: {e}");
             }
             match read_directory(&mut conn, &me).await {
-                Ok(d) => addr.do_send(Directory(d)),
+                Ok(d) => addr.do_send(Directory(d, functions)),
                 Err(e) => log::warn!("iii-cluster: cannot read the directory: {e}"),
             }
         });
@@ -244,7 +244,7 @@ impl ClusterActor {
     }
 
     /// A new directory: the router's remote functions, and calls to engines that are gone fail.
-    fn adopt(&mut self, directory: BTreeMap<String, Vec<String>>) {
+    fn adopt(&mut self, directory: BTreeMap<String, Vec<String>>, local: Vec<String>) {
         let engines: HashSet<String> = directory.values().flatten().cloned().collect();
         let gone: Vec<String> = self.engines.difference(&engines).cloned().collect();
         if !gone.is_empty() {
@@ -272,7 +272,7 @@ impl ClusterActor {
             }
         }
         self.engines = engines;
-        let local: HashSet<String> = self.registry.shared_functions().into_iter().collect();
+        let local: HashSet<String> = local.into_iter().collect();
         let remote = directory
             .keys()
             .filter(|f| !local.contains(*f))
@@ -353,7 +353,7 @@ impl Handler<Reply> for ClusterActor {
 impl Handler<Directory> for ClusterActor {
     type Result = ();
     fn handle(&mut self, msg: Directory, _ctx: &mut Self::Context) {
-        self.adopt(msg.0);
+        self.adopt(msg.0, msg.1);
     }
 }
 

@@ -91,6 +91,9 @@ pub(super) fn backoff(settings: &QueueSettings, attempts: u32) -> u64 {
 impl QueueActor {
     /// Sends out jobs of queue `key` while it has room.
     pub(super) fn pump(&mut self, ctx: &mut Context<Self>, key: &str) {
+        // Whether a function is registered, asked once per function per pump (each answer
+        // takes the registry's lock).
+        let mut known: Vec<(String, bool)> = Vec::new();
         loop {
             let Some(q) = self.queues.get_mut(key) else {
                 return;
@@ -102,7 +105,15 @@ impl QueueActor {
                 return;
             };
             let id = job.id.clone();
-            if !self.registry.has_function(&job.function_id) {
+            let registered = match known.iter().find(|(f, _)| *f == job.function_id) {
+                Some((_, r)) => *r,
+                None => {
+                    let r = self.registry.has_function(&job.function_id);
+                    known.push((job.function_id.clone(), r));
+                    r
+                }
+            };
+            if !registered {
                 q.lanes.park(&id);
                 continue;
             }
