@@ -5,16 +5,8 @@
 
 mod common;
 
-use common::sdk::{node_cmd, python_cmd, run_checks};
+use common::sdk::{check_lines as checks, node_cmd, python_cmd, run_checks};
 use common::{EngineProc, BASIC};
-use serde_json::Value;
-
-fn checks(out: &str) -> Vec<Value> {
-    out.lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v.get("check").is_some())
-        .collect()
-}
 
 #[test]
 fn node_sdk_spans_and_logs_are_queryable() {

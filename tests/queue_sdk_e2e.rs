@@ -5,9 +5,8 @@
 
 mod common;
 
-use common::sdk::{node_cmd, python_cmd, run_checks};
+use common::sdk::{check_lines as checks, node_cmd, python_cmd, run_checks};
 use common::EngineProc;
-use serde_json::Value;
 
 const QUEUES: &str = "workers:
   - name: iii-worker-manager
@@ -19,13 +18,6 @@ const QUEUES: &str = "workers:
         jobs: {concurrency: 2, max_retries: 1, backoff_ms: 50}
         orders: {type: fifo, message_group_field: customer, concurrency: 4, max_retries: 3, backoff_ms: 50}
 ";
-
-fn checks(out: &str) -> Vec<Value> {
-    out.lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v.get("check").is_some())
-        .collect()
-}
 
 #[test]
 fn node_sdk_enqueues_subscribes_retries_and_keeps_fifo_order() {

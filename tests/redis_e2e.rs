@@ -36,6 +36,19 @@ fn config(redis: &str) -> String {
     )
 }
 
+/// Redis listeners subscribe in the background: calls `f` with `data` every 50 ms until `arrived`
+/// says the probe got through (at most 100 times).
+async fn until_through(c: &Client, f: &str, data: Value, arrived: impl Fn() -> bool) {
+    for _ in 0..100 {
+        if arrived() {
+            return;
+        }
+        c.trigger(f, data.clone()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no {f} got through Redis");
+}
+
 async fn client(engine: &EngineProc, name: &str) -> Client {
     Client::connect(&engine.url(0), ClientOptions::named(name))
         .await
@@ -62,18 +75,12 @@ async fn a_publish_on_one_engine_reaches_the_subscribers_of_every_engine() {
     let publisher = client(&engines[2], "publisher").await;
     // The subscriptions' pattern listeners may still be connecting: wait until one message
     // arrives everywhere.
-    let mut probes = 0;
-    while !(seen_a.lock().unwrap().iter().any(|v| v["probe"] == true)
-        && seen_b1.lock().unwrap().iter().any(|v| v["probe"] == true))
-    {
-        publisher
-            .trigger("publish", json!({"topic": "news", "data": {"probe": true}}))
-            .await
-            .unwrap();
-        probes += 1;
-        assert!(probes < 100, "no message got through Redis");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let probed = |s: &Arc<Mutex<Vec<Value>>>| s.lock().unwrap().iter().any(|v| v["probe"] == true);
+    let probe = json!({"topic": "news", "data": {"probe": true}});
+    until_through(&publisher, "publish", probe, || {
+        probed(&seen_a) && probed(&seen_b1)
+    })
+    .await;
     for s in [&seen_a, &seen_b1, &seen_b2] {
         s.lock().unwrap().clear();
     }
@@ -159,18 +166,8 @@ async fn state_on_redis_is_shared_and_its_triggers_fire_on_every_engine() {
     b.register_trigger("state", "carts::changed", json!({"scope": "carts"}));
     barrier(&b).await;
     // The trigger's listener may still be subscribing: write until an event arrives.
-    let mut n = 0;
-    while on_b.lock().unwrap().is_empty() {
-        a.trigger(
-            "state::set",
-            json!({"scope": "carts", "key": "probe", "value": n}),
-        )
-        .await
-        .unwrap();
-        n += 1;
-        assert!(n < 100, "no state event got through Redis");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let probe = json!({"scope": "carts", "key": "probe", "value": 0});
+    until_through(&a, "state::set", probe, || !on_b.lock().unwrap().is_empty()).await;
     a.trigger("state::delete", json!({"scope": "carts", "key": "probe"}))
         .await
         .unwrap();
@@ -238,15 +235,10 @@ async fn a_stream_write_on_one_engine_reaches_triggers_and_consumers_of_another(
     barrier(&b).await;
     let item = |id: &str, title: &str| json!({"stream_name": "todo", "group_id": "todos", "item_id": id, "data": {"id": id, "title": title}});
     // Wait until engine B's listener is subscribed: a probe write shows up in its trigger.
-    let mut n = 0;
-    while on_b.lock().unwrap().is_empty() {
-        a.trigger("stream::set", item("probe", "probe"))
-            .await
-            .unwrap();
-        n += 1;
-        assert!(n < 100, "no stream event got through Redis");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_through(&a, "stream::set", item("probe", "probe"), || {
+        !on_b.lock().unwrap().is_empty()
+    })
+    .await;
     a.trigger(
         "stream::delete",
         json!({"stream_name": "todo", "group_id": "todos", "item_id": "probe"}),

@@ -116,3 +116,11 @@ pub fn run_checks(mut cmd: Command, name: &str, url: &str) -> String {
     );
     stdout
 }
+
+/// The `{"check": …}` lines a checking script printed.
+pub fn check_lines(out: &str) -> Vec<serde_json::Value> {
+    out.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.get("check").is_some())
+        .collect()
+}
