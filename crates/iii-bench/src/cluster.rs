@@ -159,7 +159,7 @@ async fn measure(
         target::bench_options("bench-cluster-subscriber"),
         move |c| {
             c.register_function("bench::on_change", move |event: Value| {
-                handler_sink.record(&event);
+                handler_sink.record(&event["event"]["data"]);
                 async { Ok(Value::Null) }
             });
             c.register_trigger(

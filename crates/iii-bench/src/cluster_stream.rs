@@ -2,100 +2,17 @@
 //! items whose data carries the send time, and a `stream`-trigger subscriber (a [`Sink`])
 //! records write → delivery and counts each item's deliveries (lost and doubled ones too).
 
-use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use iii_client::Client;
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
 
 use crate::cluster_load::{Meter, Run};
 use crate::report::{self, Stats};
+pub use crate::sink::{clock_us, Sink};
 use crate::target;
 
 pub const STREAM: &str = "bench";
-
-/// Microseconds on a clock the writers and the subscriber share (one process).
-pub fn clock_us() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    report::us(EPOCH.get_or_init(Instant::now).elapsed())
-}
-
-/// What the subscriber saw of the current phase.
-#[derive(Default)]
-pub struct Seen {
-    phase: u64,
-    /// Deliveries per item number.
-    pub hits: Vec<u32>,
-    pub distinct: usize,
-    /// Write → delivery of each item's first delivery, µs.
-    pub samples: Vec<u64>,
-    pub last: Option<Instant>,
-    pub probes: usize,
-    done: Option<oneshot::Sender<()>>,
-}
-
-/// Shared between the subscriber's handler (on its thread) and the phase waiting for it.
-#[derive(Default)]
-pub struct Sink(Mutex<Seen>);
-
-impl Sink {
-    /// Starts counting phase `phase` of `total` items; the receiver fires once each arrived.
-    pub fn arm(&self, phase: u64, total: usize) -> oneshot::Receiver<()> {
-        let (tx, rx) = oneshot::channel();
-        *self.0.lock().unwrap() = Seen {
-            phase,
-            hits: vec![0; total],
-            samples: Vec::with_capacity(total),
-            done: Some(tx),
-            ..Seen::default()
-        };
-        rx
-    }
-
-    /// A `stream` trigger event; its item's data carries `{phase, n, ts}` (or `{probe}`).
-    pub fn record(&self, event: &Value) {
-        let (now, at) = (Instant::now(), clock_us());
-        let data = &event["event"]["data"];
-        let mut s = self.0.lock().unwrap();
-        if data["probe"].is_u64() {
-            s.probes += 1;
-            return;
-        }
-        let (Some(phase), Some(n), Some(ts)) = (
-            data["phase"].as_u64(),
-            data["n"].as_u64(),
-            data["ts"].as_u64(),
-        ) else {
-            return;
-        };
-        if phase != s.phase {
-            return;
-        }
-        let Some(h) = s.hits.get_mut(n as usize) else {
-            return;
-        };
-        *h += 1;
-        if *h == 1 {
-            s.distinct += 1;
-            s.samples.push(at.saturating_sub(ts));
-            s.last = Some(now);
-        }
-        if s.distinct == s.hits.len() {
-            if let Some(tx) = s.done.take() {
-                let _ = tx.send(());
-            }
-        }
-    }
-
-    pub fn probes(&self) -> usize {
-        self.0.lock().unwrap().probes
-    }
-
-    pub fn take(&self) -> Seen {
-        std::mem::take(&mut *self.0.lock().unwrap())
-    }
-}
 
 /// A phase of sets and what the subscriber saw of them.
 pub struct Fanout {
@@ -208,30 +125,4 @@ pub async fn sets(
         lost: total - seen.distinct,
         duplicates: duplicates as usize,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_sink_counts_each_item_once_and_ignores_other_phases() {
-        let sink = Sink::default();
-        let mut rx = sink.arm(3, 2);
-        let ts = clock_us();
-        let ev = |data: Value| json!({"type": "stream", "event": {"type": "create", "data": data}});
-        sink.record(&ev(json!({"probe": 1})));
-        sink.record(&ev(json!({"phase": 2, "n": 0, "ts": ts})));
-        sink.record(&ev(json!({"phase": 3, "n": 0, "ts": ts})));
-        sink.record(&ev(json!({"phase": 3, "n": 0, "ts": ts})));
-        assert!(rx.try_recv().is_err());
-        sink.record(&ev(json!({"phase": 3, "n": 1, "ts": ts})));
-        assert!(rx.try_recv().is_ok());
-        assert_eq!(sink.probes(), 1);
-        let seen = sink.take();
-        assert_eq!(
-            (seen.distinct, seen.samples.len(), seen.hits),
-            (2, 2, vec![2, 1])
-        );
-    }
 }

@@ -47,6 +47,7 @@ mod queue;
 mod rawws;
 mod relay;
 mod report;
+mod sink;
 mod startup;
 mod state;
 mod store;

@@ -9,18 +9,18 @@
 //! → run. Reported per phase: acks (or calls)/s, jobs done/s (first send → last run), the
 //! caller's latency, send → run latency, jobs lost or run twice, the engine's CPU per job.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::builder::PossibleValuesParser;
 use iii_client::{Client, TriggerRequest};
 use iii_protocol::protocol::Action;
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
 
 use crate::args::{parse_count, parse_levels, parse_size};
 use crate::procs::{self, Spawned};
 use crate::report::{self, Lanes, Stats, Table};
+use crate::sink::{clock_us, Sink};
 use crate::target::{self, connect_on, SpawnOnly, Threads};
 
 const ABOUT: &str = "\
@@ -73,83 +73,6 @@ fn config(fsync: &str, concurrency: usize) -> String {
          file_based, file_path: ./data/queue, fsync: {fsync}}}}}\n      queue_configs: \
          {{{QUEUE}: {{concurrency: {concurrency}, max_retries: 3}}}}\n"
     )
-}
-
-/// Microseconds on a clock the caller and the handler share (one process).
-fn clock_us() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    report::us(EPOCH.get_or_init(Instant::now).elapsed())
-}
-
-/// What the handler saw of the current phase.
-#[derive(Default)]
-struct Seen {
-    phase: u64,
-    /// Runs per job number.
-    hits: Vec<u32>,
-    distinct: usize,
-    /// Send → run of each job's first run, µs.
-    samples: Vec<u64>,
-    last: Option<Instant>,
-    done: Option<oneshot::Sender<()>>,
-}
-
-/// Shared between the handler (on the worker's thread) and the phase that waits for it.
-#[derive(Default)]
-struct Sink(Mutex<Seen>);
-
-impl Sink {
-    /// Starts counting phase `phase` of `total` jobs; the receiver fires once each has run.
-    fn arm(&self, phase: u64, total: usize) -> oneshot::Receiver<()> {
-        let (tx, rx) = oneshot::channel();
-        *self.0.lock().unwrap() = Seen {
-            phase,
-            hits: vec![0; total],
-            samples: Vec::with_capacity(total),
-            done: Some(tx),
-            ..Seen::default()
-        };
-        rx
-    }
-
-    /// A run of `bench::job` (probes and other phases' jobs are ignored).
-    fn record(&self, input: &Value) {
-        let (now, at) = (Instant::now(), clock_us());
-        let (Some(phase), Some(n), Some(ts)) = (
-            input["phase"].as_u64(),
-            input["n"].as_u64(),
-            input["ts"].as_u64(),
-        ) else {
-            return;
-        };
-        let mut s = self.0.lock().unwrap();
-        if phase != s.phase {
-            return;
-        }
-        let Some(h) = s.hits.get_mut(n as usize) else {
-            return;
-        };
-        *h += 1;
-        if *h == 1 {
-            s.distinct += 1;
-            s.samples.push(at.saturating_sub(ts));
-            s.last = Some(now);
-        }
-        if s.distinct == s.hits.len() {
-            if let Some(tx) = s.done.take() {
-                let _ = tx.send(());
-            }
-        }
-    }
-
-    /// Jobs of the current phase that have run so far.
-    fn ran(&self) -> usize {
-        self.0.lock().unwrap().distinct
-    }
-
-    fn take(&self) -> Seen {
-        std::mem::take(&mut *self.0.lock().unwrap())
-    }
 }
 
 /// One measured phase: direct calls or enqueues.
@@ -481,20 +404,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_sink_counts_each_job_once_and_ignores_other_phases() {
-        let sink = Sink::default();
-        let mut rx = sink.arm(7, 2);
-        let ts = clock_us();
-        sink.record(&json!({"probe": true}));
-        sink.record(&json!({"phase": 6, "n": 0, "ts": ts}));
-        sink.record(&json!({"phase": 7, "n": 0, "ts": ts}));
-        sink.record(&json!({"phase": 7, "n": 0, "ts": ts}));
-        assert!(rx.try_recv().is_err());
-        sink.record(&json!({"phase": 7, "n": 1, "ts": ts}));
-        assert!(rx.try_recv().is_ok());
-        let seen = sink.take();
-        assert_eq!((seen.distinct, seen.samples.len()), (2, 2));
-        assert_eq!(seen.hits, vec![2, 1]);
+    fn the_config_sets_the_queue_concurrency() {
         assert!(config("always", 64).contains("bench: {concurrency: 64, max_retries: 3}"));
     }
 }
