@@ -72,6 +72,24 @@ def describe_error(err: BaseException) -> dict[str, Any]:
     }
 
 
+def call(iii: IIIClient, function_id: str, payload: Any) -> dict[str, Any]:
+    """Call a function (5 s deadline): `{"result": …}`, or `{"error": {code, message}}` — never raises."""
+    try:
+        return {"result": iii.trigger({"function_id": function_id, "payload": payload, "timeout_ms": 5000})}
+    except InvocationError as err:
+        return {"error": {"code": err.code, "message": err.message}}
+
+
+def wait_for(pred: Callable[[], bool], seconds: float = 5.0) -> bool:
+    """Polls `pred` every 20 ms until it holds or `seconds` pass; returns whether it held."""
+    deadline = time.monotonic() + seconds
+    while not pred():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def trigger_with_startup_retry(iii: IIIClient, request: dict[str, Any], retry_ms: int = STARTUP_RETRY_MS) -> Any:
     """Call a function, retrying while it is not registered yet (function_not_found) or the call
     timed out because the connection is still coming up. Any other outcome is final."""

@@ -13,11 +13,11 @@ import time
 import warnings
 from typing import Any, Callable
 
-from iii import InvocationError
 from iii.helpers import create_stream
 from iii.stream import IStream
 from iii_helpers.stream import StreamDeleteResult, StreamSetResult
 
+import common
 from common import Watchdog, connect, emit, fail, run_checks, shutdown_and_exit, trigger_with_startup_retry
 
 # register_trigger and create_stream are deprecated in 0.25 for other workers' triggers; the
@@ -44,18 +44,9 @@ def main() -> None:
         iii.register_function(name, handler)
 
     def call(function_id: str, payload: Any) -> dict[str, Any]:
-        try:
-            return {"result": iii.trigger({"function_id": function_id, "payload": payload, "timeout_ms": 5000})}
-        except InvocationError as err:
-            return {"error": {"code": err.code, "message": err.message}}
+        return common.call(iii, function_id, payload)
 
-    def wait_for(pred: Callable[[], bool], seconds: float = 5.0) -> bool:
-        deadline = time.monotonic() + seconds
-        while not pred():
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.02)
-        return True
+    wait_for = common.wait_for
 
     recorder("py::on-state")
     recorder("py::on-topic")

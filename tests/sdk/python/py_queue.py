@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from iii import InvocationError, TriggerAction
 
+import common
 from common import Watchdog, connect, emit, fail, run_checks, shutdown_and_exit, trigger_with_startup_retry
 
 warnings.simplefilter("ignore")  # register_trigger is deprecated for worker-provided types only
@@ -71,18 +72,10 @@ def main() -> None:
             return {"error": {"code": err.code, "message": err.message}}
 
     def call(function_id: str, payload: Any) -> dict[str, Any]:
-        try:
-            return {"result": iii.trigger({"function_id": function_id, "payload": payload, "timeout_ms": 5000})}
-        except InvocationError as err:
-            return {"error": {"code": err.code, "message": err.message}}
+        return common.call(iii, function_id, payload)
 
     def wait_for(pred: Callable[[], bool], seconds: float = 8.0) -> bool:
-        deadline = time.monotonic() + seconds
-        while not pred():
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.02)
-        return True
+        return common.wait_for(pred, seconds)
 
     def receipt() -> tuple[bool, dict[str, Any]]:
         r = enqueue("jobs", "pyq::send-email", {"to": "grace@example.com"})
