@@ -317,13 +317,19 @@ impl<C> Durability<C> {
         }
     }
 
+    /// The owner's periodic upkeep: publishes the store's size for `/metrics`, then
+    /// [`Durability::maybe_compact`].
+    pub fn maintain(&mut self, store: &mut Store, done: Recipient<CompactionDone>) {
+        let (items, log_bytes) = store.size();
+        self.stats.items.store(items, Ordering::Relaxed);
+        self.stats.log_bytes.store(log_bytes, Ordering::Relaxed);
+        self.maybe_compact(store, done);
+    }
+
     /// Starts a compaction on its own thread when the log has grown (or a failure poisoned
     /// it), unless one is running: the store switches to a new log here, the snapshot is
     /// written there, and `done` hears the result.
     pub fn maybe_compact(&mut self, store: &mut Store, done: Recipient<CompactionDone>) {
-        let (items, log_bytes) = store.size();
-        self.stats.items.store(items, Ordering::Relaxed);
-        self.stats.log_bytes.store(log_bytes, Ordering::Relaxed);
         if self.compacting || !(store.needs_compaction() || store.is_poisoned()) {
             return;
         }

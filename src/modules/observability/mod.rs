@@ -225,8 +225,10 @@ impl ObservabilityActor {
         if let Some(e) = &mut self.exporter {
             e.add_span(&s);
         }
-        let own_delivery = self.traces.values().any(|b| b.function_id == s.name);
-        if !store::internal(&s) && !own_delivery && !self.traces.is_empty() {
+        let watched = !self.traces.is_empty()
+            && !store::internal(&s)
+            && !self.traces.values().any(|b| b.function_id == s.name);
+        if watched {
             self.window
                 .push((s.trace_id.clone(), s.service_name.to_lowercase(), s.status));
         }

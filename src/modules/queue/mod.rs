@@ -427,7 +427,7 @@ impl Actor for QueueActor {
         ));
         ctx.run_interval(MAINTENANCE, |act, ctx| {
             if let Some(d) = &mut act.durable {
-                d.maybe_compact(&mut act.store, ctx.address().recipient());
+                d.maintain(&mut act.store, ctx.address().recipient());
             }
             act.unpark_all(ctx);
             act.publish_gauges();

@@ -286,7 +286,7 @@ impl Actor for StateActor {
         ));
         ctx.run_interval(MAINTENANCE, |act, ctx| {
             if let Some(d) = &mut act.durable {
-                d.maybe_compact(&mut act.store, ctx.address().recipient());
+                d.maintain(&mut act.store, ctx.address().recipient());
             }
         });
     }

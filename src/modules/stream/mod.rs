@@ -267,7 +267,7 @@ impl StreamActor {
     fn maintenance(&mut self, ctx: &mut Context<Self>) {
         self.check_stalled_consumers();
         if let Some(d) = &mut self.durable {
-            d.maybe_compact(&mut self.store, ctx.address().recipient());
+            d.maintain(&mut self.store, ctx.address().recipient());
         }
     }
 }
