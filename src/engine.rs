@@ -156,7 +156,17 @@ impl Engine {
             }
         }
         if let Some(cfg) = &config.queue {
-            match queue::start(cfg, registry.clone()) {
+            let redis = match &cfg.redis_url {
+                Some(url) => match redis_for("iii-queue", url).await {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        engine.stop().await;
+                        return Err(e);
+                    }
+                },
+                None => None,
+            };
+            match queue::start(cfg, registry.clone(), redis) {
                 Ok(module) => engine.queue = Some(module),
                 Err(source) => {
                     engine.stop().await;

@@ -2,8 +2,10 @@
 //! attacker meet them: the `enqueue` action and its receipt, retries with backoff and dead
 //! letters, redrive, the concurrency limit, FIFO order per message group through retries,
 //! idempotency keys, `durable:subscriber` fan-out, bad input, public sessions, and a burst far
-//! beyond a queue's depth. The published SDKs' view is `queue_sdk_e2e.rs`; SIGKILLs are in
-//! `queue_crash_e2e.rs`.
+//! beyond a queue's depth. Every case runs on both adapters — the engine's own store and a
+//! real `redis-server` — with the same expectations. The published SDKs' view is
+//! `queue_sdk_e2e.rs`; SIGKILLs are in `queue_crash_e2e.rs`; several engines sharing a Redis
+//! queue are in `redis_queue_e2e.rs`.
 
 mod common;
 
@@ -11,6 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::redis::RedisProc;
 use common::{barrier, eventually, EngineProc, RawWs};
 use iii_client::{Client, ClientOptions, InvocationError, TriggerRequest};
 use iii_protocol::protocol::{Action, ErrorBody};
@@ -36,6 +39,91 @@ const QUEUES: &str = "workers:
         once: {idempotency_field: order_id}
         small: {max_depth: 50, concurrency: 1}
 ";
+
+/// Where the jobs are kept: every case runs on both.
+#[derive(Clone, Copy)]
+enum Adapter {
+    /// The engine's own store.
+    Builtin,
+    /// A `redis-server` of the test's own.
+    Redis,
+}
+
+impl Adapter {
+    /// What `engine::queue::list_topics` calls a topic's broker.
+    fn broker(self) -> &'static str {
+        match self {
+            Adapter::Builtin => "builtin",
+            Adapter::Redis => "redis",
+        }
+    }
+}
+
+/// An engine (and its Redis, with the `redis` adapter), stopped when dropped.
+struct Engine {
+    engine: EngineProc,
+    _redis: Option<RedisProc>,
+}
+
+impl std::ops::Deref for Engine {
+    type Target = EngineProc;
+    fn deref(&self) -> &EngineProc {
+        &self.engine
+    }
+}
+
+/// Starts the engine of [`QUEUES`] on `adapter`.
+fn start(adapter: Adapter) -> Engine {
+    match adapter {
+        Adapter::Builtin => Engine {
+            engine: EngineProc::start(QUEUES),
+            _redis: None,
+        },
+        Adapter::Redis => {
+            let redis = RedisProc::start();
+            let adapter = format!("{{name: redis, config: {{redis_url: '{}'}}}}", redis.url());
+            let config = QUEUES.replace(
+                "{name: builtin, config: {store_method: file_based, file_path: ./data/queue}}",
+                &adapter,
+            );
+            assert!(config.contains("name: redis"));
+            Engine {
+                engine: EngineProc::start(&config),
+                _redis: Some(redis),
+            }
+        }
+    }
+}
+
+/// Runs every case on both adapters (`builtin::<case>`, `redis::<case>`).
+macro_rules! on_both_adapters {
+    ($($case:ident),* $(,)?) => {
+        mod builtin {
+            $(#[actix::test]
+            async fn $case() {
+                super::$case(super::Adapter::Builtin).await
+            })*
+        }
+        mod redis {
+            $(#[actix::test]
+            async fn $case() {
+                super::$case(super::Adapter::Redis).await
+            })*
+        }
+    };
+}
+
+on_both_adapters!(
+    enqueue_answers_a_receipt_and_the_job_is_delivered,
+    failures_retry_with_backoff_then_dead_letter_and_redrive_works,
+    the_concurrency_limit_is_observed,
+    fifo_keeps_each_groups_order_through_retries_and_runs_groups_in_parallel,
+    a_repeated_idempotency_key_is_acknowledged_once_and_enqueued_once,
+    durable_subscribers_fan_out_per_function_and_replicas_compete,
+    bad_input_gets_a_clear_error,
+    public_sessions_reach_only_what_is_exposed,
+    a_burst_beyond_the_depth_is_refused_clearly_and_nothing_acknowledged_is_lost
+);
 
 async fn client(engine: &EngineProc, listener: usize, name: &str) -> Client {
     Client::connect(&engine.url(listener), ClientOptions::named(name))
@@ -114,9 +202,8 @@ fn worker_fn(
     seen
 }
 
-#[actix::test]
-async fn enqueue_answers_a_receipt_and_the_job_is_delivered() {
-    let engine = EngineProc::start(QUEUES);
+async fn enqueue_answers_a_receipt_and_the_job_is_delivered(adapter: Adapter) {
+    let engine = start(adapter);
     let w = client(&engine, 0, "worker").await;
     let seen = worker_fn(&w, "work::ok", Duration::ZERO, |_, _| false);
     barrier(&w).await;
@@ -162,9 +249,8 @@ async fn enqueue_answers_a_receipt_and_the_job_is_delivered() {
     assert_eq!(jobs["concurrency"], 3, "{list}");
 }
 
-#[actix::test]
-async fn failures_retry_with_backoff_then_dead_letter_and_redrive_works() {
-    let engine = EngineProc::start(QUEUES);
+async fn failures_retry_with_backoff_then_dead_letter_and_redrive_works(adapter: Adapter) {
+    let engine = start(adapter);
     let w = client(&engine, 0, "worker").await;
     let healed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let h = healed.clone();
@@ -289,9 +375,8 @@ async fn failures_retry_with_backoff_then_dead_letter_and_redrive_works() {
     assert_eq!(seen.calls().last().unwrap()["n"], dlq[1]["payload"]["n"]);
 }
 
-#[actix::test]
-async fn the_concurrency_limit_is_observed() {
-    let engine = EngineProc::start(QUEUES);
+async fn the_concurrency_limit_is_observed(adapter: Adapter) {
+    let engine = start(adapter);
     let w = client(&engine, 0, "worker").await;
     let seen = worker_fn(&w, "work::slow", Duration::from_millis(100), |_, _| false);
     barrier(&w).await;
@@ -311,9 +396,10 @@ async fn the_concurrency_limit_is_observed() {
     );
 }
 
-#[actix::test]
-async fn fifo_keeps_each_groups_order_through_retries_and_runs_groups_in_parallel() {
-    let engine = EngineProc::start(QUEUES);
+async fn fifo_keeps_each_groups_order_through_retries_and_runs_groups_in_parallel(
+    adapter: Adapter,
+) {
+    let engine = start(adapter);
     let w = client(&engine, 0, "worker").await;
     // Job a-1 fails twice before it succeeds; nothing of group a may overtake it.
     let seen = worker_fn(
@@ -361,9 +447,8 @@ async fn fifo_keeps_each_groups_order_through_retries_and_runs_groups_in_paralle
     );
 }
 
-#[actix::test]
-async fn a_repeated_idempotency_key_is_acknowledged_once_and_enqueued_once() {
-    let engine = EngineProc::start(QUEUES);
+async fn a_repeated_idempotency_key_is_acknowledged_once_and_enqueued_once(adapter: Adapter) {
+    let engine = start(adapter);
     let w = client(&engine, 0, "worker").await;
     let seen = worker_fn(&w, "work::ok", Duration::ZERO, |_, _| false);
     barrier(&w).await;
@@ -384,9 +469,8 @@ async fn a_repeated_idempotency_key_is_acknowledged_once_and_enqueued_once() {
     assert_eq!(ns, [json!(1), json!(3)]);
 }
 
-#[actix::test]
-async fn durable_subscribers_fan_out_per_function_and_replicas_compete() {
-    let engine = EngineProc::start(QUEUES);
+async fn durable_subscribers_fan_out_per_function_and_replicas_compete(adapter: Adapter) {
+    let engine = start(adapter);
     let publisher = client(&engine, 0, "publisher").await;
     // Published before anyone subscribed: kept for the first subscriber.
     publisher
@@ -459,15 +543,14 @@ async fn durable_subscribers_fan_out_per_function_and_replicas_compete() {
         .unwrap();
     assert!(
         topics.as_array().unwrap().contains(
-            &json!({"name": "orders.created", "broker_type": "builtin", "subscriber_count": 14})
+            &json!({"name": "orders.created", "broker_type": adapter.broker(), "subscriber_count": 14})
         ),
         "10 + 2 + 2: {topics}"
     );
 }
 
-#[actix::test]
-async fn bad_input_gets_a_clear_error() {
-    let engine = EngineProc::start(QUEUES);
+async fn bad_input_gets_a_clear_error(adapter: Adapter) {
+    let engine = start(adapter);
     let c = client(&engine, 0, "caller").await;
     let cases = [
         ("nope", json!({"n": 1}), "Queue 'nope' not found"),
@@ -597,9 +680,8 @@ fn a_bad_queue_config_stops_startup_with_upstreams_message() {
     }
 }
 
-#[actix::test]
-async fn public_sessions_reach_only_what_is_exposed() {
-    let engine = EngineProc::start(QUEUES);
+async fn public_sessions_reach_only_what_is_exposed(adapter: Adapter) {
+    let engine = start(adapter);
     let w = client(&engine, 0, "worker").await;
     let open = worker_fn(&w, "public::signup", Duration::ZERO, |_, _| false);
     let _closed = worker_fn(&w, "admin::wipe", Duration::ZERO, |_, _| false);
@@ -629,9 +711,10 @@ async fn public_sessions_reach_only_what_is_exposed() {
     assert!(eventually(T, || open.count() == 1).await);
 }
 
-#[actix::test]
-async fn a_burst_beyond_the_depth_is_refused_clearly_and_nothing_acknowledged_is_lost() {
-    let engine = EngineProc::start(QUEUES);
+async fn a_burst_beyond_the_depth_is_refused_clearly_and_nothing_acknowledged_is_lost(
+    adapter: Adapter,
+) {
+    let engine = start(adapter);
     let w = client(&engine, 0, "worker").await;
     let seen = worker_fn(&w, "work::slowish", Duration::from_millis(2), |_, _| false);
     barrier(&w).await;

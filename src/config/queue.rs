@@ -1,5 +1,6 @@
-//! The `iii-queue` module's config (`MODULES.md` §2.2): the `builtin` adapter (where the jobs
-//! are kept, and the defaults of `durable:subscriber` queues) and the named queues of
+//! The `iii-queue` module's config (`MODULES.md` §2.2): the adapter — `builtin` (where the
+//! jobs are kept, and the defaults of `durable:subscriber` queues) or `redis` (`{redis_url}`:
+//! jobs kept in a Redis that several engines share) — and the named queues of
 //! `queue_configs`, validated at load with upstream's messages.
 
 use std::collections::BTreeMap;
@@ -18,6 +19,8 @@ pub const QUEUE_DEFAULT_DIR: &str = "queue_store_data.db";
 pub struct QueueConfig {
     /// The store: file based by default (an acknowledged enqueue is on disk).
     pub store: KvConfig,
+    /// `redis` adapter: the Redis that holds the jobs (instead of the store).
+    pub redis_url: Option<String>,
     /// Settings of `durable:subscriber` queues that their trigger's `queue_config` leaves out.
     pub topic_defaults: QueueSettings,
     /// Named queues (`enqueue` targets); `default` is always there.
@@ -34,6 +37,7 @@ impl Default for QueueConfig {
                 file_path: PathBuf::from(QUEUE_DEFAULT_DIR),
                 ..KvConfig::default()
             },
+            redis_url: None,
             topic_defaults: QueueSettings::default(),
             queues,
         }
@@ -168,7 +172,19 @@ struct RawAdapter {
     name: Option<String>,
     class: Option<String>,
     #[serde(default)]
-    config: Option<BuiltinAdapter>,
+    config: Option<serde_yaml::Value>,
+}
+
+/// The redis adapter's `config`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RedisAdapter {
+    #[serde(default = "default_redis_url")]
+    redis_url: String,
+}
+
+fn default_redis_url() -> String {
+    "redis://localhost:6379".into()
 }
 
 impl<'de> Deserialize<'de> for QueueConfig {
@@ -186,6 +202,7 @@ impl<'de> Deserialize<'de> for QueueConfig {
             let name = match (a.name.as_deref(), a.class.as_deref()) {
                 (Some(n), None) => n,
                 (None, Some("modules::queue::BuiltinQueueAdapter")) | (None, None) => "builtin",
+                (None, Some("modules::queue::RedisAdapter")) => "redis",
                 (None, Some(c)) => c,
                 (Some(_), Some(_)) => {
                     return Err(de::Error::custom(
@@ -193,12 +210,25 @@ impl<'de> Deserialize<'de> for QueueConfig {
                     ))
                 }
             };
-            if name != "builtin" {
+            if name == "redis" {
+                let r: RedisAdapter = match a.config.clone() {
+                    Some(c) => RedisAdapter::deserialize(c).map_err(de::Error::custom)?,
+                    None => RedisAdapter {
+                        redis_url: default_redis_url(),
+                    },
+                };
+                cfg.redis_url = Some(r.redis_url);
+            } else if name != "builtin" {
                 return Err(de::Error::custom(format!(
-                    "iii-queue: adapter {name:?} is not supported by this engine (available: builtin)"
+                    "iii-queue: adapter {name:?} is not supported by this engine (available: builtin, redis)"
                 )));
             }
-            let b = a.config.unwrap_or_default();
+            let b: BuiltinAdapter = match a.config {
+                Some(c) if name == "builtin" => {
+                    BuiltinAdapter::deserialize(c).map_err(de::Error::custom)?
+                }
+                _ => BuiltinAdapter::default(),
+            };
             let kv = &mut cfg.store;
             kv.store_method = b.store_method.unwrap_or(kv.store_method);
             kv.file_path = b.file_path.unwrap_or(kv.file_path.clone());
@@ -223,5 +253,30 @@ impl<'de> Deserialize<'de> for QueueConfig {
             cfg.queues.insert(name, settings);
         }
         Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Result<QueueConfig, String> {
+        serde_yaml::from_str::<QueueConfig>(yaml).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_redis_adapter_takes_a_url_and_nothing_else() {
+        let c = parse("adapter: {name: redis, config: {redis_url: 'redis://r:7000'}}").unwrap();
+        assert_eq!(c.redis_url.as_deref(), Some("redis://r:7000"));
+        let c = parse("adapter: {name: redis}").unwrap();
+        assert_eq!(c.redis_url.as_deref(), Some("redis://localhost:6379"));
+        let c = parse("adapter: {class: modules::queue::RedisAdapter}").unwrap();
+        assert!(c.redis_url.is_some());
+        let e = parse("adapter: {name: redis, config: {file_path: x}}").unwrap_err();
+        assert!(e.contains("unknown field `file_path`"), "{e}");
+        let e = parse("adapter: {name: rabbitmq}").unwrap_err();
+        assert!(e.contains("available: builtin, redis"), "{e}");
+        let c = parse("adapter: {name: builtin, config: {max_attempts: 4}}").unwrap();
+        assert_eq!((c.redis_url, c.topic_defaults.max_retries), (None, 3));
     }
 }

@@ -13,6 +13,7 @@ use super::lanes::Job;
 use super::{
     named_key, now_ms, topic_key, unclaimed_key, Kind, Queue, QueueActor, Seen, IDEMPOTENCY, JOBS,
 };
+use crate::config::{QueueConfig, QueueSettings};
 use crate::modules::{bad_input, check_string_keys};
 use crate::payload::Payload;
 use crate::protocol::ErrorBody;
@@ -47,12 +48,132 @@ struct EnqueueInput {
 }
 
 #[derive(Deserialize)]
-struct PublishInput {
-    topic: String,
+pub(super) struct PublishInput {
+    pub topic: String,
     #[serde(default)]
-    data: Value,
+    pub data: Value,
     #[serde(default)]
-    idempotency_key: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+/// An `engine::queue::enqueue` input, checked against its queue's settings.
+pub(super) struct Enqueue {
+    pub queue: String,
+    pub settings: QueueSettings,
+    pub function_id: String,
+    pub data: Value,
+    /// The caller's `messageReceiptId`, or a fresh one.
+    pub receipt: String,
+    /// FIFO queues: the message group.
+    pub group: Option<String>,
+    /// The `idempotency_field` value, if the queue has one and the data carries it.
+    pub idem: Option<String>,
+    pub traceparent: Option<String>,
+    pub baggage: Option<String>,
+}
+
+/// Checks an `engine::queue::enqueue` input (every adapter: same codes and messages).
+pub(super) fn parse_enqueue(config: &QueueConfig, input: Value) -> Result<Enqueue, ErrorBody> {
+    const F: &str = "engine::queue::enqueue";
+    check_string_keys(F, &input, &["queue", "function_id", "messageReceiptId"])?;
+    let i: EnqueueInput = serde_json::from_value(input).map_err(|e| bad_input(F, e))?;
+    if i.queue.is_empty() {
+        return Err(ErrorBody::new("queue_not_set", "Queue name is required"));
+    }
+    if i.function_id.is_empty() {
+        return Err(ErrorBody::new(
+            "function_id_not_set",
+            "function_id is required",
+        ));
+    }
+    let Some(settings) = config.queues.get(&i.queue).cloned() else {
+        return Err(ErrorBody::new(
+            "queue_not_found",
+            format!("Queue '{}' not found", i.queue),
+        ));
+    };
+    let group = match (&settings.message_group_field, settings.fifo()) {
+        (Some(field), true) => Some(match i.data.get(field) {
+            None => {
+                return Err(ErrorBody::new(
+                    "fifo_group_missing",
+                    format!("FIFO queue '{}' requires field '{field}' in data, but it was not found", i.queue),
+                ))
+            }
+            Some(Value::Null) => {
+                return Err(ErrorBody::new(
+                    "fifo_group_missing",
+                    format!("FIFO queue '{}' requires field '{field}' in data: field '{field}' must not be null", i.queue),
+                ))
+            }
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+        }),
+        _ => None,
+    };
+    let idem = settings
+        .idempotency_field
+        .as_ref()
+        .and_then(|f| i.data.get(f))
+        .filter(|v| !v.is_null())
+        .map(|v| {
+            v.as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| v.to_string())
+        });
+    let receipt = i
+        .receipt
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    Ok(Enqueue {
+        queue: i.queue,
+        settings,
+        function_id: i.function_id,
+        data: i.data,
+        receipt,
+        group,
+        idem,
+        traceparent: i.traceparent,
+        baggage: i.baggage,
+    })
+}
+
+/// Checks an `iii::durable::publish` input.
+pub(super) fn parse_publish(input: Value) -> Result<PublishInput, ErrorBody> {
+    const F: &str = "iii::durable::publish";
+    check_string_keys(F, &input, &["topic", "idempotency_key"])?;
+    let i: PublishInput = serde_json::from_value(input).map_err(|e| bad_input(F, e))?;
+    if i.topic.is_empty() {
+        return Err(ErrorBody::new("topic_not_set", "Topic is not set"));
+    }
+    Ok(i)
+}
+
+/// `job_too_large` when `data` is over the queue's `max_job_bytes`.
+pub(super) fn check_size(
+    label: &str,
+    settings: &QueueSettings,
+    data: &Value,
+) -> Result<(), ErrorBody> {
+    let size = serde_json::to_string(data).map(|s| s.len()).unwrap_or(0);
+    if size > settings.max_job_bytes {
+        return Err(ErrorBody::new(
+            "job_too_large",
+            format!(
+                "Queue '{label}': the job's data is {size} bytes; the limit is {} (max_job_bytes)",
+                settings.max_job_bytes
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `queue_full` for a queue holding `held` jobs.
+pub(super) fn queue_full(label: &str, held: usize) -> ErrorBody {
+    ErrorBody::new(
+        "queue_full",
+        format!("Queue '{label}' is full: {held} jobs are held (max_depth); try again later"),
+    )
 }
 
 /// A job about to be taken in.
@@ -67,7 +188,7 @@ struct NewJob {
 }
 
 /// `queue` (or its alias `topic`), required.
-fn queue_name(input: &Value, missing: (&str, &str)) -> Result<String, ErrorBody> {
+pub(super) fn queue_name(input: &Value, missing: (&str, &str)) -> Result<String, ErrorBody> {
     let name = ["queue", "topic"]
         .iter()
         .find_map(|k| input.get(*k).and_then(Value::as_str))
@@ -78,7 +199,7 @@ fn queue_name(input: &Value, missing: (&str, &str)) -> Result<String, ErrorBody>
     Ok(name.to_string())
 }
 
-fn message_id(input: &Value) -> Result<String, ErrorBody> {
+pub(super) fn message_id(input: &Value) -> Result<String, ErrorBody> {
     match input.get("message_id").and_then(Value::as_str) {
         Some(id) if !id.is_empty() => Ok(id.to_string()),
         _ => Err(ErrorBody::new(
@@ -148,75 +269,26 @@ impl QueueActor {
     /// `{messageReceiptId}` once durable. A repeated idempotency key within its window is
     /// answered with the first receipt and not enqueued again.
     fn enqueue(&mut self, ctx: &mut Context<Self>, input: Value) -> Result<Value, ErrorBody> {
-        const F: &str = "engine::queue::enqueue";
-        check_string_keys(F, &input, &["queue", "function_id", "messageReceiptId"])?;
-        let i: EnqueueInput = serde_json::from_value(input).map_err(|e| bad_input(F, e))?;
-        if i.queue.is_empty() {
-            return Err(ErrorBody::new("queue_not_set", "Queue name is required"));
-        }
-        if i.function_id.is_empty() {
-            return Err(ErrorBody::new(
-                "function_id_not_set",
-                "function_id is required",
-            ));
-        }
-        let Some(settings) = self.config.queues.get(&i.queue).cloned() else {
-            return Err(ErrorBody::new(
-                "queue_not_found",
-                format!("Queue '{}' not found", i.queue),
-            ));
-        };
-        let group = match (&settings.message_group_field, settings.fifo()) {
-            (Some(field), true) => Some(match i.data.get(field) {
-                None => {
-                    return Err(ErrorBody::new(
-                        "fifo_group_missing",
-                        format!("FIFO queue '{}' requires field '{field}' in data, but it was not found", i.queue),
-                    ))
-                }
-                Some(Value::Null) => {
-                    return Err(ErrorBody::new(
-                        "fifo_group_missing",
-                        format!("FIFO queue '{}' requires field '{field}' in data: field '{field}' must not be null", i.queue),
-                    ))
-                }
-                Some(Value::String(s)) => s.clone(),
-                Some(other) => other.to_string(),
-            }),
-            _ => None,
-        };
-        let key = named_key(&i.queue);
-        let idem = settings
-            .idempotency_field
-            .as_ref()
-            .and_then(|f| i.data.get(f))
-            .filter(|v| !v.is_null())
-            .map(|v| {
-                v.as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| v.to_string())
-            });
-        if let Some(seen) = idem.as_ref().and_then(|k| self.seen_receipt(&key, k)) {
+        let e = parse_enqueue(&self.config, input)?;
+        let key = named_key(&e.queue);
+        if let Some(seen) = e.idem.as_ref().and_then(|k| self.seen_receipt(&key, k)) {
             return Ok(json!({"messageReceiptId": seen}));
         }
-        let receipt = i
-            .receipt
-            .filter(|r| !r.is_empty())
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let receipt = e.receipt.clone();
         self.admit(
             ctx,
             vec![NewJob {
                 key: key.clone(),
-                function_id: i.function_id,
-                data: i.data,
+                function_id: e.function_id,
+                data: e.data,
                 receipt: receipt.clone(),
-                group,
-                traceparent: i.traceparent,
-                baggage: i.baggage,
+                group: e.group,
+                traceparent: e.traceparent,
+                baggage: e.baggage,
             }],
         )?;
-        if let Some(k) = idem {
-            self.remember(&key, k, &receipt, settings.idempotency_window_ms);
+        if let Some(k) = e.idem {
+            self.remember(&key, k, &receipt, e.settings.idempotency_window_ms);
         }
         Ok(json!({"messageReceiptId": receipt}))
     }
@@ -224,12 +296,7 @@ impl QueueActor {
     /// `iii::durable::publish`: one job per subscribed function of the topic (or parked for
     /// the first subscriber).
     fn publish(&mut self, ctx: &mut Context<Self>, input: Value) -> Result<(), ErrorBody> {
-        const F: &str = "iii::durable::publish";
-        check_string_keys(F, &input, &["topic", "idempotency_key"])?;
-        let i: PublishInput = serde_json::from_value(input).map_err(|e| bad_input(F, e))?;
-        if i.topic.is_empty() {
-            return Err(ErrorBody::new("topic_not_set", "Topic is not set"));
-        }
+        let i = parse_publish(input)?;
         let idem_scope = format!("topic:{}", i.topic);
         if let Some(k) = &i.idempotency_key {
             if self.seen_receipt(&idem_scope, k).is_some() {
@@ -311,26 +378,9 @@ impl QueueActor {
             let Some(q) = self.queues.get(&j.key) else {
                 return Err(ErrorBody::new("queue_not_found", "Queue not found"));
             };
-            let size = serde_json::to_string(&j.data).map(|s| s.len()).unwrap_or(0);
-            if size > q.settings.max_job_bytes {
-                return Err(ErrorBody::new(
-                    "job_too_large",
-                    format!(
-                        "Queue '{}': the job's data is {size} bytes; the limit is {} (max_job_bytes)",
-                        q.label(),
-                        q.settings.max_job_bytes
-                    ),
-                ));
-            }
+            check_size(&q.label(), &q.settings, &j.data)?;
             if q.lanes.len() >= q.settings.max_depth {
-                return Err(ErrorBody::new(
-                    "queue_full",
-                    format!(
-                        "Queue '{}' is full: {} jobs are held (max_depth); try again later",
-                        q.label(),
-                        q.lanes.len()
-                    ),
-                ));
+                return Err(queue_full(&q.label(), q.lanes.len()));
             }
         }
         let now = now_ms();
@@ -389,23 +439,32 @@ impl QueueActor {
 
     /// The store streams a name means (see the module docs).
     pub(super) fn resolve(&self, name: &str) -> Vec<String> {
-        if self.config.queues.contains_key(name) || self.queues.contains_key(&named_key(name)) {
-            return vec![named_key(name)];
-        }
-        let exact = format!("topic:{name}");
-        if self.queues.contains_key(&exact) {
-            return vec![exact];
-        }
-        let mut keys: Vec<String> = self
-            .queues
-            .iter()
-            .filter(|(_, q)| match &q.kind {
-                Kind::Topic { topic, .. } | Kind::Unclaimed(topic) => topic == name,
-                Kind::Named(_) => false,
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
-        keys.sort();
-        keys
+        resolve_keys(&self.config, self.queues.keys().cloned(), name)
     }
+}
+
+/// The queues (of `keys`) a name means: a named queue, one subscription
+/// (`<topic>::<function>`), or every queue of a topic. Sorted.
+pub(super) fn resolve_keys(
+    config: &QueueConfig,
+    keys: impl Iterator<Item = String>,
+    name: &str,
+) -> Vec<String> {
+    let keys: Vec<String> = keys.collect();
+    if config.queues.contains_key(name) || keys.contains(&named_key(name)) {
+        return vec![named_key(name)];
+    }
+    let exact = format!("topic:{name}");
+    if keys.contains(&exact) {
+        return vec![exact];
+    }
+    let mut found: Vec<String> = keys
+        .into_iter()
+        .filter(|k| match super::kind_of(k) {
+            Some(Kind::Topic { topic, .. }) | Some(Kind::Unclaimed(topic)) => topic == name,
+            _ => false,
+        })
+        .collect();
+    found.sort();
+    found
 }

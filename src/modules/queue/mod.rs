@@ -23,13 +23,14 @@
 //!
 //! Files: `lanes.rs` (a queue's jobs and their order), `delivery.rs` (delivering, acks,
 //! retries, timers), `functions.rs` (enqueue, publish), `admin.rs` (inspect and operate),
-//! `subscribe.rs` (the
-//! `durable:subscriber` trigger).
+//! `subscribe.rs` (the `durable:subscriber` trigger). `redis/` is the `redis` adapter: the
+//! same functions and trigger, with the jobs in a Redis that several engines share.
 
 mod admin;
 mod delivery;
 mod functions;
 mod lanes;
+mod redis;
 mod subscribe;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -178,7 +179,7 @@ pub struct QueueActor {
 
 /// A started queue module.
 pub struct QueueModule {
-    actor: Addr<QueueActor>,
+    actor: Recipient<Close>,
     arbiter: Arbiter,
 }
 
@@ -190,9 +191,20 @@ impl QueueModule {
     }
 }
 
-/// Opens the store, rebuilds the queues from it, starts the actor and announces its functions
-/// and trigger type.
-pub fn start(config: &QueueConfig, registry: Registry) -> Result<QueueModule, ModuleError> {
+/// Opens the store (or, with the `redis` adapter, takes the Redis connection), rebuilds the
+/// queues from it, starts the actor and announces its functions and trigger type.
+pub fn start(
+    config: &QueueConfig,
+    registry: Registry,
+    shared: Option<(::redis::Client, ::redis::aio::ConnectionManager)>,
+) -> Result<QueueModule, ModuleError> {
+    if let Some((client, conn)) = shared {
+        let (addr, arbiter) = redis::start(config, registry, client, conn);
+        return Ok(QueueModule {
+            actor: addr.recipient(),
+            arbiter,
+        });
+    }
     let dir = config.store.file_path.clone();
     let (store, mode) = crate::kv::open(&config.store, &dir, "queue")?;
     let mut actor = QueueActor {
@@ -229,7 +241,7 @@ pub fn start(config: &QueueConfig, registry: Registry) -> Result<QueueModule, Mo
         bindings: addr.clone().recipient(),
     });
     Ok(QueueModule {
-        actor: addr,
+        actor: addr.recipient(),
         arbiter,
     })
 }

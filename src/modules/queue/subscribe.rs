@@ -19,7 +19,10 @@ use crate::modules::fire::config_text;
 use crate::protocol::ErrorBody;
 
 /// Upstream's defaults for topic queues, overridden by a binding's `queue_config`.
-fn settings(defaults: &QueueSettings, qc: Option<&Value>) -> Result<QueueSettings, String> {
+pub(super) fn settings(
+    defaults: &QueueSettings,
+    qc: Option<&Value>,
+) -> Result<QueueSettings, String> {
     let mut s = defaults.clone();
     let Some(qc) = qc.filter(|v| !v.is_null()) else {
         return Ok(s);
@@ -86,19 +89,7 @@ impl QueueActor {
         config: Value,
         metadata: Option<Value>,
     ) {
-        let parsed = (|| -> Result<_, String> {
-            if !config.is_object() {
-                return Err(format!(
-                    "Failed to parse durable:subscriber trigger config: expected an object, got {config}"
-                ));
-            }
-            let topic = config_text(&config, "topic", "durable:subscriber")?.ok_or_else(|| {
-                "durable:subscriber trigger config: `topic` is required".to_string()
-            })?;
-            let condition = config_text(&config, "condition_function_id", "durable:subscriber")?;
-            let s = settings(&self.config.topic_defaults, config.get("queue_config"))?;
-            Ok((topic, condition, s))
-        })();
+        let parsed = parse_binding(&self.config.topic_defaults, &config);
         let (topic, condition, settings) = match parsed {
             Ok(p) => p,
             Err(message) => {
@@ -186,6 +177,24 @@ impl QueueActor {
         self.note();
         self.pump(ctx, &to);
     }
+}
+
+/// A `durable:subscriber` binding's config: topic, condition function, queue settings; or why
+/// it is refused.
+pub(super) fn parse_binding(
+    defaults: &QueueSettings,
+    config: &Value,
+) -> Result<(String, Option<String>, QueueSettings), String> {
+    if !config.is_object() {
+        return Err(format!(
+            "Failed to parse durable:subscriber trigger config: expected an object, got {config}"
+        ));
+    }
+    let topic = config_text(config, "topic", "durable:subscriber")?
+        .ok_or_else(|| "durable:subscriber trigger config: `topic` is required".to_string())?;
+    let condition = config_text(config, "condition_function_id", "durable:subscriber")?;
+    let s = settings(defaults, config.get("queue_config"))?;
+    Ok((topic, condition, s))
 }
 
 /// A job's FIFO group in a topic queue: the group field's value, or one group for all.

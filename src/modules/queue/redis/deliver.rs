@@ -1,0 +1,298 @@
+//! Delivering jobs of the `redis` adapter: claiming from Redis while a queue has room here,
+//! the call (after the subscription's condition, if any), and settling its outcome in Redis —
+//! ack, retry after the backoff (the builtin adapter's), or dead letter after `max_retries`
+//! retries. A job whose function is not registered here (nor, with `iii-cluster`, on another
+//! engine) goes back behind the others without using an attempt, for an engine that has it,
+//! and this engine leaves that queue alone until its next look ([`super::POLL`]): engines
+//! without the function do not keep a job from the one that has it.
+//!
+//! Claims and settlements run as tasks on the actor's arbiter and come back as messages, one
+//! claim per queue at a time.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use serde_json::json;
+
+use super::scripts;
+use super::{RedisQueueActor, LEASE_GRACE};
+use crate::modules::fire::passes;
+use crate::modules::queue::delivery::{backoff, Outcome};
+use crate::modules::queue::lanes::Job;
+use crate::modules::queue::now_ms;
+use crate::payload::Payload;
+use crate::protocol::ErrorBody;
+use crate::router::CallRequest;
+
+/// A job claimed by this engine.
+#[derive(Clone)]
+pub(super) struct Claim {
+    token: String,
+    job: Job,
+}
+
+/// A claim's answer from Redis.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Claimed {
+    key: String,
+    result: Result<Option<Claim>, ::redis::RedisError>,
+}
+
+/// A subscription's condition answered.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Checked {
+    key: String,
+    claim: Claim,
+    condition: String,
+    outcome: crate::router::Outcome,
+}
+
+/// A delivery's outcome.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Delivered {
+    key: String,
+    claim: Claim,
+    outcome: Outcome,
+}
+
+/// A settlement reached Redis (or failed): the queue may take the next job.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Settled(String);
+
+impl RedisQueueActor {
+    /// Claims the next job of queue `key` if it has room here and no claim is on its way.
+    pub(super) fn pump(&mut self, ctx: &mut Context<Self>, key: &str) {
+        let Some(c) = self.consumers.get_mut(key) else {
+            return;
+        };
+        if c.claiming || c.resting || c.in_flight >= c.capacity() {
+            return;
+        }
+        c.claiming = true;
+        let lease = c.settings.visibility_timeout_ms + LEASE_GRACE;
+        let fifo = if c.settings.fifo() { "1" } else { "0" };
+        let mut conn = self.conn.clone();
+        let addr = ctx.address();
+        let key = key.to_string();
+        actix::spawn(async move {
+            let r: Result<Vec<String>, _> = scripts::CLAIM
+                .prepare_invoke()
+                .arg(scripts::prefix(&key))
+                .arg(lease)
+                .arg(fifo)
+                .invoke_async(&mut conn)
+                .await;
+            let result = r.map(|v| match v.as_slice() {
+                [token, id, job] => match serde_json::from_str::<Job>(job) {
+                    Ok(job) => Some(Claim {
+                        token: token.clone(),
+                        job,
+                    }),
+                    Err(e) => {
+                        log::error!("iii-queue: unreadable job {id} in Redis: {e}");
+                        None
+                    }
+                },
+                _ => None,
+            });
+            addr.do_send(Claimed { key, result });
+        });
+    }
+
+    /// Calls the function of a claimed job (after its condition).
+    fn deliver(&mut self, ctx: &mut Context<Self>, key: &str, claim: Claim) {
+        let Some(c) = self.consumers.get(key) else {
+            return;
+        };
+        let timeout = Duration::from_millis(c.settings.visibility_timeout_ms);
+        let addr = ctx.address();
+        let key = key.to_string();
+        if let Some(cond) = c.condition.clone() {
+            let req = CallRequest::new(cond.clone(), Payload::from_value(&claim.job.data))
+                .timeout(timeout);
+            self.registry.call_then(req, move |outcome| {
+                addr.do_send(Checked {
+                    key,
+                    claim,
+                    condition: cond,
+                    outcome,
+                })
+            });
+            return;
+        }
+        self.call_job(ctx, &key, claim);
+    }
+
+    fn call_job(&mut self, ctx: &mut Context<Self>, key: &str, claim: Claim) {
+        let Some(c) = self.consumers.get(key) else {
+            return;
+        };
+        let timeout = Duration::from_millis(c.settings.visibility_timeout_ms);
+        let mut req = CallRequest::new(
+            c.function_of(&claim.job),
+            Payload::from_value(&claim.job.data),
+        )
+        .timeout(timeout);
+        req.metadata = c.metadata.clone();
+        req.traceparent = claim.job.traceparent.clone();
+        req.baggage = claim.job.baggage.clone();
+        let addr = ctx.address();
+        let key = key.to_string();
+        self.registry.call_then(req, move |outcome| {
+            let outcome = match outcome {
+                Ok(_) => Outcome::Done,
+                Err(e) if e.code == "function_not_found" => Outcome::NoFunction,
+                Err(e) => Outcome::Failed(e),
+            };
+            addr.do_send(Delivered {
+                key,
+                claim,
+                outcome,
+            });
+        });
+    }
+
+    /// Records a delivery's outcome in Redis; the queue goes on once it is there.
+    fn settle(&mut self, ctx: &mut Context<Self>, key: &str, claim: Claim, outcome: Outcome) {
+        let Some(c) = self.consumers.get_mut(key) else {
+            return;
+        };
+        c.in_flight = c.in_flight.saturating_sub(1);
+        let prefix = scripts::prefix(key);
+        let fifo = if c.settings.fifo() { "1" } else { "0" };
+        let Claim { token, mut job } = claim;
+        let invocation = match outcome {
+            Outcome::Done => {
+                let mut inv = scripts::ACK.prepare_invoke();
+                inv.arg(&prefix).arg(&token).arg(&job.id).arg(fifo).arg(key);
+                inv
+            }
+            Outcome::NoFunction => {
+                c.resting = true;
+                let mut inv = scripts::RELEASE.prepare_invoke();
+                inv.arg(&prefix).arg(&token);
+                inv
+            }
+            Outcome::Failed(error) => {
+                job.attempts += 1;
+                job.last_error = Some(ErrorBody::new(&error.code, &error.message));
+                let dead = job.attempts > c.settings.max_retries;
+                let delay = if dead {
+                    0
+                } else {
+                    backoff(&c.settings, job.attempts)
+                };
+                let record = if dead {
+                    log::warn!(
+                        "queue {}: job {} dead-lettered after {} attempts: {}: {}",
+                        super::label_of(key),
+                        job.id,
+                        job.attempts,
+                        error.code,
+                        error.message
+                    );
+                    json!({
+                        "job": job.to_value(),
+                        "error": {"code": error.code, "message": error.message},
+                        "failed_at": now_ms(),
+                    })
+                    .to_string()
+                } else {
+                    String::new()
+                };
+                let mut inv = scripts::FAIL.prepare_invoke();
+                inv.arg(&prefix)
+                    .arg(&token)
+                    .arg(&job.id)
+                    .arg(fifo)
+                    .arg(key)
+                    .arg(job.to_value().to_string())
+                    .arg(delay)
+                    .arg(record);
+                inv
+            }
+        };
+        let mut conn = self.conn.clone();
+        let addr = ctx.address();
+        let key = key.to_string();
+        actix::spawn(async move {
+            let r: ::redis::RedisResult<i64> = invocation.invoke_async(&mut conn).await;
+            match r {
+                // The lease ran out before the outcome: the job went back in line (and may be
+                // delivered again): at least once.
+                Ok(0) => log::debug!("iii-queue: job {} of {key} settled after its lease", job.id),
+                Ok(_) => {}
+                Err(e) => log::warn!("iii-queue: cannot settle job {} of {key} in Redis ({e}); it goes out again when its lease is over", job.id),
+            }
+            addr.do_send(Settled(key));
+        });
+    }
+}
+
+impl Handler<Claimed> for RedisQueueActor {
+    type Result = ();
+    fn handle(&mut self, msg: Claimed, ctx: &mut Context<Self>) {
+        let Some(c) = self.consumers.get_mut(&msg.key) else {
+            return;
+        };
+        c.claiming = false;
+        match msg.result {
+            Ok(Some(claim)) => {
+                if self.outage {
+                    log::info!("iii-queue: Redis answers again");
+                    self.outage = false;
+                }
+                c.in_flight += 1;
+                let function_id = c.function_of(&claim.job);
+                if self.registry.has_function(&function_id) {
+                    self.deliver(ctx, &msg.key, claim);
+                } else {
+                    self.settle(ctx, &msg.key, claim, Outcome::NoFunction);
+                }
+                self.pump(ctx, &msg.key);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                if !self.outage {
+                    log::warn!("iii-queue: cannot claim jobs from Redis: {e}");
+                    self.outage = true;
+                }
+            }
+        }
+    }
+}
+
+impl Handler<Checked> for RedisQueueActor {
+    type Result = ();
+    fn handle(&mut self, msg: Checked, ctx: &mut Context<Self>) {
+        match passes(&msg.outcome) {
+            Ok(true) => self.call_job(ctx, &msg.key, msg.claim),
+            Ok(false) => self.settle(ctx, &msg.key, msg.claim, Outcome::Done),
+            Err(e) => {
+                let error = ErrorBody::new(
+                    "condition_failed",
+                    format!("condition {} failed: {e}", msg.condition),
+                );
+                self.settle(ctx, &msg.key, msg.claim, Outcome::Failed(error));
+            }
+        }
+    }
+}
+
+impl Handler<Delivered> for RedisQueueActor {
+    type Result = ();
+    fn handle(&mut self, msg: Delivered, ctx: &mut Context<Self>) {
+        self.settle(ctx, &msg.key, msg.claim, msg.outcome);
+    }
+}
+
+impl Handler<Settled> for RedisQueueActor {
+    type Result = ();
+    fn handle(&mut self, msg: Settled, ctx: &mut Context<Self>) {
+        self.pump(ctx, &msg.0);
+    }
+}

@@ -1,0 +1,694 @@
+//! `iii-queue` with the `redis` adapter: engines sharing one real Redis (`redis-server` on a
+//! free port) share their queues. Jobs enqueued through any engine are delivered once each
+//! across three engines and never to two deliveries at the same time; a job held by an engine
+//! that is SIGKILLed goes out again through another engine once its lease is over, and killing
+//! an engine in the middle of a stream of jobs loses none; FIFO groups keep their order
+//! across engines through retries; `durable:subscriber` fans out to the functions subscribed
+//! on every engine (replicas on two engines compete), and a topic's first subscriber gets what
+//! was published before it; dead letters, redrive and counts are the same seen from any
+//! engine; a burst far beyond `max_depth` is refused clearly with nothing acknowledged lost;
+//! an enqueue while Redis is down fails with an error.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::redis::RedisProc;
+use common::{barrier, eventually, EngineProc};
+use iii_client::{Client, ClientOptions, InvocationError, TriggerRequest};
+use iii_protocol::protocol::{Action, ErrorBody};
+use serde_json::{json, Value};
+
+const T: Duration = Duration::from_secs(10);
+
+fn config(redis: &str) -> String {
+    format!(
+        "workers:
+  - name: iii-worker-manager
+    config: {{host: 127.0.0.1, port: 0}}
+  - name: iii-queue
+    config:
+      adapter: {{name: redis, config: {{redis_url: '{redis}'}}}}
+      queue_configs:
+        jobs: {{concurrency: 4, max_retries: 2, backoff_ms: 40, visibility_timeout_ms: 1500}}
+        orders: {{type: fifo, message_group_field: customer, concurrency: 4, max_retries: 5, backoff_ms: 30}}
+        small: {{max_depth: 50, concurrency: 1}}
+"
+    )
+}
+
+async fn client(engine: &EngineProc, name: &str) -> Client {
+    Client::connect(&engine.url(0), ClientOptions::named(name))
+        .await
+        .expect("connect")
+}
+
+async fn enqueue(c: &Client, queue: &str, f: &str, data: Value) -> Result<Value, InvocationError> {
+    let req = TriggerRequest {
+        function_id: f.into(),
+        payload: data,
+        timeout: None,
+        metadata: None,
+        action: Some(Action::Enqueue {
+            queue: queue.into(),
+        }),
+    };
+    c.trigger_with(req).await.map(|r| r.unwrap_or(Value::Null))
+}
+
+/// Every delivery any engine made, shared by the handlers of all engines in this process.
+#[derive(Default)]
+struct Ledger {
+    /// (job key, engine index) per delivery, in order.
+    deliveries: Mutex<Vec<(String, usize)>>,
+    /// Job keys being delivered right now.
+    running: Mutex<HashSet<String>>,
+    /// Deliveries that started while another delivery of the same job key ran.
+    overlaps: AtomicUsize,
+}
+
+impl Ledger {
+    fn count(&self) -> usize {
+        self.deliveries.lock().unwrap().len()
+    }
+    fn per_key(&self) -> HashMap<String, usize> {
+        let mut m = HashMap::new();
+        for (k, _) in self.deliveries.lock().unwrap().iter() {
+            *m.entry(k.clone()).or_default() += 1;
+        }
+        m
+    }
+    fn engines(&self) -> HashSet<usize> {
+        self.deliveries
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|d| d.1)
+            .collect()
+    }
+}
+
+/// Registers `f` on `c` (a worker of engine `engine`): records each delivery under
+/// `key(data)`, takes `work`, fails while `fail(data, earlier deliveries of the key)`.
+fn handler(
+    c: &Client,
+    f: &str,
+    engine: usize,
+    ledger: &Arc<Ledger>,
+    key: fn(&Value) -> String,
+    work: Duration,
+    fail: fn(&Value, usize) -> bool,
+) {
+    let l = ledger.clone();
+    c.register_function(f, move |v: Value| {
+        let l = l.clone();
+        async move {
+            let k = key(&v);
+            let earlier = {
+                let mut d = l.deliveries.lock().unwrap();
+                let n = d.iter().filter(|(x, _)| *x == k).count();
+                d.push((k.clone(), engine));
+                n
+            };
+            if !l.running.lock().unwrap().insert(k.clone()) {
+                l.overlaps.fetch_add(1, Ordering::SeqCst);
+            }
+            tokio::time::sleep(work).await;
+            l.running.lock().unwrap().remove(&k);
+            if fail(&v, earlier) {
+                Err(ErrorBody::new("boom", format!("failed {k}")))
+            } else {
+                Ok(json!({"ok": true}))
+            }
+        }
+    });
+}
+
+fn by_n(v: &Value) -> String {
+    v["n"].to_string()
+}
+
+#[actix::test]
+async fn jobs_from_any_engine_are_delivered_once_across_three_engines() {
+    let redis = RedisProc::start();
+    let engines: Vec<EngineProc> = (0..3)
+        .map(|_| EngineProc::start(&config(&redis.url())))
+        .collect();
+    let ledger = Arc::new(Ledger::default());
+    let mut workers = Vec::new();
+    for (i, e) in engines.iter().enumerate() {
+        let w = client(e, &format!("worker{i}")).await;
+        handler(
+            &w,
+            "work::job",
+            i,
+            &ledger,
+            by_n,
+            Duration::from_millis(5),
+            |_, _| false,
+        );
+        barrier(&w).await;
+        workers.push(w);
+    }
+    let mut callers = Vec::new();
+    for e in &engines {
+        callers.push(client(e, "caller").await);
+    }
+    let mut sends = Vec::new();
+    for n in 0..300 {
+        let c = callers[n % 3].clone();
+        sends.push(async move { enqueue(&c, "jobs", "work::job", json!({"n": n})).await });
+    }
+    for r in futures_util::future::join_all(sends).await {
+        assert!(r.unwrap()["messageReceiptId"].is_string());
+    }
+    assert!(
+        eventually(T, || ledger.count() >= 300).await,
+        "{} of 300 delivered",
+        ledger.count()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let per = ledger.per_key();
+    assert_eq!(per.len(), 300);
+    assert!(per.values().all(|n| *n == 1), "each job once: {per:?}");
+    assert_eq!(ledger.overlaps.load(Ordering::SeqCst), 0);
+    assert_eq!(ledger.engines().len(), 3, "every engine took a share");
+    // Every engine sees the same, empty queue.
+    for c in &callers {
+        let list = c.trigger("iii::queue::list", json!({})).await.unwrap();
+        let jobs = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["queue"] == "jobs")
+            .cloned()
+            .unwrap();
+        assert_eq!(jobs["jobs"], 0, "{list}");
+        assert_eq!(jobs["concurrency"], 4, "{list}");
+    }
+}
+
+#[actix::test]
+async fn a_job_held_by_a_killed_engine_goes_out_again_through_another() {
+    let redis = RedisProc::start();
+    let mut a = EngineProc::start(&config(&redis.url()));
+    let b = EngineProc::start(&config(&redis.url()));
+    let ledger = Arc::new(Ledger::default());
+    // Engine A's worker takes the job and never answers.
+    let wa = client(&a, "worker-a").await;
+    handler(
+        &wa,
+        "work::slow",
+        0,
+        &ledger,
+        by_n,
+        Duration::from_secs(60),
+        |_, _| false,
+    );
+    barrier(&wa).await;
+    let caller = client(&b, "caller").await;
+    enqueue(&caller, "jobs", "work::slow", json!({"n": 1}))
+        .await
+        .unwrap();
+    assert!(eventually(T, || ledger.count() == 1).await);
+    let held_since = Instant::now();
+    a.kill();
+    let wb = client(&b, "worker-b").await;
+    handler(
+        &wb,
+        "work::slow",
+        1,
+        &ledger,
+        by_n,
+        Duration::ZERO,
+        |_, _| false,
+    );
+    barrier(&wb).await;
+    // The lease: visibility 1.5 s + 2 s grace.
+    assert!(
+        eventually(Duration::from_secs(15), || ledger.count() == 2).await,
+        "not redelivered: {:?}",
+        ledger.deliveries.lock().unwrap()
+    );
+    let waited = held_since.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1500),
+        "redelivered after {waited:?}, inside the lease"
+    );
+    assert_eq!(ledger.deliveries.lock().unwrap()[1], ("1".to_string(), 1));
+    // Acked by B: nothing left.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stats = caller
+        .trigger("engine::queue::topic_stats", json!({"topic": "jobs"}))
+        .await
+        .unwrap();
+    assert_eq!(stats["depth"], 0, "{stats}");
+    assert_eq!(stats["in_flight"], 0, "{stats}");
+}
+
+#[actix::test]
+async fn killing_an_engine_amid_a_stream_of_jobs_loses_none() {
+    let redis = RedisProc::start();
+    let mut a = EngineProc::start(&config(&redis.url()));
+    let b = EngineProc::start(&config(&redis.url()));
+    let ledger = Arc::new(Ledger::default());
+    let wa = client(&a, "worker-a").await;
+    handler(
+        &wa,
+        "work::job",
+        0,
+        &ledger,
+        by_n,
+        Duration::from_millis(20),
+        |_, _| false,
+    );
+    let wb = client(&b, "worker-b").await;
+    handler(
+        &wb,
+        "work::job",
+        1,
+        &ledger,
+        by_n,
+        Duration::from_millis(20),
+        |_, _| false,
+    );
+    barrier(&wa).await;
+    barrier(&wb).await;
+    let ca = client(&a, "caller-a").await;
+    let cb = client(&b, "caller-b").await;
+    let mut acked = HashSet::new();
+    for n in 0..200u32 {
+        if n == 120 {
+            a.kill();
+        }
+        // Through A until it dies (its refusals after that are not acknowledged), then B.
+        let via = if n < 120 && n.is_multiple_of(2) {
+            &ca
+        } else {
+            &cb
+        };
+        if enqueue(via, "jobs", "work::job", json!({"n": n}))
+            .await
+            .is_ok()
+        {
+            acked.insert(n.to_string());
+        }
+    }
+    assert!(acked.len() >= 140, "{} acknowledged", acked.len());
+    let all_there = || {
+        let per = ledger.per_key();
+        acked.iter().all(|k| per.contains_key(k))
+    };
+    assert!(
+        eventually(Duration::from_secs(20), all_there).await,
+        "lost: {:?}",
+        acked
+            .iter()
+            .filter(|k| !ledger.per_key().contains_key(*k))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        ledger.overlaps.load(Ordering::SeqCst),
+        0,
+        "a job delivered twice at once"
+    );
+}
+
+#[actix::test]
+async fn fifo_groups_keep_their_order_across_engines_through_retries() {
+    let redis = RedisProc::start();
+    let engines: Vec<EngineProc> = (0..2)
+        .map(|_| EngineProc::start(&config(&redis.url())))
+        .collect();
+    let ledger = Arc::new(Ledger::default());
+    // Keyed by customer: two deliveries of one group at once count as an overlap.
+    let by_customer = |v: &Value| v["customer"].as_str().unwrap_or("").to_string();
+    let order = Arc::new(Mutex::new(HashMap::<String, Vec<u64>>::new()));
+    let mut workers = Vec::new();
+    for (i, e) in engines.iter().enumerate() {
+        let w = client(e, &format!("worker{i}")).await;
+        let l = ledger.clone();
+        let o = order.clone();
+        let f1 = Arc::new(Mutex::new(HashSet::<String>::new()));
+        w.register_function("work::order", move |v: Value| {
+            let (l, o, f1) = (l.clone(), o.clone(), f1.clone());
+            async move {
+                let k = by_customer(&v);
+                if !l.running.lock().unwrap().insert(k.clone()) {
+                    l.overlaps.fetch_add(1, Ordering::SeqCst);
+                }
+                l.deliveries.lock().unwrap().push((k.clone(), i));
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                l.running.lock().unwrap().remove(&k);
+                let n = v["n"].as_u64().unwrap();
+                let id = format!("{k}/{n}");
+                // Each engine's worker fails job 7 of a customer the first time it sees it.
+                if n == 7 && f1.lock().unwrap().insert(id) {
+                    return Err(ErrorBody::new("boom", "first attempt of 7 fails"));
+                }
+                o.lock().unwrap().entry(k).or_default().push(n);
+                Ok(json!({}))
+            }
+        });
+        barrier(&w).await;
+        workers.push(w);
+    }
+    let ca = client(&engines[0], "caller-a").await;
+    let cb = client(&engines[1], "caller-b").await;
+    for n in 0..15u64 {
+        for (i, customer) in ["ann", "bob", "cyd", "dee"].iter().enumerate() {
+            let via = if (n as usize + i).is_multiple_of(2) {
+                &ca
+            } else {
+                &cb
+            };
+            enqueue(
+                via,
+                "orders",
+                "work::order",
+                json!({"customer": customer, "n": n}),
+            )
+            .await
+            .unwrap();
+        }
+    }
+    let done = || {
+        let o = order.lock().unwrap();
+        o.len() == 4 && o.values().all(|v| v.len() >= 15)
+    };
+    assert!(eventually(T, done).await, "{:?}", order.lock().unwrap());
+    let want: Vec<u64> = (0..15).collect();
+    for (customer, got) in order.lock().unwrap().iter() {
+        assert_eq!(got, &want, "{customer}: in order, each once");
+    }
+    assert_eq!(
+        ledger.overlaps.load(Ordering::SeqCst),
+        0,
+        "a group had two jobs out at once"
+    );
+    assert_eq!(ledger.engines().len(), 2, "both engines delivered");
+}
+
+#[actix::test]
+async fn durable_subscribers_on_every_engine_get_every_message() {
+    let redis = RedisProc::start();
+    let engines: Vec<EngineProc> = (0..3)
+        .map(|_| EngineProc::start(&config(&redis.url())))
+        .collect();
+    // Published before anyone subscribed: kept for the first subscriber.
+    let early = client(&engines[0], "early").await;
+    for n in 0..3 {
+        early
+            .trigger(
+                "iii::durable::publish",
+                json!({"topic": "later", "data": {"n": n}}),
+            )
+            .await
+            .unwrap();
+    }
+    let a_seen = Arc::new(Ledger::default());
+    let b_seen = Arc::new(Ledger::default());
+    let late_seen = Arc::new(Ledger::default());
+    let wa = client(&engines[0], "sub-a").await;
+    handler(&wa, "sub::a", 0, &a_seen, by_n, Duration::ZERO, |_, _| {
+        false
+    });
+    wa.register_trigger("durable:subscriber", "sub::a", json!({"topic": "news"}));
+    // sub::b is subscribed on two engines: its replicas compete for its messages.
+    let wb1 = client(&engines[1], "sub-b1").await;
+    handler(
+        &wb1,
+        "sub::b",
+        1,
+        &b_seen,
+        by_n,
+        Duration::from_millis(2),
+        |_, _| false,
+    );
+    wb1.register_trigger("durable:subscriber", "sub::b", json!({"topic": "news"}));
+    let wb2 = client(&engines[2], "sub-b2").await;
+    handler(
+        &wb2,
+        "sub::b",
+        2,
+        &b_seen,
+        by_n,
+        Duration::from_millis(2),
+        |_, _| false,
+    );
+    wb2.register_trigger("durable:subscriber", "sub::b", json!({"topic": "news"}));
+    let wl = client(&engines[1], "sub-late").await;
+    handler(
+        &wl,
+        "sub::late",
+        1,
+        &late_seen,
+        by_n,
+        Duration::ZERO,
+        |_, _| false,
+    );
+    wl.register_trigger("durable:subscriber", "sub::late", json!({"topic": "later"}));
+    for w in [&wa, &wb1, &wb2, &wl] {
+        barrier(w).await;
+    }
+    assert!(
+        eventually(T, || late_seen.count() == 3).await,
+        "the first subscriber gets what was published before: {:?}",
+        late_seen.deliveries.lock().unwrap()
+    );
+    // Subscriptions reach Redis in the background: wait until both functions are known.
+    let publisher = client(&engines[2], "publisher").await;
+    let subscribed = || async {
+        let t = publisher
+            .trigger("iii::queue::list", json!({}))
+            .await
+            .unwrap();
+        t.as_array()
+            .unwrap()
+            .iter()
+            .filter(|q| q["topic"] == "news")
+            .count()
+    };
+    let deadline = Instant::now() + T;
+    while subscribed().await < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "subscriptions never reached Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for n in 0..60 {
+        publisher
+            .trigger(
+                "iii::durable::publish",
+                json!({"topic": "news", "data": {"n": n}}),
+            )
+            .await
+            .unwrap();
+    }
+    assert!(eventually(T, || a_seen.count() >= 60 && b_seen.count() >= 60).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (name, l) in [("sub::a", &a_seen), ("sub::b", &b_seen)] {
+        let per = l.per_key();
+        assert_eq!(per.len(), 60, "{name}");
+        assert!(
+            per.values().all(|n| *n == 1),
+            "{name}: each message once: {per:?}"
+        );
+    }
+    assert_eq!(
+        b_seen.engines(),
+        HashSet::from([1, 2]),
+        "both replicas of sub::b worked"
+    );
+    assert_eq!(b_seen.overlaps.load(Ordering::SeqCst), 0);
+}
+
+#[actix::test]
+async fn dead_letters_redrive_and_counts_are_shared_by_every_engine() {
+    let redis = RedisProc::start();
+    let a = EngineProc::start(&config(&redis.url()));
+    let b = EngineProc::start(&config(&redis.url()));
+    let ledger = Arc::new(Ledger::default());
+    let wa = client(&a, "worker").await;
+    // Fails the first three deliveries of a job (max_retries 2: dead after three).
+    handler(
+        &wa,
+        "work::flaky",
+        0,
+        &ledger,
+        by_n,
+        Duration::ZERO,
+        |_, earlier| earlier < 3,
+    );
+    barrier(&wa).await;
+    let ca = client(&a, "caller-a").await;
+    let cb = client(&b, "caller-b").await;
+    enqueue(&ca, "jobs", "work::flaky", json!({"n": 9}))
+        .await
+        .unwrap();
+    let dlq = |c: Client| async move {
+        c.trigger("engine::queue::dlq_messages", json!({"topic": "jobs"}))
+            .await
+            .unwrap()
+    };
+    let deadline = Instant::now() + T;
+    let letters = loop {
+        let d = dlq(cb.clone()).await;
+        if d.as_array().is_some_and(|a| !a.is_empty()) {
+            break d;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no dead letter: {:?}",
+            ledger.deliveries.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(ledger.count(), 3);
+    let letter = &letters[0];
+    assert_eq!(letter["payload"], json!({"n": 9}), "{letters}");
+    assert_eq!(letter["retries"], 3, "{letters}");
+    assert_eq!(letter["error"]["code"], "boom", "{letters}");
+    let topics = cb
+        .trigger("engine::queue::dlq_topics", json!({}))
+        .await
+        .unwrap();
+    assert!(
+        topics
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["topic"] == "jobs" && t["message_count"] == 1),
+        "{topics}"
+    );
+    // Redriven through B: delivered again (through A's worker) and done.
+    let id = letter["id"].as_str().unwrap();
+    let r = cb
+        .trigger(
+            "iii::queue::redrive_message",
+            json!({"queue": "jobs", "message_id": id}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r["redriven"], 1, "{r}");
+    assert!(eventually(T, || ledger.count() == 4).await);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(dlq(ca.clone()).await, json!([]));
+
+    // Purge through B drops jobs no engine is delivering.
+    for n in 100..110 {
+        enqueue(&cb, "small", "nobody::home", json!({"n": n}))
+            .await
+            .unwrap();
+    }
+    let r = cb
+        .trigger("iii::queue::purge", json!({"queue": "small"}))
+        .await
+        .unwrap();
+    assert_eq!(r["purged"], 10, "{r}");
+    let stats = ca
+        .trigger("engine::queue::topic_stats", json!({"topic": "small"}))
+        .await
+        .unwrap();
+    assert_eq!(stats["depth"], 0, "{stats}");
+}
+
+#[actix::test]
+async fn a_burst_beyond_the_depth_through_three_engines_is_refused_clearly() {
+    let redis = RedisProc::start();
+    let engines: Vec<EngineProc> = (0..3)
+        .map(|_| EngineProc::start(&config(&redis.url())))
+        .collect();
+    let ledger = Arc::new(Ledger::default());
+    let w = client(&engines[0], "worker").await;
+    handler(
+        &w,
+        "work::slowish",
+        0,
+        &ledger,
+        by_n,
+        Duration::from_millis(50),
+        |_, _| false,
+    );
+    barrier(&w).await;
+    let mut callers = Vec::new();
+    for e in &engines {
+        callers.push(client(e, "caller").await);
+    }
+    let mut sends = Vec::new();
+    for n in 0..900 {
+        let c = callers[n % 3].clone();
+        sends.push(async move {
+            (
+                n,
+                enqueue(&c, "small", "work::slowish", json!({"n": n})).await,
+            )
+        });
+    }
+    let mut acked = HashSet::new();
+    for (n, r) in futures_util::future::join_all(sends).await {
+        match r {
+            Ok(v) => {
+                assert!(v["messageReceiptId"].is_string(), "{v}");
+                acked.insert(n.to_string());
+            }
+            Err(e) => {
+                // The enqueue action's code, as upstream; the queue's reason in the message.
+                assert_eq!(e.code, "enqueue_error", "{e:?}");
+                assert!(e.message.contains("Queue 'small' is full"), "{e:?}");
+            }
+        }
+    }
+    assert!(
+        acked.len() >= 50 && acked.len() < 900,
+        "{} acknowledged",
+        acked.len()
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || ledger.count() >= acked.len()).await,
+        "{} of {} delivered",
+        ledger.count(),
+        acked.len()
+    );
+    let per = ledger.per_key();
+    assert_eq!(per.keys().cloned().collect::<HashSet<_>>(), acked);
+    assert!(per.values().all(|n| *n == 1));
+    assert_eq!(ledger.overlaps.load(Ordering::SeqCst), 0);
+}
+
+#[actix::test]
+async fn an_enqueue_while_redis_is_down_fails_with_an_error() {
+    let mut redis = RedisProc::start();
+    let engine = EngineProc::start(&config(&redis.url()));
+    let c = client(&engine, "caller").await;
+    enqueue(&c, "jobs", "work::x", json!({"n": 1}))
+        .await
+        .unwrap();
+    redis.kill();
+    let started = Instant::now();
+    let e = enqueue(&c, "jobs", "work::x", json!({"n": 2}))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, "enqueue_error", "{e:?}");
+    assert!(e.message.contains("could not be stored in Redis"), "{e:?}");
+    let e = c
+        .trigger(
+            "engine::queue::enqueue",
+            json!({"queue": "jobs", "function_id": "work::x", "data": {"n": 3}}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, "QUEUE_WRITE_FAILED", "{e:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "{:?}",
+        started.elapsed()
+    );
+    // Bad input is still refused before Redis is asked.
+    let e = enqueue(&c, "nope", "work::x", json!({})).await.unwrap_err();
+    assert!(e.message.contains("Queue 'nope' not found"), "{e:?}");
+}
