@@ -200,13 +200,6 @@ fn name_entry(text: &str, message: String) -> String {
 }
 
 fn validate(cfg: &EngineConfig) -> Result<(), String> {
-    if cfg
-        .stream
-        .as_ref()
-        .is_some_and(|s| s.adapter.bridge_url.is_some())
-    {
-        return Err("iii-stream: config.adapter: `bridge` is not supported for streams; use `redis` to share streams between engines".into());
-    }
     let mut seen: Vec<(String, u16)> = Vec::new();
     let stream_port = cfg
         .stream

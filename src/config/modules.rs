@@ -165,14 +165,14 @@ impl StreamConfig {
     }
 }
 
-/// The stream adapter block, in either form: `{name: kv, config}` or
-/// `{class: modules::stream::adapters::KvStore, config}`. Only the kv store exists here.
+/// The stream (and state) adapter block, in either form: `{name: kv, config}` or
+/// `{class: modules::stream::adapters::KvStore, config}`; `redis` and `bridge` as well.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct AdapterConfig {
     pub kv: KvConfig,
     /// `{name: redis, config: {redis_url}}`: the data lives in that Redis.
     pub redis_url: Option<String>,
-    /// `{name: bridge, config: {bridge_url}}`: calls go to that engine (iii-state only).
+    /// `{name: bridge, config: {bridge_url}}`: calls go to that engine (iii-state, iii-stream).
     pub bridge_url: Option<String>,
 }
 
@@ -248,7 +248,7 @@ impl<'de> Deserialize<'de> for AdapterConfig {
                 })
             }
             other => Err(de::Error::custom(format!(
-                "adapter {other:?} is not supported by this engine (`kv` / KvStore, `redis`, or `bridge` for iii-state)"
+                "adapter {other:?} is not supported by this engine (`kv` / KvStore, `redis` or `bridge`)"
             ))),
         }
     }

@@ -310,12 +310,17 @@ fn a_second_stream_module_is_refused() {
 }
 
 #[test]
-fn the_bridge_adapter_is_for_state_only() {
+fn the_bridge_adapter_serves_state_and_streams() {
     let c = ok("workers:\n  - name: iii-state\n    config:\n      adapter: {name: bridge, config: {bridge_url: 'ws://r:1'}}\n");
     assert_eq!(
         c.state.unwrap().adapter.bridge_url.as_deref(),
         Some("ws://r:1")
     );
-    let e = err("workers:\n  - name: iii-stream\n    config:\n      adapter: {name: bridge}\n");
-    assert!(e.contains("`bridge` is not supported for streams"), "{e}");
+    let c = ok("workers:\n  - name: iii-stream\n    config:\n      adapter: {name: bridge}\n");
+    assert_eq!(
+        c.stream.unwrap().adapter.bridge_url.as_deref(),
+        Some("ws://localhost:49134")
+    );
+    let e = err("workers:\n  - name: iii-stream\n    config:\n      adapter: {name: bridge, config: {url: 'ws://r:1'}}\n");
+    assert!(e.contains("unknown field `url`"), "{e}");
 }

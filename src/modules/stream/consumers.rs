@@ -1,5 +1,7 @@
 //! The stream module's consumer side: what each consumer socket (port 3112) joined, the `sync`
-//! it gets, the changes pushed to it, and slow consumers dropped.
+//! it gets, the changes pushed to it, and slow consumers dropped. With the Redis or bridge
+//! adapter the `sync` is read from there; with the bridge, a subscription also tells the bridge
+//! (before its `sync` is read) which stream's changes the remote engine must report.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -108,6 +110,7 @@ impl StreamActor {
                     c.subs.remove(&subscription_id)
                 });
                 if let Some(sub) = sub {
+                    self.unwant_sub(&sub);
                     self.run_leave(conn, &sub);
                 }
             }
@@ -118,8 +121,17 @@ impl StreamActor {
     pub(super) fn consumer_gone(&mut self, conn: u64) {
         if let Some(c) = self.consumers.remove(&conn) {
             for sub in c.subs.values() {
+                self.unwant_sub(sub);
                 self.fire_kind(BindingKind::Leave, join_payload(sub, &c.context));
             }
+        }
+    }
+
+    /// A subscription is gone (or never came to be): the bridge may stop asking for its
+    /// stream's changes.
+    fn unwant_sub(&mut self, sub: &Subscription) {
+        if let Some(bridge) = &mut self.bridge {
+            bridge.release(&sub.stream);
         }
     }
 
@@ -138,6 +150,10 @@ impl StreamActor {
             return;
         };
         let payload = join_payload(&sub, &c.context);
+        // Asked before the sync is read, so no change falls between the two.
+        if let Some(bridge) = &mut self.bridge {
+            bridge.want(&sub.stream);
+        }
         let mut hooks: Vec<String> = self
             .bindings
             .values()
@@ -148,6 +164,7 @@ impl StreamActor {
         let registry = self.registry.clone();
         let custom = custom_sync_call(&sub);
         let redis = self.redis.as_ref().map(|(_, conn)| conn.clone());
+        let link = self.bridge.as_ref().and_then(super::bridge::Bridge::link);
         let (stream, group, item, conn_id) = (
             sub.stream.clone(),
             sub.group.clone(),
@@ -166,27 +183,25 @@ impl StreamActor {
                 }
             }
             // A custom stream's data is its worker's: ask it (no such function → the store,
-            // or Redis with the redis adapter).
+            // Redis with the redis adapter, the remote engine with the bridge adapter).
             let (function_id, input) = custom;
             let data = match registry.call(CallRequest::new(function_id, input)).await {
-                Err(e) if e.code == "function_not_found" => match redis {
-                    None => None,
-                    Some(mut conn) => {
-                        let read = match &item {
+                Err(e) if e.code == "function_not_found" => {
+                    let read = match (redis, link) {
+                        (Some(mut conn), _) => match &item {
                             Some(i) => super::redis::get(&mut conn, &stream, &group, i)
                                 .await
                                 .map(|v| v.unwrap_or(Value::Null)),
                             None => super::redis::list(&mut conn, &stream, &group).await,
-                        };
-                        Some(read.unwrap_or_else(|e| {
-                            log::warn!(
-                                "stream consumer {conn_id}: sync from Redis failed: {}",
-                                e.message
-                            );
-                            Value::Null
-                        }))
-                    }
-                },
+                        },
+                        (None, Some(link)) => link.sync(&stream, &group, item.as_deref()).await,
+                        (None, None) => return (true, None),
+                    };
+                    Some(read.unwrap_or_else(|e| {
+                        log::warn!("stream consumer {conn_id}: sync failed: {}", e.message);
+                        Value::Null
+                    }))
+                }
                 Ok(v) => Some(v.map(|v| v.to_value()).unwrap_or(Value::Null)),
                 Err(e) => {
                     log::warn!(
@@ -229,11 +244,15 @@ impl StreamActor {
         let frame = json!({"type": "stream", "timestamp": now_ms(), "streamName": sub.stream,
                            "groupId": sub.group, "id": sub.item, "event": event});
         let Some(c) = self.consumers.get_mut(&conn) else {
-            return;
+            return self.unwant_sub(&sub);
         };
         c.outbox.flow().call_finished();
-        if authorized {
-            c.subs.insert(sub.id.clone(), sub);
+        let replaced = match authorized {
+            true => c.subs.insert(sub.id.clone(), sub),
+            false => Some(sub),
+        };
+        if let Some(old) = replaced {
+            self.unwant_sub(&old);
         }
         self.send_consumer(conn, ConsumerFrame::Text(Arc::from(frame.to_string())));
     }

@@ -3,7 +3,8 @@
 //! subscriber: each fire is an independent call, and the registry delivers them to each worker
 //! in the order they were fired, so one item's events reach every subscriber in write order. A
 //! binding with a `condition_function_id` has its own queue so its events stay in order while
-//! its condition runs.
+//! its condition runs. With the bridge adapter, each `stream` binding also tells the bridge
+//! which stream's changes the remote engine must report.
 
 use serde_json::Value;
 
@@ -100,13 +101,27 @@ impl StreamActor {
                 binding.metadata.clone(),
             );
             self.routes.insert(id.clone(), route);
+            if let Some(bridge) = &mut self.bridge {
+                bridge.want(&binding.stream);
+            }
         }
-        self.bindings.insert(id, binding);
+        if let Some(old) = self.bindings.insert(id, binding) {
+            self.unwant(&old);
+        }
     }
 
     pub(super) fn unbind(&mut self, id: &str) {
-        self.bindings.remove(id);
+        if let Some(old) = self.bindings.remove(id) {
+            self.unwant(&old);
+        }
         self.routes.remove(id);
+    }
+
+    /// A `stream` binding is gone: the bridge may stop asking for its stream's changes.
+    fn unwant(&mut self, old: &Binding) {
+        if let (BindingKind::Change, Some(bridge)) = (old.kind, &mut self.bridge) {
+            bridge.release(&old.stream);
+        }
     }
 
     pub(super) fn fire_kind(&self, kind: BindingKind, payload: Value) {

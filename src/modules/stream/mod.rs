@@ -17,10 +17,18 @@
 //! With the `redis` adapter the data lives in Redis (`redis.rs`): calls run there, every
 //! engine publishes its changes, and this actor announces each change any engine made.
 //!
-//! Files: `functions.rs` (the functions and their shapes), `redis.rs` (the Redis backend), `custom.rs` (streams served by a
-//! worker's own functions), `fanout.rs` (trigger bindings and fan-out), `consumers.rs` (consumer subscriptions), `socket.rs` (the consumer WebSocket). The
-//! store and its fsync and compaction threads are `crate::kv`, shared with the state module.
+//! With the `bridge` adapter the data lives in another engine (`bridge.rs`): calls go there,
+//! and this actor announces the changes that engine's `stream` triggers report back (for the
+//! streams its bindings and consumer subscriptions name), including the writes made through
+//! this engine, which are announced from that report only.
+//!
+//! Files: `functions.rs` (the functions and their shapes), `redis.rs` (the Redis backend),
+//! `bridge.rs` (another engine as the backend), `custom.rs` (streams served by a worker's own
+//! functions), `fanout.rs` (trigger bindings and fan-out), `consumers.rs` (consumer
+//! subscriptions), `socket.rs` (the consumer WebSocket). The store and its fsync and compaction
+//! threads are `crate::kv`, shared with the state module.
 
+mod bridge;
 mod consumers;
 mod custom;
 mod fanout;
@@ -125,6 +133,8 @@ pub struct StreamActor {
     store: Store,
     /// The `redis` adapter: client (for the change listener) and command connection.
     redis: Option<(::redis::Client, ::redis::aio::ConnectionManager)>,
+    /// The `bridge` adapter: the remote engine and the remote triggers held there.
+    bridge: Option<bridge::Bridge>,
     registry: Registry,
     /// fsyncs off this thread, the answers held until durable, compactions.
     durable: Option<Durability<Change>>,
@@ -152,15 +162,17 @@ pub fn start(
     redis: Option<(::redis::Client, ::redis::aio::ConnectionManager)>,
 ) -> Result<StreamModule, ModuleError> {
     let kv = &config.adapter.kv;
-    let (store, mode) = match redis {
-        Some(_) => (Store::in_memory(), Mode::EverySecond),
-        None => crate::kv::open(kv, &kv.file_path, "stream")?,
+    let bridge = config.adapter.bridge_url.clone().map(bridge::Bridge::new);
+    let (store, mode) = match redis.is_some() || bridge.is_some() {
+        true => (Store::in_memory(), Mode::EverySecond),
+        false => crate::kv::open(kv, &kv.file_path, "stream")?,
     };
     let arbiter = Arbiter::new();
     let reg = registry.clone();
     let actor = StreamActor::start_in_arbiter(&arbiter.handle(), move |_| StreamActor {
         store,
         redis,
+        bridge,
         registry: reg,
         durable: None,
         mode,
@@ -225,6 +237,17 @@ impl StreamActor {
         if call.function_id == FAULT_FUNCTION && crate::engine::fault_injection() {
             panic!("fault injection: {FAULT_FUNCTION} was called");
         }
+        if let Some(link) = self.bridge.as_ref().and_then(bridge::Bridge::link) {
+            // Checked here, run there; the change comes back as the remote's trigger event.
+            let (engine_id, input) = (call.engine_id, call.data.to_value());
+            let checked = functions::plan(&call.function_id, input.clone()).map(|_| ());
+            let function_id = call.function_id;
+            crate::modules::answer_later(self.registry.clone(), engine_id, async move {
+                checked?;
+                link.exec(function_id, input).await
+            });
+            return;
+        }
         if let Some((_, conn)) = &self.redis {
             let engine_id = call.engine_id;
             let op = functions::plan(&call.function_id, call.data.to_value());
@@ -276,6 +299,9 @@ impl Actor for StreamActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        if let Some(bridge) = &mut self.bridge {
+            bridge.connect(ctx.address());
+        }
         if let Some((client, _)) = &self.redis {
             let addr = ctx.address();
             crate::redis::listen(client.clone(), redis::EVENTS.into(), move |_, payload| {
@@ -330,7 +356,8 @@ impl Handler<Consumer> for StreamActor {
     }
 }
 
-/// A change some engine made through Redis: this engine's triggers and consumers get it.
+/// A change some engine made through Redis, or one the bridge's remote engine reported: this
+/// engine's triggers and consumers get it.
 #[derive(Message)]
 #[rtype(result = "()")]
 struct Changed(Change);
