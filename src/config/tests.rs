@@ -300,6 +300,7 @@ fn the_cluster_example_config_shares_every_module_through_redis() {
     assert_eq!(c.state.unwrap().adapter.redis_url, url);
     assert_eq!(c.pubsub.unwrap().adapter.redis_url(), url);
     assert_eq!(c.cron.unwrap().adapter.redis_url(), url);
+    assert_eq!(c.queue.unwrap().redis_url, url);
     assert_eq!(c.cluster.unwrap().redis_url, "redis://127.0.0.1:6379");
 }
 
