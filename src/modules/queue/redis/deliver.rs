@@ -2,9 +2,10 @@
 //! the call (after the subscription's condition, if any), and settling its outcome in Redis —
 //! ack, retry after the backoff (the builtin adapter's), or dead letter after `max_retries`
 //! retries. A job whose function is not registered here (nor, with `iii-cluster`, on another
-//! engine) goes back behind the others without using an attempt, for an engine that has it,
-//! and this engine leaves that queue alone until its next look ([`super::POLL`]): engines
-//! without the function do not keep a job from the one that has it.
+//! engine) goes back behind the others without using an attempt, for an engine that has it;
+//! after [`ABSENT_BUDGET`] such jobs this engine leaves that queue alone until its next look
+//! ([`super::POLL`]). So engines without a function never keep its jobs from the engine that
+//! has it, and jobs nobody can run cost a bounded number of claims.
 //!
 //! Claims and settlements run as tasks on the actor's arbiter and come back as messages, one
 //! claim per queue at a time.
@@ -23,6 +24,9 @@ use crate::modules::queue::now_ms;
 use crate::payload::Payload;
 use crate::protocol::ErrorBody;
 use crate::router::CallRequest;
+
+/// Jobs a queue may hand back for want of their function between two looks.
+const ABSENT_BUDGET: u32 = 32;
 
 /// A job claimed by this engine.
 #[derive(Clone)]
@@ -172,9 +176,10 @@ impl RedisQueueActor {
                 inv
             }
             Outcome::NoFunction => {
-                c.resting = true;
+                c.absent += 1;
+                c.resting = c.absent >= ABSENT_BUDGET;
                 let mut inv = scripts::RELEASE.prepare_invoke();
-                inv.arg(&prefix).arg(&token);
+                inv.arg(&prefix).arg(&token).arg(&job.id).arg(fifo).arg(key);
                 inv
             }
             Outcome::Failed(error) => {

@@ -65,7 +65,9 @@ struct Consumer {
     in_flight: usize,
     /// A claim is on its way to Redis.
     claiming: bool,
-    /// A job went back for want of its function here: no claims until the next look.
+    /// Jobs that went back for want of their function here since the last look.
+    absent: u32,
+    /// Too many of them: no claims until the next look.
     resting: bool,
 }
 
@@ -128,6 +130,7 @@ pub fn start(
                 metadata: None,
                 in_flight: 0,
                 claiming: false,
+                absent: 0,
                 resting: false,
             },
         );
@@ -192,6 +195,7 @@ impl Actor for RedisQueueActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.run_interval(POLL, |act, ctx| {
             for c in act.consumers.values_mut() {
+                c.absent = 0;
                 c.resting = false;
             }
             let keys: Vec<String> = act.consumers.keys().cloned().collect();
@@ -266,6 +270,7 @@ impl RedisQueueActor {
             metadata: None,
             in_flight: 0,
             claiming: false,
+            absent: 0,
             resting: false,
         });
         c.settings = settings;

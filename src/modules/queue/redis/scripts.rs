@@ -14,6 +14,8 @@
 //!   claim puts it back in front of `P:ready`: that is how a job held by a dead engine is
 //!   redelivered.
 //! * `P:dead` — hash, job id → dead letter `{job, error, failed_at}`.
+//! * `P:purging` — set of tokens leased when the queue was last purged: one claimed only to be
+//!   handed back (its function is not on the claiming engine) is dropped instead.
 //! * FIFO: `P:g:<group>` — list of the group's job ids in order; `P:groups` — set of groups.
 //!
 //! Shared: `iii:queue:queues` (set of every `<k>` that ever held a job),
@@ -109,31 +111,39 @@ const CLAIM_LUA: &str = "\
 /// held its lease.
 const ACK_LUA: &str = "\
     local p = ARGV[1] local held = redis.call('ZREM', p .. ':leases', ARGV[2]) \
-    redis.call('HDEL', p .. ':jobs', ARGV[3]) \
+    redis.call('SREM', p .. ':purging', ARGV[2]) redis.call('HDEL', p .. ':jobs', ARGV[3]) \
     if ARGV[4] == '1' then next_of_group(p, ARGV[2], ARGV[3], held, ARGV[5]) end \
     return held";
 
 /// A delivery failed. ARGV: prefix, token, id, fifo, queue key, the job JSON with the attempt
-/// counted, the backoff ms, the dead letter JSON ('' unless it is dead now). A job purged
-/// meanwhile stays gone; a job whose lease ran out is already back in line, so it is not
-/// scheduled twice. → 1 if the delivery still held its lease.
+/// counted, the backoff ms, the dead letter JSON ('' unless it is dead now). A job purged or
+/// done meanwhile (its lease ran out and another delivery finished it) stays gone, and in a
+/// FIFO queue its group goes on; a job whose lease ran out is already back in line, so it is
+/// not scheduled twice. → 1 if the delivery still held its lease.
 const FAIL_LUA: &str = "\
     local p = ARGV[1] local held = redis.call('ZREM', p .. ':leases', ARGV[2]) \
+    redis.call('SREM', p .. ':purging', ARGV[2]) \
     if ARGV[8] ~= '' then \
         if redis.call('HDEL', p .. ':jobs', ARGV[3]) == 1 then \
             redis.call('HSET', p .. ':dead', ARGV[3], ARGV[8]) end \
         if ARGV[4] == '1' then next_of_group(p, ARGV[2], ARGV[3], held, ARGV[5]) end \
     elseif redis.call('HEXISTS', p .. ':jobs', ARGV[3]) == 1 then \
         redis.call('HSET', p .. ':jobs', ARGV[3], ARGV[6]) \
-        if held == 1 then redis.call('ZADD', p .. ':delayed', now() + tonumber(ARGV[7]), ARGV[2]) end end \
+        if held == 1 then redis.call('ZADD', p .. ':delayed', now() + tonumber(ARGV[7]), ARGV[2]) end \
+    elseif ARGV[4] == '1' then next_of_group(p, ARGV[2], ARGV[3], held, ARGV[5]) end \
     return held";
 
 /// A claimed job goes back, behind the others, without using an attempt (its function is not
-/// registered on the engine that claimed it; another engine may have it). ARGV: prefix, token.
+/// registered on the engine that claimed it; another engine may have it) — unless the queue
+/// was purged while it was claimed: then it goes. ARGV: prefix, token, id, fifo, queue key.
 const RELEASE_LUA: &str = "\
-    if redis.call('ZREM', ARGV[1] .. ':leases', ARGV[2]) == 1 then \
-        redis.call('RPUSH', ARGV[1] .. ':ready', ARGV[2]) end \
-    return 0";
+    local p = ARGV[1] \
+    if redis.call('ZREM', p .. ':leases', ARGV[2]) == 0 then return 0 end \
+    if redis.call('SREM', p .. ':purging', ARGV[2]) == 1 then \
+        redis.call('HDEL', p .. ':jobs', ARGV[3]) \
+        if ARGV[4] == '1' then next_of_group(p, ARGV[2], ARGV[3], 1, ARGV[5]) end \
+        return 1 end \
+    redis.call('RPUSH', p .. ':ready', ARGV[2]) return 0";
 
 /// Records a subscription; the topic's first subscriber takes over its unclaimed messages.
 /// ARGV: subscriptions hash, function id, subscription JSON, unclaimed prefix, unclaimed key,
@@ -159,10 +169,13 @@ const REQUEUE_LUA: &str = "\
     push(ARGV[1], ARGV[2], ARGV[4], ARGV[5]) \
     redis.call('PUBLISH', 'iii:queue:wake', ARGV[6]) return 1";
 
-/// Drops every job not being delivered. ARGV: prefix, fifo. → how many.
+/// Drops every job not being delivered; those claimed only to be handed back go when they are.
+/// ARGV: prefix, fifo. → how many dropped now.
 const PURGE_LUA: &str = "\
     local p = ARGV[1] local keep = {} \
     local leased = redis.call('ZRANGE', p .. ':leases', 0, -1) \
+    redis.call('DEL', p .. ':purging') \
+    for _, t in ipairs(leased) do redis.call('SADD', p .. ':purging', t) end \
     if ARGV[2] == '1' then \
         for _, g in ipairs(leased) do local h = redis.call('LINDEX', p .. ':g:' .. g, 0) \
             if h then keep[h] = true end end \
