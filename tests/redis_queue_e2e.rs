@@ -7,7 +7,8 @@
 //! on every engine (replicas on two engines compete), and a topic's first subscriber gets what
 //! was published before it; dead letters, redrive and counts are the same seen from any
 //! engine; a burst far beyond `max_depth` is refused clearly with nothing acknowledged lost;
-//! an enqueue while Redis is down fails with an error.
+//! an enqueue while Redis is down fails with an error, and with Redis's `appendfsync always`
+//! every acknowledged job outlives a SIGKILL of Redis and of the engine.
 
 mod common;
 
@@ -737,4 +738,44 @@ async fn an_enqueue_while_redis_is_down_fails_with_an_error() {
     // Bad input is still refused before Redis is asked.
     let e = enqueue(&c, "nope", "work::x", json!({})).await.unwrap_err();
     assert!(e.message.contains("Queue 'nope' not found"), "{e:?}");
+}
+
+#[actix::test]
+async fn with_appendfsync_always_acknowledged_jobs_outlive_a_redis_crash() {
+    let mut redis = RedisProc::start_durable();
+    let mut engine = EngineProc::start(&config(&redis.url()));
+    let c = client(&engine, "caller").await;
+    let mut acked = HashSet::new();
+    for n in 0..150u32 {
+        enqueue(&c, "jobs", "work::job", json!({"n": n}))
+            .await
+            .unwrap();
+        acked.insert(n.to_string());
+    }
+    redis.kill();
+    for n in 150..153u32 {
+        let e = enqueue(&c, "jobs", "work::job", json!({"n": n}))
+            .await
+            .unwrap_err();
+        assert!(e.message.contains("Redis"), "{e:?}");
+    }
+    // The engine goes too; both come back on the same port and data.
+    engine.kill();
+    redis.restart();
+    engine.restart();
+    let ledger = Arc::new(Ledger::default());
+    let w = client(&engine, "worker").await;
+    handler(&w, "work::job", 0, &ledger, by_n, Duration::ZERO, |_, _| {
+        false
+    });
+    barrier(&w).await;
+    assert!(
+        eventually(T, || ledger.count() >= acked.len()).await,
+        "{} of {} delivered",
+        ledger.count(),
+        acked.len()
+    );
+    let per = ledger.per_key();
+    assert_eq!(per.keys().cloned().collect::<HashSet<_>>(), acked);
+    assert!(per.values().all(|n| *n == 1));
 }
