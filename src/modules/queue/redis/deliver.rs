@@ -25,6 +25,9 @@ use crate::payload::Payload;
 use crate::protocol::ErrorBody;
 use crate::router::CallRequest;
 
+/// Most jobs one claim takes.
+const MAX_CLAIM: usize = 64;
+
 /// Jobs a queue may hand back for want of their function between two looks.
 const ABSENT_BUDGET: u32 = 32;
 
@@ -40,7 +43,7 @@ pub(super) struct Claim {
 #[rtype(result = "()")]
 struct Claimed {
     key: String,
-    result: Result<Option<Claim>, ::redis::RedisError>,
+    result: Result<Vec<Claim>, ::redis::RedisError>,
 }
 
 /// A subscription's condition answered.
@@ -68,7 +71,7 @@ struct Delivered {
 struct Settled(String);
 
 impl RedisQueueActor {
-    /// Claims the next job of queue `key` if it has room here and no claim is on its way.
+    /// Claims as many jobs of queue `key` as it has room for here, if no claim is on its way.
     pub(super) fn pump(&mut self, ctx: &mut Context<Self>, key: &str) {
         let Some(c) = self.consumers.get_mut(key) else {
             return;
@@ -77,6 +80,7 @@ impl RedisQueueActor {
             return;
         }
         c.claiming = true;
+        let room = (c.capacity() - c.in_flight).min(MAX_CLAIM);
         let lease = c.settings.visibility_timeout_ms + LEASE_GRACE;
         let fifo = if c.settings.fifo() { "1" } else { "0" };
         let mut conn = self.conn.clone();
@@ -88,20 +92,22 @@ impl RedisQueueActor {
                 .arg(scripts::prefix(&key))
                 .arg(lease)
                 .arg(fifo)
+                .arg(room)
                 .invoke_async(&mut conn)
                 .await;
-            let result = r.map(|v| match v.as_slice() {
-                [token, id, job] => match serde_json::from_str::<Job>(job) {
-                    Ok(job) => Some(Claim {
-                        token: token.clone(),
-                        job,
-                    }),
-                    Err(e) => {
-                        log::error!("iii-queue: unreadable job {id} in Redis: {e}");
-                        None
-                    }
-                },
-                _ => None,
+            let result = r.map(|v| {
+                v.chunks_exact(3)
+                    .filter_map(|c| match serde_json::from_str::<Job>(&c[2]) {
+                        Ok(job) => Some(Claim {
+                            token: c[0].clone(),
+                            job,
+                        }),
+                        Err(e) => {
+                            log::error!("iii-queue: unreadable job {} in Redis: {e}", c[1]);
+                            None
+                        }
+                    })
+                    .collect()
             });
             addr.do_send(Claimed { key, result });
         });
@@ -246,21 +252,28 @@ impl Handler<Claimed> for RedisQueueActor {
         };
         c.claiming = false;
         match msg.result {
-            Ok(Some(claim)) => {
+            Ok(claims) => {
                 if self.outage {
                     log::info!("iii-queue: Redis answers again");
                     self.outage = false;
                 }
-                c.in_flight += 1;
-                let function_id = c.function_of(&claim.job);
-                if self.registry.has_function(&function_id) {
-                    self.deliver(ctx, &msg.key, claim);
-                } else {
-                    self.settle(ctx, &msg.key, claim, Outcome::NoFunction);
+                let more = !claims.is_empty();
+                for claim in claims {
+                    let Some(c) = self.consumers.get_mut(&msg.key) else {
+                        return;
+                    };
+                    c.in_flight += 1;
+                    let function_id = c.function_of(&claim.job);
+                    if self.registry.has_function(&function_id) {
+                        self.deliver(ctx, &msg.key, claim);
+                    } else {
+                        self.settle(ctx, &msg.key, claim, Outcome::NoFunction);
+                    }
                 }
-                self.pump(ctx, &msg.key);
+                if more {
+                    self.pump(ctx, &msg.key);
+                }
             }
-            Ok(None) => {}
             Err(e) => {
                 if !self.outage {
                     log::warn!("iii-queue: cannot claim jobs from Redis: {e}");

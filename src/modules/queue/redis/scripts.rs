@@ -86,26 +86,29 @@ const ENQUEUE_LUA: &str = "\
     if ARGV[1] ~= '' then redis.call('SET', ARGV[1], ARGV[3], 'PX', ARGV[2]) end \
     return {'ok', ARGV[3]}";
 
-/// Claims the next job. ARGV: prefix, lease ms, fifo. Expired leases and due retries go back
-/// in front first. → {token, id, job JSON} | {} when nothing may go out.
+/// Claims up to ARGV[4] jobs. ARGV: prefix, lease ms, fifo, how many. Expired leases and due
+/// retries go back in front first. → {token, id, job JSON, token, id, job JSON, …} (empty when
+/// nothing may go out).
 const CLAIM_LUA: &str = "\
-    local p = ARGV[1] local n = now() \
+    local p = ARGV[1] local n = now() local want = tonumber(ARGV[4]) local out = {} \
     local exp = redis.call('ZRANGEBYSCORE', p .. ':leases', '-inf', n, 'LIMIT', 0, 100) \
     for _, t in ipairs(exp) do redis.call('ZREM', p .. ':leases', t) \
         redis.call('LPUSH', p .. ':ready', t) end \
     local due = redis.call('ZRANGEBYSCORE', p .. ':delayed', '-inf', n, 'LIMIT', 0, 100) \
     for i = #due, 1, -1 do redis.call('ZREM', p .. ':delayed', due[i]) \
         redis.call('LPUSH', p .. ':ready', due[i]) end \
-    for _ = 1, 100 do local t = redis.call('LPOP', p .. ':ready') \
-        if not t then return {} end \
+    for _ = 1, want + 100 do \
+        if #out >= want * 3 then break end \
+        local t = redis.call('LPOP', p .. ':ready') \
+        if not t then break end \
         if not redis.call('ZSCORE', p .. ':leases', t) \
             and not redis.call('ZSCORE', p .. ':delayed', t) then \
             local id = t \
             if ARGV[3] == '1' then id = redis.call('LINDEX', p .. ':g:' .. t, 0) end \
             if id then local job = redis.call('HGET', p .. ':jobs', id) \
                 if job then redis.call('ZADD', p .. ':leases', n + tonumber(ARGV[2]), t) \
-                    return {t, id, job} end end end end \
-    return {}";
+                    table.insert(out, t) table.insert(out, id) table.insert(out, job) end end end end \
+    return out";
 
 /// A delivery succeeded. ARGV: prefix, token, id, fifo, queue key. → 1 if the delivery still
 /// held its lease.
