@@ -1,13 +1,19 @@
 //! The `cluster` scenario: two engines sharing one Redis (`iii-cluster` for calls across
-//! engines, `iii-stream` on Redis), each cross-engine path against its same-engine baseline
-//! measured in the same run.
+//! engines, `iii-stream` on Redis), plus an `iii-bridge` from A to B, each cross-engine path
+//! against its same-engine baseline measured in the same run. This file owns the options, the
+//! engines' configs and the order of the phases; `cluster_report.rs` prints the results.
 //!
-//! Starts `redis-server` (free port, scratch directory, no persistence) and engines A and B,
-//! each with a trusted listener, `iii-cluster` (heartbeat 200 ms) and `iii-stream` on the
-//! Redis. Then, with the phases of `cluster_load.rs` (calls) and `cluster_stream.rs` (sets):
+//! Starts `redis-server` (free port, scratch directory, no persistence), engine B, then engine
+//! A, each with a trusted listener, `iii-cluster` (heartbeat 200 ms) and `iii-stream` on the
+//! Redis; A also has `iii-bridge` to B's worker listener with one `forward` entry,
+//! `bridge::bench::echo` → `bench::echo` (A is a worker of B over one WebSocket). Then, with the
+//! phases of `cluster_load.rs` (calls) and `cluster_stream.rs` (sets), those `--phases` asked
+//! for (all by default):
 //!
 //! 1. **calls**: a callee on B serves `bench::echo`; a fresh caller on B (same engine), then on
-//!    A (forwarded through Redis pub/sub to B and back), keeps N calls in flight per level.
+//!    A calling `bench::echo` (forwarded through Redis pub/sub to B and back), then on A
+//!    calling `bridge::bench::echo` (through the bridge's WebSocket to B and back), keeps N
+//!    calls in flight per level.
 //! 2. **stream**: a worker on B binds a function to the `stream` trigger of stream `bench`; a
 //!    writer on B, then on A, does `stream::set` of fresh items whose data carries the send
 //!    time; the handler records write → delivery. Every write goes through Redis either way
@@ -18,23 +24,30 @@
 //!    callee on each). Reported: total calls/s and the cores each process, each engine's
 //!    busiest thread and the whole machine kept busy.
 
+use std::time::Duration;
+
+use clap::builder::PossibleValuesParser;
 use serde_json::{json, Value};
 
 use crate::args::{parse_count, parse_levels, parse_size};
-use crate::cluster_load::{self as load, Run, WATCHED};
+use crate::cluster_load::{self as load, Run};
+use crate::cluster_report;
 use crate::cluster_stream::{self as stream, Fanout, Sink};
 use crate::procs::{RedisServer, Spawned};
-use crate::report::{self, Table};
 use crate::target::{self, SpawnOnly, Threads};
 
 const ABOUT: &str = "\
-Two engines sharing a Redis: cross-engine calls and stream fan-out vs same-engine, 1 → 2 engines
+Two engines on a Redis: calls across engines (Redis pub/sub or bridge), stream fan-out, 1 → 2 engines
 
-Starts redis-server and engines A and B (iii-cluster + iii-stream on Redis). Calls: a callee on
-B serves bench::echo; a caller on B (same engine), then on A (cross-engine), at each
-concurrency. Stream: a stream-trigger subscriber on B; a writer on B, then on A, does
+Starts redis-server and engines A and B (iii-cluster + iii-stream on Redis; A also has an
+iii-bridge to B). Calls: a callee on B serves bench::echo; a caller on B (same engine), then on
+A through iii-cluster (Redis pub/sub), then on A through the bridge alias bridge::bench::echo,
+at each concurrency. Stream: a stream-trigger subscriber on B; a writer on B, then on A, does
 stream::set; the subscriber measures write → delivery. Load: K callers calling a local
 bench::echo with M in flight each, all on one engine, then split over both engines.";
+
+/// The phases, in the order they run.
+pub const PHASES: [&str; 3] = ["calls", "stream", "load"];
 
 /// The `cluster` options.
 #[derive(clap::Args, Debug, Clone)]
@@ -43,10 +56,15 @@ bench::echo with M in flight each, all on one engine, then split over both engin
 The engines are always spawned (the scenario needs its own cluster settings), so --url is
 refused. redis-server must be installed (Debian: apt-get install redis-server).
 Output: one JSON line, then tables. Exit status 1 if a call or set failed, or an event was lost
-or delivered twice.")]
+or delivered twice; the run stops at once if a path's first call fails or does not echo.")]
 pub struct Opts {
     #[command(flatten)]
     pub spawn: SpawnOnly,
+    /// Phases to run, comma-separated (default: calls,stream,load)
+    #[arg(long, value_name = "list", value_delimiter = ',', default_values = PHASES)]
+    #[arg(hide_default_value = true, action = clap::ArgAction::Set)]
+    #[arg(value_parser = PossibleValuesParser::new(PHASES))]
+    pub phases: Vec<String>,
     /// Calls (and sets) in flight per level
     #[arg(long = "concurrency", value_name = "list", value_parser = parse_levels)]
     #[arg(default_value = "1,64")]
@@ -74,68 +92,64 @@ pub struct Opts {
     pub redis_server: String,
 }
 
-fn config(redis_url: &str) -> String {
-    format!(
+impl Opts {
+    pub fn runs(&self, phase: &str) -> bool {
+        self.phases.iter().any(|p| p == phase)
+    }
+}
+
+/// An engine's config: listener, `iii-cluster`, `iii-stream` on Redis and, with `bridge_to`,
+/// an `iii-bridge` to that worker URL forwarding [`load::BRIDGED`] to [`load::ECHO`].
+fn config(redis_url: &str, bridge_to: Option<&str>) -> String {
+    let mut c = format!(
         "workers:\n  - name: iii-worker-manager\n    config: {{host: 127.0.0.1, port: 0}}\n  \
          - name: iii-cluster\n    config: {{redis_url: '{redis_url}', heartbeat_ms: 200, \
          expiry_ms: 2000}}\n  - name: iii-stream\n    config: {{host: 127.0.0.1, port: 0, \
          adapter: {{name: redis, config: {{redis_url: '{redis_url}'}}}}}}\n"
-    )
+    );
+    if let Some(url) = bridge_to {
+        c.push_str(&format!(
+            "  - name: iii-bridge\n    config: {{url: '{url}', forward: [{{local_function: \
+             '{}', remote_function: '{}', timeout_ms: 30000}}]}}\n",
+            load::BRIDGED,
+            load::ECHO
+        ));
+    }
+    c
 }
 
-/// Cross ÷ same: per-second rate, p50, p99.
-fn ratios(cross: (f64, u64, u64), same: (f64, u64, u64)) -> [f64; 3] {
-    let div = |a: f64, b: f64| a / b.max(1e-9);
-    [
-        div(cross.0, same.0),
-        div(cross.1 as f64, same.1 as f64),
-        div(cross.2 as f64, same.2 as f64),
-    ]
+/// The three calls of one level: caller on B, on A through Redis, on A through the bridge.
+pub struct Calls {
+    pub same: Run,
+    pub cross: Run,
+    pub bridge: Run,
 }
 
-fn r2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
-}
-
-fn opt1(x: Option<f64>) -> String {
-    x.map_or("-".into(), |v| format!("{v:.1}"))
-}
-
-fn opt2(x: Option<f64>) -> String {
-    x.map_or("-".into(), |v| format!("{v:.2}"))
-}
-
-/// CPU µs per operation of each watched process, and the cores the machine was busy, as
-/// table cells.
-fn cpu_cells(r: &Run) -> Vec<String> {
-    let mut cells: Vec<String> = (0..WATCHED.len())
-        .map(|i| opt1(r.cpu.us_per(i, r.ops)))
-        .collect();
-    cells.push(opt2(r.cpu.machine_cores()));
-    cells
-}
-
-/// Everything one run measured.
-struct Results {
-    visible_on_a: std::time::Duration,
-    calls: Vec<(Run, Run)>,
-    stream: Vec<(Fanout, Fanout)>,
-    one: (Run, Vec<usize>),
+/// The 1 → 2 engines load: each layout's run and calls per caller.
+pub struct Load {
+    pub one: (Run, Vec<usize>),
     /// One engine, half the callers calling a second callee (`bench::echo2`).
-    one_split: (Run, Vec<usize>),
-    two: (Run, Vec<usize>),
+    pub one_split: (Run, Vec<usize>),
+    pub two: (Run, Vec<usize>),
 }
 
-async fn measure(
+/// Everything one run measured (empty or `None` for phases not run).
+pub struct Results {
+    pub visible_on_a: Option<Duration>,
+    pub calls: Vec<Calls>,
+    pub stream: Vec<(Fanout, Fanout)>,
+    pub load: Option<Load>,
+}
+
+async fn measure_calls(
     o: &Opts,
     a: &Spawned,
     b: &Spawned,
-    redis: &RedisServer,
-) -> Result<Results, String> {
-    let pids = [a.pid(), b.pid(), redis.pid()];
+    pids: [u32; 3],
+    workers: &Threads,
+) -> Result<(Duration, Vec<Calls>), String> {
     let data = load::payload(o.payload);
-    let workers = Threads::new(2);
-    // 1. Calls: bench::echo only on B.
+    // bench::echo only on B.
     let callee_b = load::callee(&workers.pick(0), &b.url, load::ECHO).await?;
     let probe = iii_client::Client::connect(&a.url, target::bench_options("bench-cluster-probe"))
         .await
@@ -144,13 +158,32 @@ async fn measure(
     probe.shutdown().await;
     let mut calls = Vec::new();
     for &n in &o.levels {
-        let same = load::calls(&b.url, pids, n, o.calls, o.warmup, &data).await?;
-        let cross = load::calls(&a.url, pids, n, o.calls, o.warmup, &data).await?;
-        calls.push((same, cross));
+        let side = |url: &str, function: &'static str| {
+            let url = url.to_string();
+            let data = &data;
+            async move { load::calls(&url, function, pids, n, o.calls, o.warmup, data).await }
+        };
+        let same = side(&b.url, load::ECHO).await?;
+        let cross = side(&a.url, load::ECHO).await?;
+        let bridge = side(&a.url, load::BRIDGED).await?;
+        calls.push(Calls {
+            same,
+            cross,
+            bridge,
+        });
     }
     callee_b.shutdown().await;
+    Ok((visible_on_a, calls))
+}
 
-    // 2. Stream fan-out to a subscriber on B.
+async fn measure_stream(
+    o: &Opts,
+    a: &Spawned,
+    b: &Spawned,
+    pids: [u32; 3],
+    workers: &Threads,
+) -> Result<Vec<(Fanout, Fanout)>, String> {
+    // Stream fan-out to a subscriber on B.
     let sink = std::sync::Arc::new(Sink::default());
     let handler_sink = sink.clone();
     let subscriber = target::connect_on(
@@ -191,9 +224,19 @@ async fn measure(
         fanouts.push((same, cross));
     }
     subscriber.shutdown().await;
+    Ok(fanouts)
+}
 
-    // 3. The same load on one engine (one callee; then two callees under two names, to tell
-    // the engine from its one callee connection), then on two engines.
+/// The same load on one engine (one callee; then two callees under two names, to tell the
+/// engine from its one callee connection), then on two engines.
+async fn measure_load(
+    o: &Opts,
+    a: &Spawned,
+    b: &Spawned,
+    pids: [u32; 3],
+    workers: &Threads,
+) -> Result<Load, String> {
+    let data = load::payload(o.payload);
     let callees = [
         load::callee(&workers.pick(1), &a.url, load::ECHO).await?,
         load::callee(&workers.pick(0), &a.url, load::ECHO2).await?,
@@ -227,16 +270,38 @@ async fn measure(
     for c in &callees {
         c.shutdown().await;
     }
-    drop(callers);
-    drop(workers);
-    Ok(Results {
-        visible_on_a,
-        calls,
-        stream: fanouts,
+    Ok(Load {
         one,
         one_split,
         two,
     })
+}
+
+async fn measure(
+    o: &Opts,
+    a: &Spawned,
+    b: &Spawned,
+    redis: &RedisServer,
+) -> Result<Results, String> {
+    let pids = [a.pid(), b.pid(), redis.pid()];
+    let workers = Threads::new(2);
+    let mut r = Results {
+        visible_on_a: None,
+        calls: Vec::new(),
+        stream: Vec::new(),
+        load: None,
+    };
+    if o.runs("calls") {
+        let (visible, calls) = measure_calls(o, a, b, pids, &workers).await?;
+        (r.visible_on_a, r.calls) = (Some(visible), calls);
+    }
+    if o.runs("stream") {
+        r.stream = measure_stream(o, a, b, pids, &workers).await?;
+    }
+    if o.runs("load") {
+        r.load = Some(measure_load(o, a, b, pids, &workers).await?);
+    }
+    Ok(r)
 }
 
 /// Runs the scenario; `Ok(false)` when a call or set failed or an event was lost or doubled.
@@ -246,9 +311,8 @@ pub async fn run(o: Opts) -> Result<bool, String> {
         "it starts redis-server and two engines sharing it",
     )?;
     let redis = RedisServer::start(&o.redis_server)?;
-    let cfg = config(&redis.url());
-    let a = Spawned::engine_with(&cfg, "warn")?;
-    let b = Spawned::engine_with(&cfg, "warn")?;
+    let b = Spawned::engine_with(&config(&redis.url(), None), "warn")?;
+    let a = Spawned::engine_with(&config(&redis.url(), Some(&b.url)), "warn")?;
     let r = match measure(&o, &a, &b, &redis).await {
         Ok(r) => r,
         Err(e) => {
@@ -260,190 +324,10 @@ pub async fn run(o: Opts) -> Result<bool, String> {
             return Err(e);
         }
     };
-    let data_bytes = load::payload(o.payload).to_string().len();
-    let cpu_cols = ["cpu A", "cpu B", "cpu redis", "cpu bench", "busy"];
-    let mut header = vec![
-        "in flight",
-        "caller on",
-        "calls",
-        "calls/s",
-        "p50",
-        "p90",
-        "p99",
-    ];
-    header.extend(["max", "errors"]);
-    header.extend(cpu_cols);
-    let mut calls_t = Table::new(
-        format!(
-            "cluster calls — bench::echo served by a worker on engine B, data {data_bytes} B; \
-             latency in µs; CPU µs per call of engine A, engine B, redis-server, the bench; busy: \
-             cores the machine was busy"
-        ),
-        &header,
-    );
-    let mut header = vec![
-        "in flight",
-        "writer on",
-        "sets",
-        "sets/s",
-        "set p50",
-        "set p99",
-    ];
-    header.extend(["delivered/s", "write→delivery p50", "p99", "lost", "dup"]);
-    header.extend(cpu_cols);
-    let mut stream_t = Table::new(
-        "cluster stream — stream::set of fresh items, iii-stream on Redis, subscriber (a stream \
-         trigger) on engine B; latency in µs; CPU µs per set",
-        &header,
-    );
-    let mut ratio_t = Table::new(
-        "cross-engine ÷ same-engine, same run",
-        &["what", "in flight", "rate", "p50", "p99"],
-    );
-    let mut ok = true;
-    let (mut calls_json, mut stream_json) = (Vec::new(), Vec::new());
-    for (same, cross) in &r.calls {
-        for (side, run) in [("B (same)", same), ("A (cross)", cross)] {
-            ok &= run.errors == 0;
-            let mut row = vec![run.in_flight.to_string(), side.into(), run.ops.to_string()];
-            row.push(report::thousands(run.per_s()));
-            let l = &run.latency;
-            row.extend([l.p50_us, l.p90_us, l.p99_us, l.max_us].map(|v| v.to_string()));
-            row.push(run.errors.to_string());
-            row.extend(cpu_cells(run));
-            calls_t.row(row);
-        }
-        let k = |r: &Run| (r.per_s(), r.latency.p50_us, r.latency.p99_us);
-        let q = ratios(k(cross), k(same));
-        let mut row = vec![
-            "calls/s, call latency".to_string(),
-            same.in_flight.to_string(),
-        ];
-        row.extend(q.iter().map(|x| format!("{x:.2}")));
-        ratio_t.row(row);
-        calls_json.push(json!({"in_flight": same.in_flight, "same": same.json(),
-            "cross": cross.json(), "cross_over_same": {"calls_per_s": r2(q[0]),
-            "p50": r2(q[1]), "p99": r2(q[2])}}));
-    }
-    for (same, cross) in &r.stream {
-        for (side, f) in [("B (same)", same), ("A (cross)", cross)] {
-            ok &= f.clean();
-            let s = &f.sets;
-            let mut row = vec![s.in_flight.to_string(), side.into(), s.ops.to_string()];
-            row.push(report::thousands(s.per_s()));
-            row.extend([s.latency.p50_us, s.latency.p99_us].map(|v| v.to_string()));
-            row.push(report::thousands(f.delivered_per_s()));
-            row.extend([f.delivery.p50_us, f.delivery.p99_us].map(|v| v.to_string()));
-            row.extend([f.lost, f.duplicates].map(|v| v.to_string()));
-            row.extend(cpu_cells(s));
-            stream_t.row(row);
-        }
-        let k = |f: &Fanout| (f.sets.per_s(), f.delivery.p50_us, f.delivery.p99_us);
-        let q = ratios(k(cross), k(same));
-        let mut row = vec![
-            "sets/s, write→delivery".to_string(),
-            same.sets.in_flight.to_string(),
-        ];
-        row.extend(q.iter().map(|x| format!("{x:.2}")));
-        ratio_t.row(row);
-        stream_json.push(
-            json!({"in_flight": same.sets.in_flight, "same": same.json(),
-            "cross": cross.json(), "cross_over_same": {"sets_per_s": r2(q[0]),
-            "delivery_p50": r2(q[1]), "delivery_p99": r2(q[2])}}),
-        );
-    }
-    let mut header = vec![
-        "layout",
-        "in flight",
-        "calls",
-        "calls/s",
-        "p50",
-        "p99",
-        "errors",
-    ];
-    header.extend([
-        "cores A",
-        "cores B",
-        "cores redis",
-        "cores bench",
-        "others",
-        "busy",
-    ]);
-    header.extend(["top thread A", "top thread B"]);
-    let mut load_t = Table::new(
-        format!(
-            "cluster load, 1 → 2 engines — {} callers × {} in flight calling an echo on their own \
-             engine; latency in µs; cores = CPU seconds ÷ wall seconds ({} cores here)",
-            o.load_callers.max(1),
-            o.load_in_flight.max(1),
-            report::machine()["cores"]
-        ),
-        &header,
-    );
-    let layouts = [
-        ("1 engine", &r.one),
-        ("1 engine, 2 callees", &r.one_split),
-        ("2 engines", &r.two),
-    ];
-    for (label, (run, _)) in layouts {
-        ok &= run.errors == 0;
-        let mut row = vec![label.to_string(), run.in_flight.to_string()];
-        row.push(run.ops.to_string());
-        row.push(report::thousands(run.per_s()));
-        row.extend([run.latency.p50_us, run.latency.p99_us].map(|v| v.to_string()));
-        row.push(run.errors.to_string());
-        row.extend((0..WATCHED.len()).map(|i| opt2(run.cpu.cores(i))));
-        row.push(opt2(run.cpu.other_cores()));
-        row.push(opt2(run.cpu.machine_cores()));
-        row.extend([0, 1].map(|i| opt2(run.cpu.busiest_cores(i))));
-        load_t.row(row);
-    }
-    let per_s = |run: &(Run, Vec<usize>)| run.0.per_s().max(1e-9);
-    let (scale, split) = (
-        per_s(&r.two) / per_s(&r.one),
-        per_s(&r.one_split) / per_s(&r.one),
-    );
-    load_t.note(
-        "1 engine, 2 callees: half the callers call bench::echo2, served by a second worker on A; \
-         others: busy cores not used by the watched processes; busy: the whole machine; top \
-         thread: the cores an engine's busiest thread used (1.00: it never waited)",
-    );
-    load_t.note(format!(
-        "calls/s ÷ 1 engine: 2 engines {scale:.2}, 1 engine with 2 callees {split:.2}; \
-         bench::echo visible on A {} ms after its worker registered on B",
-        r.visible_on_a.as_millis()
-    ));
-    let result = json!({
-        "scenario": "cluster",
-        "target": {"kind": "engines", "spawned": true, "engines": 2, "a": a.url, "b": b.url,
-                   "redis": redis.url()},
-        "params": {
-            "concurrency": o.levels,
-            "calls_per_level": o.calls,
-            "warmup": o.warmup,
-            "data_json_bytes": data_bytes,
-            "load": {"callers": o.load_callers.max(1), "in_flight_each": o.load_in_flight.max(1),
-                     "calls_each": o.load_calls},
-            "cluster": {"heartbeat_ms": 200, "expiry_ms": 2000},
-            "client": "iii_client::Client (callee and subscriber on their own thread; calls and \
-                       sets from a fresh client per phase on the main thread; load callers on 2 threads)",
-        },
-        "machine": report::machine(),
-        "visible_on_a_ms": report::ms(r.visible_on_a),
-        "calls": calls_json,
-        "stream": stream_json,
-        "load": {
-            "one_engine": r.one.0.json(),
-            "one_engine_two_callees": r.one_split.0.json(),
-            "two_engines": r.two.0.json(),
-            "two_engines_calls_per_caller": r.two.1,
-            "two_over_one_calls_per_s": r2(scale),
-            "one_with_two_callees_over_one_calls_per_s": r2(split),
-        },
-        "ok": ok,
-    });
-    report::emit(result, &[calls_t, stream_t, ratio_t, load_t]);
-    Ok(ok)
+    let target = json!({"kind": "engines", "spawned": true, "engines": 2, "a": a.url,
+                        "b": b.url, "redis": redis.url(),
+                        "bridge": {"on": "a", "to": b.url, "forward": {load::BRIDGED: load::ECHO}}});
+    Ok(cluster_report::emit(&o, &r, target))
 }
 
 #[cfg(test)]
@@ -451,11 +335,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_config_names_both_shared_modules() {
-        let c = config("redis://127.0.0.1:1");
+    fn the_config_names_both_shared_modules_and_the_bridge_on_a() {
+        let c = config("redis://127.0.0.1:1", None);
         assert!(c.contains("iii-cluster"), "{c}");
         assert!(c.contains("heartbeat_ms: 200, expiry_ms: 2000"), "{c}");
         assert!(c.contains("adapter: {name: redis, config: {redis_url: 'redis://127.0.0.1:1'}}"));
-        assert_eq!(ratios((50.0, 200, 900), (100.0, 100, 300)), [0.5, 2.0, 3.0]);
+        assert!(!c.contains("iii-bridge"), "{c}");
+        let c = config("redis://127.0.0.1:1", Some("ws://127.0.0.1:2"));
+        assert!(c.contains(
+            "config: {url: 'ws://127.0.0.1:2', forward: [{local_function: \
+             'bridge::bench::echo', remote_function: 'bench::echo', timeout_ms: 30000}]}"
+        ));
     }
 }

@@ -1,7 +1,9 @@
-//! The call phases of the `cluster` scenario (`cluster.rs` sets up Redis and the engines and
-//! prints the tables; `cluster_stream.rs` has the stream phases): calls of `bench::echo` from
-//! one caller, and several callers at once for the 1 → 2 engines comparison; and what every
-//! phase reads, the CPU time of both engines, Redis, the bench and the whole machine.
+//! The call phases of the `cluster` scenario (`cluster.rs` sets up Redis and the engines;
+//! `cluster_report.rs` prints the tables; `cluster_stream.rs` has the stream phases): calls of
+//! one function (`bench::echo`, or its `iii-bridge` alias `bridge::bench::echo`) from one
+//! caller, each answer of a first call checked against its input, and several callers at once
+//! for the 1 → 2 engines comparison; and what every phase reads, the CPU time of both engines,
+//! Redis, the bench and the whole machine.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -17,6 +19,9 @@ use crate::target::{self, Threads};
 pub const ECHO: &str = "bench::echo";
 /// The same function under another name: a second callee connection on one engine.
 pub const ECHO2: &str = "bench::echo2";
+/// The `iii-bridge` forward alias of [`ECHO`] on engine A: A calls `bench::echo` on B as one of
+/// B's workers.
+pub const BRIDGED: &str = "bridge::bench::echo";
 
 /// The processes a phase watches, in the order of [`Cpu::secs`].
 pub const WATCHED: [&str; 4] = ["engine A", "engine B", "redis", "bench"];
@@ -254,10 +259,24 @@ async fn echo_lanes(
     .await
 }
 
-/// A fresh caller on `url`: waits until `bench::echo` answers, warms up, then makes `total`
-/// calls with `in_flight` outstanding.
+/// One call of the echo `function`: an error, or an answer other than `data`, is the phase's
+/// failure (a path that does not reach the callee is not measured).
+async fn check_echo(caller: &Client, function: &str, data: &Value) -> Result<(), String> {
+    let answer = caller
+        .trigger(function, data.clone())
+        .await
+        .map_err(|e| format!("{function} failed: {}: {}", e.code, e.message))?;
+    if answer != *data {
+        return Err(format!("{function} answered {answer}, not its input"));
+    }
+    Ok(())
+}
+
+/// A fresh caller on `url`: waits until the echo `function` answers and checks one answer,
+/// warms up, then makes `total` calls with `in_flight` outstanding.
 pub async fn calls(
     url: &str,
+    function: &str,
     pids: [u32; 3],
     in_flight: usize,
     total: usize,
@@ -267,11 +286,12 @@ pub async fn calls(
     let caller = Client::connect(url, target::bench_options("bench-cluster-caller"))
         .await
         .map_err(|e| format!("caller: {e}"))?;
-    wait_known(&caller, ECHO).await?;
-    echo_lanes(&caller, ECHO, in_flight, warmup, data).await;
+    wait_known(&caller, function).await?;
+    check_echo(&caller, function, data).await?;
+    echo_lanes(&caller, function, in_flight, warmup, data).await;
     let meter = Meter::start(pids);
     let started = Instant::now();
-    let mut l = echo_lanes(&caller, ECHO, in_flight, total, data).await;
+    let mut l = echo_lanes(&caller, function, in_flight, total, data).await;
     let (elapsed, cpu) = (started.elapsed(), meter.stop());
     caller.shutdown().await;
     Ok(Run {

@@ -20,8 +20,9 @@
 //! | `http.rs` | HTTP requests through an `iii-http` route to a worker, or to a plain actix-web handler |
 //! | `state.rs` | `state::set` / `state::get` rate and latency, durable, per fsync mode |
 //! | `queue.rs` | `iii-queue` enqueue rate and send → run job latency, against direct calls |
-//! | `cluster.rs` | two engines sharing Redis: cross- vs same-engine calls and stream fan-out, 1 → 2 engines |
+//! | `cluster.rs` | two engines sharing Redis: cross- (Redis or bridge) vs same-engine calls, stream fan-out, 1 → 2 engines |
 //! | `cluster_load.rs` | `cluster`'s call phases and CPU readings (engines, Redis, machine) |
+//! | `cluster_report.rs` | `cluster`'s JSON line and tables |
 //! | `cluster_stream.rs` | `cluster`'s stream phases: sets, a subscriber timing write → delivery |
 //! | `target.rs` | spawned engine vs `--url`, client options, clients and tasks on other threads |
 //! | `procs.rs` | child processes, scratch dirs, `/proc` readings, the open-file limit |
@@ -32,6 +33,7 @@
 mod args;
 mod cluster;
 mod cluster_load;
+mod cluster_report;
 mod cluster_stream;
 mod compaction;
 mod connections;
@@ -299,6 +301,11 @@ mod tests {
         };
         assert!(o.spawn.check("cluster", "").is_err());
         assert!(parse("cluster --concurrency 0").is_err());
+        let Ok(Scenario::Cluster(o)) = parse("cluster --phases calls,load") else {
+            panic!("cluster --phases")
+        };
+        assert!(o.runs("calls") && !o.runs("stream") && o.runs("load"));
+        assert!(parse("cluster --phases nope").is_err());
 
         let Ok(Scenario::Flood(o)) = parse("flood --kinds forbidden,big --seconds 2") else {
             panic!("flood")
@@ -342,7 +349,11 @@ mod tests {
         assert_eq!(
             (o.fsync, o.levels, o.jobs, o.warmup),
             (
-                vec!["every_second".to_string(), "always".to_string()],
+                vec![
+                    "every_second".to_string(),
+                    "always".to_string(),
+                    "redis".to_string()
+                ],
                 vec![1, 64],
                 10_000,
                 200
@@ -360,6 +371,7 @@ mod tests {
             (4, 64, 50_000)
         );
         assert_eq!(o.redis_server, "redis-server");
+        assert_eq!(o.phases, cluster::PHASES);
         let o: connections::Opts = defaults().unwrap();
         assert_eq!((o.levels, o.parallel), (vec![100, 1000, 10_000], 64));
         let o: fanout::Opts = defaults().unwrap();

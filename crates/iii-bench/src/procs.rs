@@ -313,12 +313,25 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start(exe: &str) -> Result<RedisServer, String> {
+        Self::start_with(exe, false)
+    }
+
+    /// `aof`: an append-only file fsynced once a second (`appendfsync everysec`), in the
+    /// scratch directory; otherwise nothing is persisted.
+    pub fn start_with(exe: &str, aof: bool) -> Result<RedisServer, String> {
         let dir = ScratchDir::new("redis")?;
         let port = free_port()?;
         let log = std::fs::File::create(dir.path().join("redis.log")).map_err(|e| e.to_string())?;
+        let persistence: &[&str] = if aof {
+            &["--appendonly", "yes", "--appendfsync", "everysec"]
+        } else {
+            &["--appendonly", "no"]
+        };
         let child = Command::new(exe)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .args(["--save", ""])
+            .args(persistence)
+            .arg("--dir")
             .arg(dir.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)

@@ -1,13 +1,15 @@
 //! The `queue` scenario: enqueue rate and end-to-end job latency through the engine's
-//! `iii-queue` module with its file-based (durable) store, against direct calls of the same
-//! function at the same concurrency (the baseline, measured in the same run).
+//! `iii-queue` module with its file-based (durable) store — or, mode `redis`, with the `redis`
+//! adapter on a `redis-server` with an append-only file fsynced every second — against direct
+//! calls of the same function at the same concurrency (the baseline, measured in the same run).
 //!
-//! Each fsync mode and concurrency N gets a fresh engine whose queue `bench` delivers up to N
+//! Each mode and concurrency N gets a fresh engine whose queue `bench` delivers up to N
 //! jobs at once. A worker (our Rust client, own thread) serves `bench::job`; a caller (a fresh
 //! client per phase, main thread) keeps N requests in flight: direct calls of `bench::job`,
 //! then `enqueue` actions for it. Each payload carries its send time; the handler records send
 //! → run. Reported per phase: acks (or calls)/s, jobs done/s (first send → last run), the
-//! caller's latency, send → run latency, jobs lost or run twice, the engine's CPU per job.
+//! caller's latency, send → run latency, jobs lost or run twice, the engine's CPU per job
+//! (with Redis: the engine's and redis-server's).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,11 +29,11 @@ const ABOUT: &str = "\
 Enqueue rate and end-to-end job latency through iii-queue, durable, against direct calls
 
 For each fsync mode and concurrency N, spawns an engine whose iii-queue keeps a file-based store
-(an acknowledged enqueue is in the log; with `always` also fsynced) and a queue `bench` with
-concurrency N. A worker serves bench::job; a caller with N requests in flight calls it directly
+(an acknowledged enqueue is in the log; with `always` also fsynced) — or, mode `redis`, keeps
+its jobs in a redis-server (appendfsync everysec) — and a queue `bench` with concurrency N. A worker serves bench::job; a caller with N requests in flight calls it directly
 (the baseline), then enqueues the same number of jobs for it. The handler measures send → run.";
 
-const MODES: [&str; 2] = ["every_second", "always"];
+const MODES: [&str; 3] = ["every_second", "always", "redis"];
 const FUNCTION: &str = "bench::job";
 const QUEUE: &str = "bench";
 
@@ -46,7 +48,7 @@ lost, run twice or left in the queue.")]
 pub struct Opts {
     #[command(flatten)]
     pub spawn: SpawnOnly,
-    /// fsync modes of the queue store, comma-separated (default: every_second,always)
+    /// fsync modes of the queue store, or `redis`, comma-separated (default: all three)
     #[arg(long, value_name = "list", value_delimiter = ',', default_values = MODES)]
     #[arg(hide_default_value = true, action = clap::ArgAction::Set)]
     #[arg(value_parser = PossibleValuesParser::new(MODES))]
@@ -64,13 +66,22 @@ pub struct Opts {
     /// Warm-up calls and jobs per engine, not measured
     #[arg(long, value_name = "n", value_parser = parse_count, default_value = "200")]
     pub warmup: usize,
+    /// The redis-server executable (mode `redis`)
+    #[arg(long, value_name = "path", default_value = "redis-server")]
+    pub redis_server: String,
 }
 
-fn config(fsync: &str, concurrency: usize) -> String {
+/// `redis`: the Redis's URL (mode `redis`).
+fn config(fsync: &str, concurrency: usize, redis: Option<&str>) -> String {
+    let adapter = match redis {
+        Some(url) => format!("{{name: redis, config: {{redis_url: '{url}'}}}}"),
+        None => format!(
+            "{{name: builtin, config: {{store_method: file_based, file_path: ./data/queue, fsync: {fsync}}}}}"
+        ),
+    };
     format!(
         "workers:\n  - name: iii-worker-manager\n    config: {{host: 127.0.0.1, port: 0}}\n  \
-         - name: iii-queue\n    config:\n      adapter: {{name: builtin, config: {{store_method: \
-         file_based, file_path: ./data/queue, fsync: {fsync}}}}}\n      queue_configs: \
+         - name: iii-queue\n    config:\n      adapter: {adapter}\n      queue_configs: \
          {{{QUEUE}: {{concurrency: {concurrency}, max_retries: 3}}}}\n"
     )
 }
@@ -142,8 +153,9 @@ enum Via {
 
 /// `total` calls or enqueues of `bench::job` with `in_flight` outstanding, then waits (up to
 /// 60 s) until the handler has run every job.
+/// `(engine, redis)`: the engine, and redis-server's pid when it keeps the jobs.
 async fn phase(
-    engine: &Spawned,
+    (engine, redis): (&Spawned, Option<u32>),
     sink: &Sink,
     id: u64,
     via: Via,
@@ -155,7 +167,14 @@ async fn phase(
         .await
         .map_err(|e| format!("caller: {e}"))?;
     let all_ran = sink.arm(id, total);
-    let cpu0 = procs::cpu_time(engine.pid());
+    let cpu_now = || {
+        let e = procs::cpu_time(engine.pid());
+        match redis {
+            Some(pid) => e.zip(procs::cpu_time(pid)).map(|(a, b)| a + b),
+            None => e,
+        }
+    };
+    let cpu0 = cpu_now();
     let started = Instant::now();
     let Lanes {
         mut samples,
@@ -185,9 +204,7 @@ async fn phase(
     let sent = started.elapsed();
     let backlog = (total - errors).saturating_sub(sink.ran());
     let _ = tokio::time::timeout(Duration::from_secs(60), all_ran).await;
-    let cpu = cpu0
-        .zip(procs::cpu_time(engine.pid()))
-        .map(|(a, b)| b.saturating_sub(a));
+    let cpu = cpu0.zip(cpu_now()).map(|(a, b)| b.saturating_sub(a));
     let mut seen = sink.take();
     let duplicates: u32 = seen.hits.iter().map(|h| h.saturating_sub(1)).sum();
     let left = if via == Via::Queue {
@@ -254,7 +271,13 @@ async fn level(
     in_flight: usize,
     blob: &str,
 ) -> Result<(Phase, Phase), String> {
-    let engine = Spawned::engine_with(&config(fsync, in_flight), "warn")?;
+    let redis = match fsync {
+        "redis" => Some(procs::RedisServer::start_with(&o.redis_server, true)?),
+        _ => None,
+    };
+    let url = redis.as_ref().map(|r| r.url());
+    let engine = Spawned::engine_with(&config(fsync, in_flight, url.as_deref()), "warn")?;
+    let rpid = redis.as_ref().map(|r| r.pid());
     let sink = Arc::new(Sink::default());
     let threads = Threads::new(1);
     let handler_sink = sink.clone();
@@ -272,11 +295,11 @@ async fn level(
     .await
     .map_err(|e| format!("worker: {e}"))?;
     target::wait_callable(&worker, FUNCTION).await?;
-    let e = &engine;
-    phase(e, &sink, 1, Via::Direct, in_flight, o.warmup, blob).await?;
-    phase(e, &sink, 2, Via::Queue, in_flight, o.warmup, blob).await?;
-    let direct = phase(e, &sink, 3, Via::Direct, in_flight, o.jobs, blob).await?;
-    let queue = phase(e, &sink, 4, Via::Queue, in_flight, o.jobs, blob).await?;
+    let t = (&engine, rpid);
+    phase(t, &sink, 1, Via::Direct, in_flight, o.warmup, blob).await?;
+    phase(t, &sink, 2, Via::Queue, in_flight, o.warmup, blob).await?;
+    let direct = phase(t, &sink, 3, Via::Direct, in_flight, o.jobs, blob).await?;
+    let queue = phase(t, &sink, 4, Via::Queue, in_flight, o.jobs, blob).await?;
     if !(direct.clean() && queue.clean()) {
         eprintln!(
             "---- engine log ({fsync}, {in_flight}) ----\n{}---- end ----",
@@ -297,9 +320,9 @@ pub async fn run(o: Opts) -> Result<bool, String> {
     let blob = "x".repeat(o.payload.saturating_sub(overhead));
     let mut table = Table::new(
         format!(
-            "queue — bench::job called directly, or enqueued on iii-queue's file store, data \
-             ~{} B; in flight = queue concurrency = caller requests; latency in µs; engine CPU \
-             µs per job",
+            "queue — bench::job called directly, or enqueued on iii-queue's file store (or on \
+             Redis, AOF everysec), data ~{} B; in flight = queue concurrency = caller requests; \
+             latency in µs; engine CPU µs per job (redis: engine + redis-server)",
             overhead + blob.len()
         ),
         &[
@@ -405,6 +428,8 @@ mod tests {
 
     #[test]
     fn the_config_sets_the_queue_concurrency() {
-        assert!(config("always", 64).contains("bench: {concurrency: 64, max_retries: 3}"));
+        assert!(config("always", 64, None).contains("bench: {concurrency: 64, max_retries: 3}"));
+        assert!(config("redis", 1, Some("redis://h:1"))
+            .contains("{name: redis, config: {redis_url: 'redis://h:1'}}"));
     }
 }
