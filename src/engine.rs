@@ -86,9 +86,15 @@ impl Engine {
         for cfg in &config.bridges {
             bridge::start(cfg, registry.clone(), &services.handle());
         }
+        let mut cluster_actor = None;
         if let Some(cfg) = &config.cluster {
             let redis = redis_for("iii-cluster", &cfg.redis_url).await?;
-            cluster::start(cfg, registry.clone(), &services.handle(), redis);
+            cluster_actor = Some(cluster::start(
+                cfg,
+                registry.clone(),
+                &services.handle(),
+                redis,
+            ));
         }
         if config.cron.is_some() {
             cron::start(registry.clone(), &services.handle(), cron_redis);
@@ -233,6 +239,17 @@ impl Engine {
             }
         }
         let iii_url = engine.trusted_url();
+        if let (Some(actor), Some(cfg)) = (&cluster_actor, &config.cluster) {
+            // Other engines link to the first trusted listener (none: they use Redis).
+            let has_trusted = engine.listeners.iter().any(|(_, rbac)| !rbac);
+            let url = cfg
+                .advertise_url
+                .clone()
+                .or(has_trusted.then(|| iii_url.clone()));
+            if let Some(url) = url {
+                actor.do_send(cluster::Advertise(url));
+            }
+        }
         for (i, cfg) in config.exec.iter().enumerate() {
             let name = cfg
                 .exec

@@ -114,6 +114,8 @@ pub struct BuiltinCall {
     pub delegate: Option<String>,
     /// A call of an HTTP-invoked function: where the request goes.
     pub invocation: Option<Arc<crate::modules::http_functions::Invocation>>,
+    /// The call's deadline, for modules that pass the call on (`iii-cluster`).
+    pub timeout: std::time::Duration,
 }
 
 /// An engine-hosted module finished a [`BuiltinCall`].

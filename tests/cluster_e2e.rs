@@ -1,7 +1,8 @@
-//! Calls across engines (`iii-cluster`) on a real Redis: a worker on engine A calls functions
-//! registered only on engine B and gets the same results and errors; the caller's deadline
-//! holds; `invocation_stopped` when B's worker goes away mid-call, and when engine B itself is
-//! killed (its functions disappear within a few seconds); RBAC stays with A's listener.
+//! Calls across engines (`iii-cluster`) on a real Redis, over both transports (a WebSocket link
+//! between the engines, and Redis pub/sub): a worker on engine A calls functions registered
+//! only on engine B and gets the same results and errors; the caller's deadline holds;
+//! `invocation_stopped` when B's worker goes away mid-call, and when engine B itself is killed
+//! (its functions disappear within a few seconds); RBAC stays with A's listener.
 
 mod common;
 
@@ -13,7 +14,7 @@ use iii_client::{Client, ClientOptions, InvocationError, TriggerRequest};
 use iii_protocol::protocol::ErrorBody;
 use serde_json::{json, Value};
 
-fn config(redis: &str) -> String {
+fn config(redis: &str, transport: &str) -> String {
     format!(
         "workers:
   - name: iii-worker-manager
@@ -24,7 +25,7 @@ fn config(redis: &str) -> String {
       port: 0
       rbac: {{expose_functions: ['match(\"public::*\")']}}
   - name: iii-cluster
-    config: {{redis_url: '{redis}', heartbeat_ms: 200, expiry_ms: 1000}}
+    config: {{redis_url: '{redis}', heartbeat_ms: 200, expiry_ms: 1000, transport: {transport}}}
 "
     )
 }
@@ -66,10 +67,19 @@ async fn call_when_known(c: &Client, f: &str, data: Value) -> Result<Value, Invo
 }
 
 #[actix::test]
-async fn a_worker_calls_a_function_that_lives_on_another_engine() {
+async fn a_worker_calls_a_function_on_another_engine_over_a_link() {
+    calls_across_engines("link").await
+}
+
+#[actix::test]
+async fn a_worker_calls_a_function_on_another_engine_through_redis() {
+    calls_across_engines("redis").await
+}
+
+async fn calls_across_engines(transport: &str) {
     let redis = RedisProc::start();
-    let a = EngineProc::start(&config(&redis.url()));
-    let mut b = EngineProc::start(&config(&redis.url()));
+    let a = EngineProc::start(&config(&redis.url(), transport));
+    let mut b = EngineProc::start(&config(&redis.url(), transport));
     let wb = client(&b, 0, "math-on-b").await;
     wb.register_function("math::add", |v: Value| async move {
         Ok(json!({"sum": v["a"].as_i64().unwrap_or(0) + v["b"].as_i64().unwrap_or(0), "caller": v["_caller_worker_id"]}))
@@ -88,6 +98,11 @@ async fn a_worker_calls_a_function_that_lives_on_another_engine() {
         .await
         .unwrap();
     assert_eq!(r["sum"], 42, "{r}");
+    assert_eq!(
+        a.log().contains("linking to engine"),
+        transport == "link",
+        "the {transport} transport carried the call"
+    );
     assert_eq!(
         r["caller"],
         json!(wa.worker_id().unwrap()),
@@ -134,6 +149,21 @@ async fn a_worker_calls_a_function_that_lives_on_another_engine() {
         .await
         .unwrap_err();
     assert_eq!(e.code, "FORBIDDEN", "{e:?}");
+    // Nor may it pose as a call another engine forwarded (to pick its _caller_worker_id).
+    let wa2 = client(&a, 0, "public-on-a").await;
+    wa2.register_function("public::whoami", |v: Value| async move {
+        Ok(json!({"caller": v["_caller_worker_id"]}))
+    });
+    barrier(&wa2).await;
+    let req = TriggerRequest {
+        function_id: "public::whoami".into(),
+        payload: json!({}),
+        timeout: None,
+        metadata: Some(json!({"__iii_cluster_hop": {"caller": "someone-else"}})),
+        action: None,
+    };
+    let r = visitor.trigger_with(req).await.unwrap().unwrap();
+    assert_eq!(r["caller"], json!(visitor.worker_id().unwrap()), "{r}");
 
     // B's worker goes away mid-call: the caller on A hears invocation_stopped.
     let slow = tokio::spawn({

@@ -33,8 +33,8 @@ pub use modules::{
 pub use observability::ObservabilityConfig;
 pub use queue::{QueueConfig, QueueSettings, QUEUE_DEFAULT_DIR};
 pub use services::{
-    BridgeConfig, BridgeExpose, BridgeForward, ClusterConfig, CronConfig, NamedAdapter,
-    PubSubConfig, StateConfig, STATE_DEFAULT_DIR,
+    BridgeConfig, BridgeExpose, BridgeForward, ClusterConfig, ClusterTransport, CronConfig,
+    NamedAdapter, PubSubConfig, StateConfig, STATE_DEFAULT_DIR,
 };
 
 /// The whole engine configuration, ready to start.

@@ -201,6 +201,22 @@ pub struct ClusterConfig {
     pub redis_url: String,
     pub heartbeat_ms: u64,
     pub expiry_ms: u64,
+    /// How calls travel between engines: `link` (a WebSocket from the calling engine to the
+    /// other engine's worker listener; the faster, measured in BENCH.md) or `redis` (Redis
+    /// pub/sub, for engines that cannot reach each other directly).
+    pub transport: ClusterTransport,
+    /// `link`: the address other engines reach this engine's first trusted worker listener at
+    /// (default: that listener's address, `127.0.0.1` when it listens on every interface).
+    pub advertise_url: Option<String>,
+}
+
+/// See [`ClusterConfig::transport`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterTransport {
+    #[default]
+    Link,
+    Redis,
 }
 
 impl Default for ClusterConfig {
@@ -209,6 +225,8 @@ impl Default for ClusterConfig {
             redis_url: "redis://localhost:6379".into(),
             heartbeat_ms: 1000,
             expiry_ms: 5000,
+            transport: ClusterTransport::Link,
+            advertise_url: None,
         }
     }
 }

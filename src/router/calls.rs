@@ -110,6 +110,28 @@ pub(crate) struct Pending {
     pub span: Option<SpanCtx>,
 }
 
+/// The metadata key of a call another engine's `iii-cluster` forwarded over its link:
+/// `{"caller": <the original caller's worker id>}`.
+pub const CLUSTER_HOP: &str = "__iii_cluster_hop";
+
+/// A call on a trusted listener whose metadata carries [`CLUSTER_HOP`] was forwarded by another
+/// engine: it runs here only (never forwarded again) and its callee sees the original caller's
+/// `_caller_worker_id`; the key is taken out of the metadata. Any other call keeps `caller`.
+fn cluster_hop(
+    metadata: Value,
+    caller: Option<Arc<str>>,
+) -> (Option<Arc<str>>, Option<Value>, bool) {
+    let Value::Object(mut m) = metadata else {
+        return (caller, Some(metadata), false);
+    };
+    let Some(hop) = m.remove(CLUSTER_HOP) else {
+        return (caller, Some(Value::Object(m)), false);
+    };
+    let original = hop.get("caller").and_then(Value::as_str).map(Arc::from);
+    let rest = (!m.is_empty()).then_some(Value::Object(m));
+    (original, rest, true)
+}
+
 /// A call to route.
 #[derive(Debug, Clone)]
 pub struct CallRequest {
@@ -196,6 +218,7 @@ impl Router {
         let mut timeout_ms = inv
             .timeout_ms
             .unwrap_or(conn.listener.invocation_timeout_ms);
+        let trusted = !conn.public();
         if conn.public() {
             timeout_ms = timeout_ms.min(conn.listener.max_invocation_timeout_ms);
         }
@@ -221,17 +244,21 @@ impl Router {
             },
             _ => Waiter::Nobody,
         };
+        let (caller, metadata, local_only) = match inv.metadata {
+            Some(m) if trusted => cluster_hop(m, inv.caller),
+            m => (inv.caller, m, false),
+        };
         let req = CallRequest {
             function_id: inv.function_id,
             data: inv.data,
-            metadata: inv.metadata,
+            metadata,
             traceparent: inv.traceparent,
             baggage: inv.baggage,
             timeout,
             from: Some(worker_id),
             origin: Some(worker_id),
-            caller: inv.caller,
-            local_only: false,
+            caller,
+            local_only,
         };
         self.call(req, waiter, out);
     }
@@ -317,6 +344,7 @@ impl Router {
                     caller: req.caller,
                     delegate: None,
                     invocation: None,
+                    timeout: req.timeout,
                 };
                 return out.push(Effect::ModuleCall { module, call });
             }
@@ -349,6 +377,7 @@ impl Router {
                     caller: req.caller,
                     delegate: None,
                     invocation: Some(invocation),
+                    timeout: req.timeout,
                 };
                 out.push(Effect::ModuleCall { module, call });
                 return;
@@ -373,6 +402,7 @@ impl Router {
                     caller: req.caller,
                     delegate,
                     invocation: None,
+                    timeout: req.timeout,
                 };
                 out.push(Effect::ModuleCall { module, call });
             }

@@ -45,7 +45,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 use uuid::Uuid;
 
-pub use calls::{CallRequest, Outcome, Waiter};
+pub use calls::{CallRequest, Outcome, Waiter, CLUSTER_HOP};
 pub(crate) use conns::Conn;
 pub use conns::{ConnState, PeerInfo};
 pub use tracing::Tracing;

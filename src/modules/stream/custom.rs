@@ -137,6 +137,7 @@ impl StreamActor {
             engine_id,
             function_id,
             data,
+            timeout,
             ..
         } = call;
         let target = match check_input(&function_id, &data.to_value()) {
@@ -162,6 +163,7 @@ impl StreamActor {
                     caller: None,
                     delegate: None,
                     invocation: None,
+                    timeout,
                 };
                 return act.handle_call(call, ctx);
             }

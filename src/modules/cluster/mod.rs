@@ -9,15 +9,16 @@
 //! within `expiry_ms` plus a heartbeat: its functions disappear and calls in flight to it fail
 //! with `invocation_stopped`.
 //!
-//! Transport: Redis pub/sub, `iii:cluster:call:<engine>` for calls and
-//! `iii:cluster:result:<engine>` for their outcomes, JSON. Chosen over a WebSocket link between
-//! engines because the engines already share the Redis: no second set of listeners, addresses
-//! or credentials between engines, and nothing to reconnect but what the adapters reconnect
-//! anyway. The cost (`iii-bench cluster`, BENCH.md): a forwarded call runs at 0.24–0.32 of a
-//! same-engine call and costs each engine about four times its CPU. A call lost with the link
-//! meets its deadline (`invocation_timeout`). The callee engine runs a forwarded call as an internal call (RBAC stays with the
-//! engine the caller is connected to) and never forwards it again. With several engines
-//! offering a function, calls go round-robin.
+//! Transport, chosen by measurement (`iii-bench cluster`, BENCH.md): `link` by default — a
+//! WebSocket from the calling engine to the other engine's trusted worker listener, whose
+//! address each engine advertises in the directory (`link.rs`) — measured 1.75–1.9× the call
+//! rate of Redis pub/sub at half the CPU per call: one socket crossed each way instead of two,
+//! and no envelope to write and parse. `transport: redis` keeps calls on Redis pub/sub
+//! (`iii:cluster:call:<engine>` for calls, `iii:cluster:result:<engine>` for their outcomes,
+//! JSON), for engines that reach Redis but not each other. Either way the callee engine runs a
+//! forwarded call there only (never forwarding it again), RBAC stays with the engine the caller
+//! is connected to, and a call lost with its engine fails with `invocation_stopped` (on a link,
+//! as soon as the link drops). With several engines offering a function, calls go round-robin.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -27,7 +28,9 @@ use redis::aio::ConnectionManager;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::config::ClusterConfig;
+mod link;
+
+use crate::config::{ClusterConfig, ClusterTransport};
 use crate::messages::{BuiltinCall, BuiltinDone, RegisterBuiltins, TriggerBinding};
 use crate::payload::Payload;
 use crate::protocol::ErrorBody;
@@ -54,7 +57,17 @@ pub struct ClusterActor {
     /// Our call id → the engine call it answers.
     forwarded: HashMap<String, (Uuid, Forwarded)>,
     turn: usize,
+    /// `link`: the address this engine advertises (once its listeners are up).
+    advertised: Option<String>,
+    /// `link`: each other engine's advertised address.
+    addresses: HashMap<String, String>,
+    links: link::Links,
 }
+
+/// `link`: the address of this engine's first trusted worker listener, for the directory.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Advertise(pub String);
 
 /// A message on one of this engine's channels.
 #[derive(Message)]
@@ -72,10 +85,17 @@ struct Reply {
     body: Value,
 }
 
-/// The directory the last heartbeat read, and this engine's own functions it announced.
+/// The directory the last heartbeat read (functions → engines, engines → addresses), and this
+/// engine's own functions it announced.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Directory(BTreeMap<String, Vec<String>>, Vec<String>);
+struct Directory(Found, Vec<String>);
+
+/// What a directory read found.
+struct Found {
+    functions: BTreeMap<String, Vec<String>>,
+    addresses: HashMap<String, String>,
+}
 
 /// Starts the actor on `arbiter`; this engine joins the cluster of `client`'s Redis.
 pub fn start(
@@ -107,6 +127,9 @@ pub fn start(
             engines: HashSet::new(),
             forwarded: HashMap::new(),
             turn: 0,
+            advertised: None,
+            addresses: HashMap::new(),
+            links: link::Links::default(),
         }
     });
     registry.do_send(RegisterBuiltins {
@@ -124,6 +147,10 @@ impl ClusterActor {
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
         let (mut conn, me, ttl) = (self.conn.clone(), self.me.clone(), self.config.expiry_ms);
         let functions = self.registry.shared_functions();
+        let address = match self.config.transport {
+            ClusterTransport::Link => self.advertised.clone().unwrap_or_default(),
+            ClusterTransport::Redis => String::new(),
+        };
         let addr = ctx.address();
         actix::spawn(async move {
             let set = format!("{PREFIX}:fn:{me}");
@@ -131,7 +158,7 @@ impl ClusterActor {
             pipe.atomic()
                 .cmd("SET")
                 .arg(format!("{PREFIX}:engine:{me}"))
-                .arg(1)
+                .arg(address)
                 .arg("PX")
                 .arg(ttl)
                 .ignore()
@@ -185,6 +212,19 @@ impl ClusterActor {
         }
         self.turn = self.turn.wrapping_add(1);
         let engine = engines[self.turn % engines.len()].clone();
+        if let Some(url) = self.addresses.get(&engine).filter(|u| !u.is_empty()) {
+            let client = self.links.to(&engine, url);
+            let (registry, engine_id) = (self.registry.clone(), call.engine_id);
+            let caller = call.caller.as_deref().map(str::to_string);
+            let work = link::call(
+                client,
+                call.function_id,
+                call.data.to_value(),
+                caller,
+                call.timeout,
+            );
+            return crate::modules::answer_later(registry, engine_id, work);
+        }
         let id = Uuid::new_v4().to_string();
         let body = json!({"id": id, "from": self.me, "function_id": call.function_id,
                           "data": call.data.to_value(), "caller": call.caller.as_deref()});
@@ -244,8 +284,14 @@ impl ClusterActor {
     }
 
     /// A new directory: the router's remote functions, and calls to engines that are gone fail.
-    fn adopt(&mut self, directory: BTreeMap<String, Vec<String>>, local: Vec<String>) {
+    fn adopt(&mut self, found: Found, local: Vec<String>) {
+        let Found {
+            functions: directory,
+            addresses,
+        } = found;
         let engines: HashSet<String> = directory.values().flatten().cloned().collect();
+        self.links.keep(&engines);
+        self.addresses = addresses;
         let gone: Vec<String> = self.engines.difference(&engines).cloned().collect();
         if !gone.is_empty() {
             log::warn!(
@@ -283,11 +329,8 @@ impl ClusterActor {
     }
 }
 
-/// Every other engine's functions: function → engines.
-async fn read_directory(
-    conn: &mut ConnectionManager,
-    me: &str,
-) -> redis::RedisResult<BTreeMap<String, Vec<String>>> {
+/// Every other engine's functions (function → engines) and advertised addresses.
+async fn read_directory(conn: &mut ConnectionManager, me: &str) -> redis::RedisResult<Found> {
     let mut directory: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut cursor: u64 = 0;
     loop {
@@ -309,10 +352,34 @@ async fn read_directory(
             }
         }
         if next == 0 {
-            return Ok(directory);
+            break;
         }
         cursor = next;
     }
+    let engines: Vec<String> = directory
+        .values()
+        .flatten()
+        .cloned()
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let mut addresses = HashMap::new();
+    if !engines.is_empty() {
+        let keys: Vec<String> = engines
+            .iter()
+            .map(|e| format!("{PREFIX}:engine:{e}"))
+            .collect();
+        let urls: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(conn).await?;
+        for (e, url) in engines.into_iter().zip(urls) {
+            if let Some(u) = url.filter(|u| u.starts_with("ws")) {
+                addresses.insert(e, u);
+            }
+        }
+    }
+    Ok(Found {
+        functions: directory,
+        addresses,
+    })
 }
 
 impl Actor for ClusterActor {
@@ -354,6 +421,17 @@ impl Handler<Directory> for ClusterActor {
     type Result = ();
     fn handle(&mut self, msg: Directory, _ctx: &mut Self::Context) {
         self.adopt(msg.0, msg.1);
+    }
+}
+
+impl Handler<Advertise> for ClusterActor {
+    type Result = ();
+    fn handle(&mut self, msg: Advertise, ctx: &mut Self::Context) {
+        if self.config.transport == ClusterTransport::Link {
+            log::info!("iii-cluster: other engines call this one at {}", msg.0);
+            self.advertised = Some(msg.0);
+            self.heartbeat(ctx);
+        }
     }
 }
 
