@@ -5,13 +5,14 @@
 //!
 //! Starts `redis-server` (free port, scratch directory, no persistence), engine B, then engine
 //! A, each with a trusted listener, `iii-cluster` (heartbeat 200 ms) and `iii-stream` on the
-//! Redis; A also has `iii-bridge` to B's worker listener with one `forward` entry,
+//! Redis (`--transport`: iii-cluster's, `link` by default); A also has `iii-bridge` to B's worker listener with one `forward` entry,
 //! `bridge::bench::echo` → `bench::echo` (A is a worker of B over one WebSocket). Then, with the
 //! phases of `cluster_load.rs` (calls) and `cluster_stream.rs` (sets), those `--phases` asked
 //! for (all by default):
 //!
 //! 1. **calls**: a callee on B serves `bench::echo`; a fresh caller on B (same engine), then on
-//!    A calling `bench::echo` (forwarded through Redis pub/sub to B and back), then on A
+//!    A calling `bench::echo` (forwarded by iii-cluster to B and back: over its WebSocket link,
+//!    or with `--transport redis` through Redis pub/sub), then on A
 //!    calling `bridge::bench::echo` (through the bridge's WebSocket to B and back), keeps N
 //!    calls in flight per level.
 //! 2. **stream**: a worker on B binds a function to the `stream` trigger of stream `bench`; a
@@ -90,6 +91,10 @@ pub struct Opts {
     /// The redis-server executable
     #[arg(long, value_name = "path", default_value = "redis-server")]
     pub redis_server: String,
+    /// How iii-cluster carries calls between the engines: link (a WebSocket) or redis (pub/sub)
+    #[arg(long, value_name = "how", default_value = "link")]
+    #[arg(value_parser = PossibleValuesParser::new(["link", "redis"]))]
+    pub transport: String,
 }
 
 impl Opts {
@@ -100,11 +105,11 @@ impl Opts {
 
 /// An engine's config: listener, `iii-cluster`, `iii-stream` on Redis and, with `bridge_to`,
 /// an `iii-bridge` to that worker URL forwarding [`load::BRIDGED`] to [`load::ECHO`].
-fn config(redis_url: &str, bridge_to: Option<&str>) -> String {
+fn config(redis_url: &str, transport: &str, bridge_to: Option<&str>) -> String {
     let mut c = format!(
         "workers:\n  - name: iii-worker-manager\n    config: {{host: 127.0.0.1, port: 0}}\n  \
          - name: iii-cluster\n    config: {{redis_url: '{redis_url}', heartbeat_ms: 200, \
-         expiry_ms: 2000}}\n  - name: iii-stream\n    config: {{host: 127.0.0.1, port: 0, \
+         expiry_ms: 2000, transport: {transport}}}\n  - name: iii-stream\n    config: {{host: 127.0.0.1, port: 0, \
          adapter: {{name: redis, config: {{redis_url: '{redis_url}'}}}}}}\n"
     );
     if let Some(url) = bridge_to {
@@ -311,8 +316,8 @@ pub async fn run(o: Opts) -> Result<bool, String> {
         "it starts redis-server and two engines sharing it",
     )?;
     let redis = RedisServer::start(&o.redis_server)?;
-    let b = Spawned::engine_with(&config(&redis.url(), None), "warn")?;
-    let a = Spawned::engine_with(&config(&redis.url(), Some(&b.url)), "warn")?;
+    let b = Spawned::engine_with(&config(&redis.url(), &o.transport, None), "warn")?;
+    let a = Spawned::engine_with(&config(&redis.url(), &o.transport, Some(&b.url)), "warn")?;
     let r = match measure(&o, &a, &b, &redis).await {
         Ok(r) => r,
         Err(e) => {
@@ -336,12 +341,15 @@ mod tests {
 
     #[test]
     fn the_config_names_both_shared_modules_and_the_bridge_on_a() {
-        let c = config("redis://127.0.0.1:1", None);
+        let c = config("redis://127.0.0.1:1", "link", None);
         assert!(c.contains("iii-cluster"), "{c}");
-        assert!(c.contains("heartbeat_ms: 200, expiry_ms: 2000"), "{c}");
+        assert!(
+            c.contains("heartbeat_ms: 200, expiry_ms: 2000, transport: link"),
+            "{c}"
+        );
         assert!(c.contains("adapter: {name: redis, config: {redis_url: 'redis://127.0.0.1:1'}}"));
         assert!(!c.contains("iii-bridge"), "{c}");
-        let c = config("redis://127.0.0.1:1", Some("ws://127.0.0.1:2"));
+        let c = config("redis://127.0.0.1:1", "redis", Some("ws://127.0.0.1:2"));
         assert!(c.contains(
             "config: {url: 'ws://127.0.0.1:2', forward: [{local_function: \
              'bridge::bench::echo', remote_function: 'bench::echo', timeout_ms: 30000}]}"

@@ -1,5 +1,5 @@
 //! What the `cluster` scenario prints (`cluster.rs` measures): the JSON line and the tables of
-//! the phases that ran — calls per path (caller on B; on A through Redis pub/sub; on A through
+//! the phases that ran — calls per path (caller on B; on A through iii-cluster; on A through
 //! the `iii-bridge` WebSocket), stream fan-out, the cross ÷ same ratios, and the 1 → 2 engines
 //! load — and whether every call and set succeeded.
 
@@ -49,7 +49,14 @@ fn ratio_json(q: [f64; 3]) -> Value {
 }
 
 /// The calls table and its rows of the ratio table; `false` if a call failed.
-fn calls_tables(calls: &[Calls], data_bytes: usize, ratio_t: &mut Table) -> (Table, Value, bool) {
+/// `transport`: how iii-cluster carried the cross-engine calls (`link` or `redis`).
+fn calls_tables(
+    calls: &[Calls],
+    data_bytes: usize,
+    transport: &str,
+    ratio_t: &mut Table,
+) -> (Table, Value, bool) {
+    let cross_label = format!("A (cluster {transport})");
     let mut header = vec![
         "in flight",
         "caller on",
@@ -64,9 +71,9 @@ fn calls_tables(calls: &[Calls], data_bytes: usize, ratio_t: &mut Table) -> (Tab
     let mut t = Table::new(
         format!(
             "cluster calls — bench::echo served by a worker on engine B, data {data_bytes} B; \
-             caller on B, on A through iii-cluster (Redis pub/sub), on A calling {} (iii-bridge: \
-             A a worker of B over one WebSocket); latency in µs; CPU µs per call of engine A, \
-             engine B, redis-server, the bench; busy: cores the machine was busy",
+             caller on B, on A through iii-cluster (transport {transport}), on A calling {} \
+             (iii-bridge: A a worker of B over one WebSocket); latency in µs; CPU µs per call of \
+             engine A, engine B, redis-server, the bench; busy: cores the machine was busy",
             load::BRIDGED
         ),
         &header,
@@ -78,7 +85,7 @@ fn calls_tables(calls: &[Calls], data_bytes: usize, ratio_t: &mut Table) -> (Tab
     for c in calls {
         let sides = [
             ("B (same)", &c.same),
-            ("A (redis)", &c.cross),
+            (cross_label.as_str(), &c.cross),
             ("A (bridge)", &c.bridge),
         ];
         for (side, run) in sides {
@@ -101,10 +108,13 @@ fn calls_tables(calls: &[Calls], data_bytes: usize, ratio_t: &mut Table) -> (Tab
         let q_bridge = ratios(k(&c.bridge), k(&c.same));
         let q_b_r = ratios(k(&c.bridge), k(&c.cross));
         for (what, q) in [
-            ("calls/s, call latency (redis)", q_cross),
-            ("calls/s, call latency (bridge)", q_bridge),
+            (
+                format!("calls/s, call latency (cluster {transport})"),
+                q_cross,
+            ),
+            ("calls/s, call latency (bridge)".to_string(), q_bridge),
         ] {
-            let mut row = vec![what.to_string(), c.same.in_flight.to_string()];
+            let mut row = vec![what, c.same.in_flight.to_string()];
             row.extend(q.iter().map(|x| format!("{x:.2}")));
             ratio_t.row(row);
         }
@@ -118,11 +128,15 @@ fn calls_tables(calls: &[Calls], data_bytes: usize, ratio_t: &mut Table) -> (Tab
             "bridge_over_cross": ratio_json(q_b_r)}));
     }
     t.note(format!(
-        "A (redis): A publishes the call on Redis, B runs it and publishes the result back; A \
-         (bridge): {} on A is an iii-bridge forward alias of bench::echo on B",
+        "A (cluster link): A calls bench::echo on B over a WebSocket to B's worker listener; A \
+         (cluster redis): A publishes the call on Redis, B runs it and publishes the result \
+         back; A (bridge): {} on A is an iii-bridge forward alias of bench::echo on B",
         load::BRIDGED
     ));
-    ratio_t.note(format!("bridge ÷ redis: {}", bridge_over_redis.join("; ")));
+    ratio_t.note(format!(
+        "bridge ÷ cluster {transport}: {}",
+        bridge_over_redis.join("; ")
+    ));
     (t, Value::Array(json_rows), ok)
 }
 
@@ -270,7 +284,7 @@ pub fn emit(o: &Opts, r: &Results, target: Value) -> bool {
     let mut ok = true;
     let (mut calls_json, mut stream_json, mut load_json) = (json!([]), json!([]), Value::Null);
     if !r.calls.is_empty() {
-        let (t, j, good) = calls_tables(&r.calls, data_bytes, &mut ratio_t);
+        let (t, j, good) = calls_tables(&r.calls, data_bytes, &o.transport, &mut ratio_t);
         (calls_json, ok) = (j, ok && good);
         tables.push(t);
     }
