@@ -206,7 +206,8 @@ pub struct ClusterConfig {
     /// pub/sub, for engines that cannot reach each other directly).
     pub transport: ClusterTransport,
     /// `link`: the address other engines reach this engine's first trusted worker listener at
-    /// (default: that listener's address, `127.0.0.1` when it listens on every interface).
+    /// (default, or empty: that listener's address, `127.0.0.1` when it listens on every
+    /// interface).
     pub advertise_url: Option<String>,
 }
 

@@ -301,7 +301,11 @@ fn the_cluster_example_config_shares_every_module_through_redis() {
     assert_eq!(c.pubsub.unwrap().adapter.redis_url(), url);
     assert_eq!(c.cron.unwrap().adapter.redis_url(), url);
     assert_eq!(c.queue.unwrap().redis_url, url);
-    assert_eq!(c.cluster.unwrap().redis_url, "redis://127.0.0.1:6379");
+    let cluster = c.cluster.unwrap();
+    assert_eq!(cluster.redis_url, "redis://127.0.0.1:6379");
+    assert_eq!(cluster.transport, ClusterTransport::Link);
+    // Unset: empty, so each engine advertises its own listener.
+    assert_eq!(cluster.advertise_url.as_deref(), Some(""));
 }
 
 #[test]
