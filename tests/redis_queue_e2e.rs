@@ -177,18 +177,41 @@ async fn jobs_from_any_engine_are_delivered_once_across_three_engines() {
     assert!(per.values().all(|n| *n == 1), "each job once: {per:?}");
     assert_eq!(ledger.overlaps.load(Ordering::SeqCst), 0);
     assert_eq!(ledger.engines().len(), 3, "every engine took a share");
-    // Every engine sees the same, empty queue.
+    // Every engine sees the same, empty queue (once the last acks are in).
     for c in &callers {
-        let list = c.trigger("iii::queue::list", json!({})).await.unwrap();
-        let jobs = list
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|q| q["queue"] == "jobs")
-            .cloned()
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let list = c.trigger("iii::queue::list", json!({})).await.unwrap();
+            let jobs = list
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|q| q["queue"] == "jobs")
+                .cloned()
+                .unwrap();
+            assert_eq!(jobs["concurrency"], 4, "{list}");
+            if jobs["jobs"] == 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{list}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Waits (up to 3 s) until `jobs` holds no job, waiting or in flight, as `c`'s engine sees it.
+async fn until_empty(c: &Client, queue: &str) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let stats = c
+            .trigger("engine::queue::topic_stats", json!({"topic": queue}))
+            .await
             .unwrap();
-        assert_eq!(jobs["jobs"], 0, "{list}");
-        assert_eq!(jobs["concurrency"], 4, "{list}");
+        if stats["depth"] == 0 && stats["in_flight"] == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{queue} not empty: {stats}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -241,13 +264,7 @@ async fn a_job_held_by_a_killed_engine_goes_out_again_through_another() {
     );
     assert_eq!(ledger.deliveries.lock().unwrap()[1], ("1".to_string(), 1));
     // Acked by B: nothing left.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let stats = caller
-        .trigger("engine::queue::topic_stats", json!({"topic": "jobs"}))
-        .await
-        .unwrap();
-    assert_eq!(stats["depth"], 0, "{stats}");
-    assert_eq!(stats["in_flight"], 0, "{stats}");
+    until_empty(&caller, "jobs").await;
 }
 
 #[actix::test]
@@ -346,14 +363,22 @@ async fn jobs_nobody_can_run_do_not_hold_up_the_others() {
         "{} of 5 ran",
         ledger.count()
     );
-    // The others wait (an engine may be handing one back right now), none used up by a retry.
-    let stats = caller
-        .trigger("engine::queue::topic_stats", json!({"topic": "jobs"}))
-        .await
-        .unwrap();
-    let held = stats["depth"].as_u64().unwrap() + stats["in_flight"].as_u64().unwrap();
-    assert_eq!(held, 300, "{stats}");
-    assert_eq!(stats["dlq_depth"], 0, "{stats}");
+    // The others wait (an engine may be handing one back right now), none used up by a retry;
+    // the 5 leave once their acks (which follow the handler's return) are in.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let stats = caller
+            .trigger("engine::queue::topic_stats", json!({"topic": "jobs"}))
+            .await
+            .unwrap();
+        let held = stats["depth"].as_u64().unwrap() + stats["in_flight"].as_u64().unwrap();
+        assert_eq!(stats["dlq_depth"], 0, "{stats}");
+        if held == 300 {
+            break;
+        }
+        assert!(held > 300 && Instant::now() < deadline, "{stats}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[actix::test]
@@ -630,18 +655,7 @@ async fn dead_letters_redrive_and_counts_are_shared_by_every_engine() {
         .await
         .unwrap();
     assert!(r["purged"].as_u64().unwrap() >= 8, "{r}");
-    let emptied = || async {
-        let stats = ca
-            .trigger("engine::queue::topic_stats", json!({"topic": "small"}))
-            .await
-            .unwrap();
-        stats["depth"] == 0 && stats["in_flight"] == 0
-    };
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while !emptied().await {
-        assert!(Instant::now() < deadline, "jobs left after the purge");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_empty(&ca, "small").await;
 }
 
 #[actix::test]
