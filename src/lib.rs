@@ -74,13 +74,13 @@
 //! | `update_ops/` | the update-op engine of `stream::update`: `parse.rs`, `apply.rs` |
 //! | `modules/mod.rs` | module start-up and its errors |
 //! | `modules/worker.rs` | the listener (HTTP server, upgrades, static files) |
-//! | `modules/cluster.rs` | `iii-cluster`: the function directory in Redis, calls forwarded to the engine that has the function |
+//! | `modules/cluster/` | `iii-cluster`: `mod.rs` the function directory in Redis and calls forwarded to the engine that has the function (or through Redis pub/sub), `link.rs` the WebSocket links between engines |
 //! | `redis.rs` | the connection and pub/sub listener the Redis adapters share |
 //! | `metrics.rs` | `/metrics`: the router's call counters and latency histograms, what stores, queues and exec publish, the Prometheus text |
 //! | `kv/` | the durable store: `store.rs` + `store/` the log and snapshots, `durable.rs` fsync and compaction threads and the answers held until durable |
-//! | `modules/stream/` | `mod.rs` the actor, `functions.rs` the `stream::*` shapes, `custom.rs` streams served by a worker, `fanout.rs` triggers, `consumers.rs` + `socket.rs` the consumer socket |
-//! | `modules/state/` | `mod.rs` the actor and the `state` trigger, `functions.rs` the `state::*` shapes |
-//! | `modules/queue/` | `iii-queue`: `mod.rs` the actor and restore, `lanes.rs` job order (FIFO groups, delays, leases), `delivery.rs` calls, acks, retries, dead letters, `functions.rs` enqueue/publish, `admin.rs` inspect/redrive/purge, `subscribe.rs` `durable:subscriber` |
+//! | `modules/stream/` | `mod.rs` the actor, `functions.rs` the `stream::*` shapes, `custom.rs` streams served by a worker, `fanout.rs` triggers, `consumers.rs` + `socket.rs` the consumer socket, `redis.rs` and `bridge.rs` the Redis and other-engine backends |
+//! | `modules/state/` | `mod.rs` the actor and the `state` trigger, `functions.rs` the `state::*` shapes, `redis.rs` and `bridge.rs` the Redis and other-engine backends |
+//! | `modules/queue/` | `iii-queue`: `mod.rs` the actor and restore, `lanes.rs` job order (FIFO groups, delays, leases), `delivery.rs` calls, acks, retries, dead letters, `functions.rs` enqueue/publish, `admin.rs` inspect/redrive/purge, `subscribe.rs` `durable:subscriber`; `redis/` the same on Redis for engines that share it (`scripts.rs` layout and Lua, `enqueue.rs`, `deliver.rs` claims and leases, `admin.rs`) |
 //! | `modules/pubsub.rs`, `cron.rs`, `worker_log.rs` | `publish` + `subscribe`; `cron` schedules; `engine::log::*` |
 //! | `modules/http/` | `iii-http`: `mod.rs` listener and `http` bindings, `routes.rs` matching, `pipeline.rs` one request, `response.rs` results, envelopes, CORS |
 //! | `modules/http_functions.rs` | functions behind a URL: URL rules (SSRF), signed requests, response mapping |
