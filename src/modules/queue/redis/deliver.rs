@@ -8,7 +8,8 @@
 //! has it, and jobs nobody can run cost a bounded number of claims.
 //!
 //! Claims and settlements run as tasks on the actor's arbiter and come back as messages, one
-//! claim per queue at a time.
+//! claim per queue at a time; an ack while the queue has room also claims the next jobs, in
+//! the same script (one round trip per job at concurrency 1, not two).
 
 use std::time::Duration;
 
@@ -36,6 +37,22 @@ const ABSENT_BUDGET: u32 = 32;
 pub(super) struct Claim {
     token: String,
     job: Job,
+}
+
+/// The jobs a claim script leased: (token, id, job JSON) triples.
+fn claims(v: Vec<String>) -> Vec<Claim> {
+    v.chunks_exact(3)
+        .filter_map(|c| match serde_json::from_str::<Job>(&c[2]) {
+            Ok(job) => Some(Claim {
+                token: c[0].clone(),
+                job,
+            }),
+            Err(e) => {
+                log::error!("iii-queue: unreadable job {} in Redis: {e}", c[1]);
+                None
+            }
+        })
+        .collect()
 }
 
 /// A claim's answer from Redis.
@@ -95,20 +112,7 @@ impl RedisQueueActor {
                 .arg(room)
                 .invoke_async(&mut conn)
                 .await;
-            let result = r.map(|v| {
-                v.chunks_exact(3)
-                    .filter_map(|c| match serde_json::from_str::<Job>(&c[2]) {
-                        Ok(job) => Some(Claim {
-                            token: c[0].clone(),
-                            job,
-                        }),
-                        Err(e) => {
-                            log::error!("iii-queue: unreadable job {} in Redis: {e}", c[1]);
-                            None
-                        }
-                    })
-                    .collect()
-            });
+            let result = r.map(claims);
             addr.do_send(Claimed { key, result });
         });
     }
@@ -175,6 +179,29 @@ impl RedisQueueActor {
         let prefix = scripts::prefix(key);
         let fifo = if c.settings.fifo() { "1" } else { "0" };
         let Claim { token, mut job } = claim;
+        let room = c.capacity().saturating_sub(c.in_flight).min(MAX_CLAIM);
+        if matches!(outcome, Outcome::Done) && !c.claiming && !c.resting && room > 0 {
+            // The ack and the next claim in one round trip.
+            c.claiming = true;
+            let mut inv = scripts::ACK_CLAIM.prepare_invoke();
+            inv.arg(&prefix).arg(&token).arg(&job.id).arg(fifo).arg(key);
+            inv.arg(c.settings.visibility_timeout_ms + LEASE_GRACE)
+                .arg(room);
+            let mut conn = self.conn.clone();
+            let addr = ctx.address();
+            let key = key.to_string();
+            actix::spawn(async move {
+                let r: Result<Vec<String>, _> = inv.invoke_async(&mut conn).await;
+                if let Err(e) = &r {
+                    log::warn!("iii-queue: cannot settle job {} of {key} in Redis ({e}); it goes out again when its lease is over", job.id);
+                }
+                addr.do_send(Claimed {
+                    key,
+                    result: r.map(claims),
+                });
+            });
+            return;
+        }
         let invocation = match outcome {
             Outcome::Done => {
                 let mut inv = scripts::ACK.prepare_invoke();

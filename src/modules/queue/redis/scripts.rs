@@ -86,11 +86,10 @@ const ENQUEUE_LUA: &str = "\
     if ARGV[1] ~= '' then redis.call('SET', ARGV[1], ARGV[3], 'PX', ARGV[2]) end \
     return {'ok', ARGV[3]}";
 
-/// Claims up to ARGV[4] jobs. ARGV: prefix, lease ms, fifo, how many. Expired leases and due
-/// retries go back in front first. → {token, id, job JSON, token, id, job JSON, …} (empty when
-/// nothing may go out).
-const CLAIM_LUA: &str = "\
-    local p = ARGV[1] local n = now() local want = tonumber(ARGV[4]) local out = {} \
+/// Leases up to `want` jobs of queue prefix `p` for `lease` ms. Expired leases and due retries
+/// go back in front first. → {token, id, job JSON, token, id, job JSON, …}.
+const CLAIM_FN: &str = "local function claim(p, lease, fifo, want) \
+    local n = now() local out = {} \
     local exp = redis.call('ZRANGEBYSCORE', p .. ':leases', '-inf', n, 'LIMIT', 0, 100) \
     for _, t in ipairs(exp) do redis.call('ZREM', p .. ':leases', t) \
         redis.call('LPUSH', p .. ':ready', t) end \
@@ -104,19 +103,30 @@ const CLAIM_LUA: &str = "\
         if not redis.call('ZSCORE', p .. ':leases', t) \
             and not redis.call('ZSCORE', p .. ':delayed', t) then \
             local id = t \
-            if ARGV[3] == '1' then id = redis.call('LINDEX', p .. ':g:' .. t, 0) end \
+            if fifo == '1' then id = redis.call('LINDEX', p .. ':g:' .. t, 0) end \
             if id then local job = redis.call('HGET', p .. ':jobs', id) \
-                if job then redis.call('ZADD', p .. ':leases', n + tonumber(ARGV[2]), t) \
+                if job then redis.call('ZADD', p .. ':leases', n + lease, t) \
                     table.insert(out, t) table.insert(out, id) table.insert(out, job) end end end end \
-    return out";
+    return out end ";
 
-/// A delivery succeeded. ARGV: prefix, token, id, fifo, queue key. → 1 if the delivery still
-/// held its lease.
-const ACK_LUA: &str = "\
-    local p = ARGV[1] local held = redis.call('ZREM', p .. ':leases', ARGV[2]) \
-    redis.call('SREM', p .. ':purging', ARGV[2]) redis.call('HDEL', p .. ':jobs', ARGV[3]) \
-    if ARGV[4] == '1' then next_of_group(p, ARGV[2], ARGV[3], held, ARGV[5]) end \
-    return held";
+/// A delivery of job `id` (token `token`) succeeded: it goes, and in a FIFO queue the group
+/// goes on. → 1 if the delivery still held its lease.
+const ACK_FN: &str = "local function ack(p, token, id, fifo, key) \
+    local held = redis.call('ZREM', p .. ':leases', token) \
+    redis.call('SREM', p .. ':purging', token) redis.call('HDEL', p .. ':jobs', id) \
+    if fifo == '1' then next_of_group(p, token, id, held, key) end \
+    return held end ";
+
+/// Claims up to ARGV[4] jobs. ARGV: prefix, lease ms, fifo, how many. → see `claim`.
+const CLAIM_LUA: &str = "return claim(ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]))";
+
+/// A delivery succeeded. ARGV: prefix, token, id, fifo, queue key. → see `ack`.
+const ACK_LUA: &str = "return ack(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])";
+
+/// A delivery succeeded and the queue has room for more: the ack and the next claim in one
+/// round trip. ARGV: prefix, token, id, fifo, queue key, lease ms, how many. → see `claim`.
+const ACK_CLAIM_LUA: &str = "ack(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]) \
+    return claim(ARGV[1], tonumber(ARGV[6]), ARGV[4], tonumber(ARGV[7]))";
 
 /// A delivery failed. ARGV: prefix, token, id, fifo, queue key, the job JSON with the attempt
 /// counted, the backoff ms, the dead letter JSON ('' unless it is dead now). A job purged or
@@ -194,13 +204,16 @@ const PURGE_LUA: &str = "\
 
 /// A script with the helpers it may use.
 fn script(body: &str) -> redis::Script {
-    redis::Script::new(&format!("{NOW}{PUSH}{NEXT_OF_GROUP}{body}"))
+    redis::Script::new(&format!(
+        "{NOW}{PUSH}{NEXT_OF_GROUP}{CLAIM_FN}{ACK_FN}{body}"
+    ))
 }
 
 /// The scripts, made (and their digests computed) once.
 pub static ENQUEUE: LazyLock<redis::Script> = LazyLock::new(|| script(ENQUEUE_LUA));
 pub static CLAIM: LazyLock<redis::Script> = LazyLock::new(|| script(CLAIM_LUA));
 pub static ACK: LazyLock<redis::Script> = LazyLock::new(|| script(ACK_LUA));
+pub static ACK_CLAIM: LazyLock<redis::Script> = LazyLock::new(|| script(ACK_CLAIM_LUA));
 pub static FAIL: LazyLock<redis::Script> = LazyLock::new(|| script(FAIL_LUA));
 pub static RELEASE: LazyLock<redis::Script> = LazyLock::new(|| script(RELEASE_LUA));
 pub static SUBSCRIBE: LazyLock<redis::Script> = LazyLock::new(|| script(SUBSCRIBE_LUA));
@@ -210,7 +223,7 @@ pub static PURGE: LazyLock<redis::Script> = LazyLock::new(|| script(PURGE_LUA));
 /// Loads every script into Redis, so that the first uses do not each load it again.
 pub async fn load_all(conn: &mut redis::aio::ConnectionManager) {
     for s in [
-        &ENQUEUE, &CLAIM, &ACK, &FAIL, &RELEASE, &SUBSCRIBE, &REQUEUE, &PURGE,
+        &ENQUEUE, &CLAIM, &ACK, &ACK_CLAIM, &FAIL, &RELEASE, &SUBSCRIBE, &REQUEUE, &PURGE,
     ] {
         if let Err(e) = s.prepare_invoke().load_async(conn).await {
             log::warn!("iii-queue: cannot load a script into Redis: {e}");
