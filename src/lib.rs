@@ -70,7 +70,7 @@
 //! | `channels.rs` | channels: the table, `engine::channels::create`'s pipes, the `/ws/channels/{id}` socket protocol |
 //! | `lograte.rs` | rate-limited log lines for events an attacker can cause at will |
 //! | `registry.rs` | the router's owner: reports to events under one lock, effects to mailboxes, the clock thread |
-//! | `router/` | routing state: `conns.rs` lifecycle and auth, `register.rs` session registrations, `calls.rs` calls, `detours.rs` middleware and enqueue, `triggers.rs`, `engine_fns.rs`, `discovery.rs`; `tests/` |
+//! | `router/` | routing state: `conns.rs` lifecycle and auth, `register.rs` session registrations, `calls.rs` calls, `cluster.rs` calls to and from other engines, `detours.rs` middleware and enqueue, `triggers.rs`, `engine_fns.rs`, `discovery.rs`; `tests/` |
 //! | `update_ops/` | the update-op engine of `stream::update`: `parse.rs`, `apply.rs` |
 //! | `modules/mod.rs` | module start-up and its errors |
 //! | `modules/worker.rs` | the listener (HTTP server, upgrades, static files) |

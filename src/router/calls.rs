@@ -110,28 +110,6 @@ pub(crate) struct Pending {
     pub span: Option<SpanCtx>,
 }
 
-/// The metadata key of a call another engine's `iii-cluster` forwarded over its link:
-/// `{"caller": <the original caller's worker id>}`.
-pub const CLUSTER_HOP: &str = "__iii_cluster_hop";
-
-/// A call on a trusted listener whose metadata carries [`CLUSTER_HOP`] was forwarded by another
-/// engine: it runs here only (never forwarded again) and its callee sees the original caller's
-/// `_caller_worker_id`; the key is taken out of the metadata. Any other call keeps `caller`.
-fn cluster_hop(
-    metadata: Value,
-    caller: Option<Arc<str>>,
-) -> (Option<Arc<str>>, Option<Value>, bool) {
-    let Value::Object(mut m) = metadata else {
-        return (caller, Some(metadata), false);
-    };
-    let Some(hop) = m.remove(CLUSTER_HOP) else {
-        return (caller, Some(Value::Object(m)), false);
-    };
-    let original = hop.get("caller").and_then(Value::as_str).map(Arc::from);
-    let rest = (!m.is_empty()).then_some(Value::Object(m));
-    (original, rest, true)
-}
-
 /// A call to route.
 #[derive(Debug, Clone)]
 pub struct CallRequest {
@@ -245,7 +223,7 @@ impl Router {
             _ => Waiter::Nobody,
         };
         let (caller, metadata, local_only) = match inv.metadata {
-            Some(m) if trusted => cluster_hop(m, inv.caller),
+            Some(m) if trusted => super::cluster::hop(m, inv.caller),
             m => (inv.caller, m, false),
         };
         let req = CallRequest {
@@ -319,14 +297,6 @@ impl Router {
         let name = req.data.parse::<Named>().ok()?.stream_name;
         let id = format!("stream::{op}({name})");
         self.custom_streams.contains(&id).then_some(id)
-    }
-
-    /// The `iii-cluster` module, when the function is registered on another engine only.
-    fn remote_route(&self, req: &CallRequest) -> Option<usize> {
-        if req.local_only || !self.remote_functions.contains(&req.function_id) {
-            return None;
-        }
-        self.modules.iter().position(|m| *m == "iii-cluster")
     }
 
     /// Routes a call to its owner and parks it until the answer, the deadline or a disconnect.

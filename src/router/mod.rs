@@ -27,6 +27,7 @@
 //! `engine_fns.rs` (the `engine::*` functions), `tests/` (unit tests).
 
 mod calls;
+mod cluster;
 mod conns;
 mod detours;
 mod discovery;
@@ -45,7 +46,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 use uuid::Uuid;
 
-pub use calls::{CallRequest, Outcome, Waiter, CLUSTER_HOP};
+pub use calls::{CallRequest, Outcome, Waiter};
+pub use cluster::CLUSTER_HOP;
 pub(crate) use conns::Conn;
 pub use conns::{ConnState, PeerInfo};
 pub use tracing::Tracing;
