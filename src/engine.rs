@@ -242,9 +242,8 @@ impl Engine {
         if let (Some(actor), Some(cfg)) = (&cluster_actor, &config.cluster) {
             // Other engines link to the first trusted listener (none: they use Redis).
             let has_trusted = engine.listeners.iter().any(|(_, rbac)| !rbac);
-            let url = cfg
-                .advertise_url
-                .clone()
+            let url = (cfg.advertise_url.clone())
+                .filter(|u| !u.is_empty())
                 .or(has_trusted.then(|| iii_url.clone()));
             if let Some(url) = url {
                 actor.do_send(cluster::Advertise(url));

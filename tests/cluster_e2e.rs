@@ -14,6 +14,8 @@ use iii_client::{Client, ClientOptions, InvocationError, TriggerRequest};
 use iii_protocol::protocol::ErrorBody;
 use serde_json::{json, Value};
 
+/// `advertise_url: ''`, as the cluster example leaves it: each engine advertises its own
+/// listener.
 fn config(redis: &str, transport: &str) -> String {
     format!(
         "workers:
@@ -25,7 +27,7 @@ fn config(redis: &str, transport: &str) -> String {
       port: 0
       rbac: {{expose_functions: ['match(\"public::*\")']}}
   - name: iii-cluster
-    config: {{redis_url: '{redis}', heartbeat_ms: 200, expiry_ms: 1000, transport: {transport}}}
+    config: {{redis_url: '{redis}', heartbeat_ms: 200, expiry_ms: 1000, transport: {transport}, advertise_url: ''}}
 "
     )
 }
