@@ -17,7 +17,7 @@ use actix::prelude::*;
 use serde_json::json;
 
 use super::scripts;
-use super::{RedisQueueActor, LEASE_GRACE};
+use super::{RedisQueueActor, LEASE_GRACE, POLL};
 use crate::modules::fire::passes;
 use crate::modules::queue::delivery::{backoff, Outcome};
 use crate::modules::queue::lanes::Job;
@@ -39,9 +39,17 @@ pub(super) struct Claim {
     job: Job,
 }
 
-/// The jobs a claim script leased: (token, id, job JSON) triples.
-fn claims(v: Vec<String>) -> Vec<Claim> {
-    v.chunks_exact(3)
+/// What a claim script answered: the jobs it leased ((token, id, job JSON) triples), or, when
+/// none, in how many ms the earliest retry or lease comes due.
+fn claims(v: Vec<String>) -> Claims {
+    if let [ms] = v.as_slice() {
+        return Claims {
+            jobs: Vec::new(),
+            next_due_ms: ms.parse().ok(),
+        };
+    }
+    let jobs = v
+        .chunks_exact(3)
         .filter_map(|c| match serde_json::from_str::<Job>(&c[2]) {
             Ok(job) => Some(Claim {
                 token: c[0].clone(),
@@ -52,7 +60,17 @@ fn claims(v: Vec<String>) -> Vec<Claim> {
                 None
             }
         })
-        .collect()
+        .collect();
+    Claims {
+        jobs,
+        next_due_ms: None,
+    }
+}
+
+/// See [`claims`].
+struct Claims {
+    jobs: Vec<Claim>,
+    next_due_ms: Option<u64>,
 }
 
 /// A claim's answer from Redis.
@@ -60,7 +78,7 @@ fn claims(v: Vec<String>) -> Vec<Claim> {
 #[rtype(result = "()")]
 struct Claimed {
     key: String,
-    result: Result<Vec<Claim>, ::redis::RedisError>,
+    result: Result<Claims, ::redis::RedisError>,
 }
 
 /// A subscription's condition answered.
@@ -279,13 +297,13 @@ impl Handler<Claimed> for RedisQueueActor {
         };
         c.claiming = false;
         match msg.result {
-            Ok(claims) => {
+            Ok(Claims { jobs, next_due_ms }) => {
                 if self.outage {
                     log::info!("iii-queue: Redis answers again");
                     self.outage = false;
                 }
-                let more = !claims.is_empty();
-                for claim in claims {
+                let more = !jobs.is_empty();
+                for claim in jobs {
                     let Some(c) = self.consumers.get_mut(&msg.key) else {
                         return;
                     };
@@ -299,6 +317,12 @@ impl Handler<Claimed> for RedisQueueActor {
                 }
                 if more {
                     self.pump(ctx, &msg.key);
+                } else if let Some(ms) = next_due_ms.filter(|ms| *ms < POLL.as_millis() as u64) {
+                    // A retry (or a lease) comes due before the next look: look then.
+                    let key = msg.key.clone();
+                    ctx.run_later(Duration::from_millis(ms + 1), move |act, ctx| {
+                        act.pump(ctx, &key)
+                    });
                 }
             }
             Err(e) => {

@@ -15,7 +15,8 @@
 //! Who consumes what: every engine claims from the named queues (`concurrency` per engine),
 //! and from the subscriptions its own workers bound (`durable:subscriber`, their concurrency).
 //! Engines learn of new jobs from the `iii:queue:wake` channel and also look every
-//! [`POLL`] (retries coming due, leases running out, a missed wake).
+//! [`POLL`] (a missed wake, another engine's retries); a claim that finds nothing says when
+//! the earliest retry or lease comes due, and the engine looks again then if that is sooner.
 //!
 //! Files: `scripts.rs` (Redis layout, Lua), `enqueue.rs` (enqueue, publish), `deliver.rs`
 //! (claiming, calling, settling), `admin.rs` (counts, dead letters, redrive, purge).

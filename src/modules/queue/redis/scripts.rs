@@ -87,7 +87,8 @@ const ENQUEUE_LUA: &str = "\
     return {'ok', ARGV[3]}";
 
 /// Leases up to `want` jobs of queue prefix `p` for `lease` ms. Expired leases and due retries
-/// go back in front first. → {token, id, job JSON, token, id, job JSON, …}.
+/// go back in front first. → {token, id, job JSON, token, id, job JSON, …}; when none may go
+/// out, {ms until the earliest retry or lease comes due} (or {} if there is none).
 const CLAIM_FN: &str = "local function claim(p, lease, fifo, want) \
     local n = now() local out = {} \
     local exp = redis.call('ZRANGEBYSCORE', p .. ':leases', '-inf', n, 'LIMIT', 0, 100) \
@@ -107,6 +108,13 @@ const CLAIM_FN: &str = "local function claim(p, lease, fifo, want) \
             if id then local job = redis.call('HGET', p .. ':jobs', id) \
                 if job then redis.call('ZADD', p .. ':leases', n + lease, t) \
                     table.insert(out, t) table.insert(out, id) table.insert(out, job) end end end end \
+    if #out == 0 then \
+        local d = redis.call('ZRANGE', p .. ':delayed', 0, 0, 'WITHSCORES') \
+        local l = redis.call('ZRANGE', p .. ':leases', 0, 0, 'WITHSCORES') \
+        local next = nil \
+        if d[2] then next = tonumber(d[2]) end \
+        if l[2] and (not next or tonumber(l[2]) < next) then next = tonumber(l[2]) end \
+        if next then return {tostring(math.max(0, next - n))} end end \
     return out end ";
 
 /// A delivery of job `id` (token `token`) succeeded: it goes, and in a FIFO queue the group
