@@ -236,6 +236,16 @@ impl Registry {
         msg.report(self);
     }
 
+    /// A trigger provider refuses binding `trigger_id` for `message`
+    /// (`trigger_registration_failed`): logged, and the registration answered with it.
+    pub fn reject_binding(&self, trigger_id: String, message: String) {
+        log::warn!("trigger {trigger_id}: {message}");
+        self.do_send(crate::messages::TriggerRejected {
+            trigger_id,
+            error: ErrorBody::new("trigger_registration_failed", message),
+        });
+    }
+
     /// An internal call (no caller connection); resolves with the function's result.
     pub fn call(&self, req: CallRequest) -> impl std::future::Future<Output = Outcome> {
         let (tx, rx) = oneshot::channel();

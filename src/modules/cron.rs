@@ -37,7 +37,7 @@ use chrono_tz::Tz;
 use serde_json::{json, Value};
 
 use crate::messages::{
-    BuiltinCall, BuiltinDone, BuiltinTriggerType, RegisterBuiltins, TriggerBinding, TriggerRejected,
+    BuiltinCall, BuiltinDone, BuiltinTriggerType, RegisterBuiltins, TriggerBinding,
 };
 use crate::modules::fire::{config_text, passes};
 use crate::payload::Payload;
@@ -175,11 +175,7 @@ impl CronActor {
                 self.schedule(id, ctx);
             }
             Err(message) => {
-                log::warn!("trigger {id}: {message}");
-                self.registry.do_send(TriggerRejected {
-                    trigger_id: id,
-                    error: ErrorBody::new("trigger_registration_failed", message),
-                });
+                self.registry.reject_binding(id, message);
             }
         }
     }

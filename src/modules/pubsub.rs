@@ -24,8 +24,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::messages::{
-    BuiltinCall, BuiltinDone, BuiltinFunction, BuiltinTriggerType, RegisterBuiltins,
-    TriggerBinding, TriggerRejected,
+    BuiltinCall, BuiltinDone, BuiltinFunction, BuiltinTriggerType, RegisterBuiltins, TriggerBinding,
 };
 use crate::modules::fire::{config_text, Route};
 use crate::modules::{bad_input, check_string_keys};
@@ -159,11 +158,7 @@ impl PubSubActor {
         let (topic, condition) = match (topic, condition) {
             (Ok(t), Ok(c)) => (t, c),
             (Err(message), _) | (_, Err(message)) => {
-                log::warn!("trigger {id}: {message}");
-                self.registry.do_send(TriggerRejected {
-                    trigger_id: id,
-                    error: ErrorBody::new("trigger_registration_failed", message),
-                });
+                self.registry.reject_binding(id, message);
                 return;
             }
         };

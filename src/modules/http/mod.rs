@@ -29,7 +29,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::HttpConfig;
 use crate::messages::{
-    BuiltinCall, BuiltinDone, BuiltinTriggerType, RegisterBuiltins, TriggerBinding, TriggerRejected,
+    BuiltinCall, BuiltinDone, BuiltinTriggerType, RegisterBuiltins, TriggerBinding,
 };
 use crate::modules::ModuleError;
 use crate::protocol::ErrorBody;
@@ -175,11 +175,7 @@ impl Handler<TriggerBinding> for HttpActor {
                 let added = Route::parse(&id, &function_id, &config, metadata)
                     .and_then(|route| routes.add(route));
                 if let Err(message) = added {
-                    log::warn!("http trigger {id}: {message}");
-                    self.registry.do_send(TriggerRejected {
-                        trigger_id: id,
-                        error: ErrorBody::new("trigger_registration_failed", message),
-                    });
+                    self.registry.reject_binding(id, message);
                 }
             }
             TriggerBinding::Unbind { id } => {

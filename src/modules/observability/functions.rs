@@ -8,7 +8,6 @@ use serde_json::{json, Value};
 
 use super::{now_ms, LogBinding, ObservabilityActor, TraceBinding, FIRES_PER_SECOND};
 use crate::lograte::LogLimiter;
-use crate::messages::TriggerRejected;
 use crate::modules::bad_input;
 use crate::modules::fire::config_text;
 use crate::protocol::ErrorBody;
@@ -203,11 +202,7 @@ impl ObservabilityActor {
             Ok(())
         })();
         if let Err(message) = parsed {
-            log::warn!("trigger {id}: {message}");
-            self.registry.do_send(TriggerRejected {
-                trigger_id: id,
-                error: ErrorBody::new("trigger_registration_failed", message),
-            });
+            self.registry.reject_binding(id, message);
         }
     }
 }

@@ -14,9 +14,7 @@ use serde_json::{json, Value};
 
 use super::{topic_key, unclaimed_key, Binding, QueueActor, JOBS, SUBSCRIPTIONS};
 use crate::config::QueueSettings;
-use crate::messages::TriggerRejected;
 use crate::modules::fire::config_text;
-use crate::protocol::ErrorBody;
 
 /// Upstream's defaults for topic queues, overridden by a binding's `queue_config`.
 pub(super) fn settings(
@@ -93,11 +91,7 @@ impl QueueActor {
         let (topic, condition, settings) = match parsed {
             Ok(p) => p,
             Err(message) => {
-                log::warn!("trigger {id}: {message}");
-                self.registry.do_send(TriggerRejected {
-                    trigger_id: id,
-                    error: ErrorBody::new("trigger_registration_failed", message),
-                });
+                self.registry.reject_binding(id, message);
                 return;
             }
         };

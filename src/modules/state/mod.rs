@@ -35,13 +35,11 @@ use crate::config::StateConfig;
 use crate::kv::durable::{self, CompactionDone, Durability, Mode, Synced};
 use crate::kv::store::Store;
 use crate::messages::{
-    BuiltinCall, BuiltinDone, BuiltinFunction, BuiltinTriggerType, RegisterBuiltins,
-    TriggerBinding, TriggerRejected,
+    BuiltinCall, BuiltinDone, BuiltinFunction, BuiltinTriggerType, RegisterBuiltins, TriggerBinding,
 };
 use crate::modules::fire::{config_text, Route};
 use crate::modules::ModuleError;
 use crate::payload::Payload;
-use crate::protocol::ErrorBody;
 use crate::registry::Registry;
 use functions::StateChange;
 
@@ -243,11 +241,7 @@ impl StateActor {
                 self.bindings.insert(id, Binding { scope, key, route });
             }
             Err(message) => {
-                log::warn!("trigger {id}: {message}");
-                self.registry.do_send(TriggerRejected {
-                    trigger_id: id,
-                    error: ErrorBody::new("trigger_registration_failed", message),
-                });
+                self.registry.reject_binding(id, message);
             }
         }
     }

@@ -10,10 +10,9 @@ use serde_json::Value;
 
 use super::functions::Change;
 use super::StreamActor;
-use crate::messages::{FireMany, FireTrigger, TriggerRejected};
+use crate::messages::{FireMany, FireTrigger};
 use crate::modules::fire::Route;
 use crate::payload::Payload;
-use crate::protocol::ErrorBody;
 use crate::router::now_ms;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,11 +82,7 @@ impl StreamActor {
         let binding = match parse_binding(kind, function_id, &config, metadata) {
             Ok(b) => b,
             Err(message) => {
-                log::warn!("trigger {id}: {message}");
-                self.registry.do_send(TriggerRejected {
-                    trigger_id: id,
-                    error: ErrorBody::new("trigger_registration_failed", message),
-                });
+                self.registry.reject_binding(id, message);
                 return;
             }
         };

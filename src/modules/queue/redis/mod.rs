@@ -41,7 +41,6 @@ use super::{named_key, topic_key, unclaimed_key, Close, Kind};
 use crate::config::{QueueConfig, QueueSettings};
 use crate::messages::{
     BuiltinCall, BuiltinFunction, BuiltinTriggerType, RegisterBuiltins, TriggerBinding,
-    TriggerRejected,
 };
 use crate::modules::answer_later;
 use crate::protocol::ErrorBody;
@@ -242,11 +241,7 @@ impl RedisQueueActor {
         {
             Ok(p) => p,
             Err(message) => {
-                log::warn!("trigger {id}: {message}");
-                self.registry.do_send(TriggerRejected {
-                    trigger_id: id,
-                    error: ErrorBody::new("trigger_registration_failed", message),
-                });
+                self.registry.reject_binding(id, message);
                 return;
             }
         };
