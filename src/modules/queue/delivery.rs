@@ -73,6 +73,42 @@ pub(super) enum Outcome {
     NoFunction,
 }
 
+impl Outcome {
+    /// What a job's call came to.
+    pub(super) fn of(outcome: crate::router::Outcome) -> Outcome {
+        match outcome {
+            Ok(_) => Outcome::Done,
+            Err(e) if e.code == "function_not_found" => Outcome::NoFunction,
+            Err(e) => Outcome::Failed(e),
+        }
+    }
+}
+
+/// The call that delivers `job` to `function_id` (both adapters): the visibility timeout as
+/// its deadline, the binding's metadata, the trace context the job was enqueued with.
+pub(super) fn job_call(
+    function_id: &str,
+    job: &Job,
+    settings: &QueueSettings,
+    metadata: Option<Value>,
+) -> CallRequest {
+    let mut req = CallRequest::new(function_id, Payload::from_value(&job.data))
+        .timeout(Duration::from_millis(settings.visibility_timeout_ms));
+    req.metadata = metadata;
+    req.traceparent = job.traceparent.clone();
+    req.baggage = job.baggage.clone();
+    req
+}
+
+/// A dead letter as kept (both adapters): the job, the last error, when.
+pub(super) fn dead_letter(job: &Job, error: &ErrorBody, now: u64) -> Value {
+    json!({
+        "job": job.to_value(),
+        "error": {"code": error.code, "message": error.message},
+        "failed_at": now,
+    })
+}
+
 /// The delay before retry number `attempts` (1 = the first retry): `backoff_ms` doubling per
 /// retry up to `backoff_max_ms` (or constant when not exponential), then scaled by a random
 /// factor in [0.5, 1.0] so that jobs that failed together do not come back together.
@@ -164,20 +200,11 @@ impl QueueActor {
         let Some(job) = q.lanes.get(&id) else {
             return;
         };
-        let timeout = Duration::from_millis(q.settings.visibility_timeout_ms);
-        let mut req = CallRequest::new(job.function_id.clone(), Payload::from_value(&job.data))
-            .timeout(timeout);
-        req.metadata = q.metadata.clone();
-        req.traceparent = job.traceparent.clone();
-        req.baggage = job.baggage.clone();
+        let req = job_call(&job.function_id, job, &q.settings, q.metadata.clone());
         let addr = ctx.address();
         let key = key.to_string();
         self.registry.call_then(req, move |outcome| {
-            let outcome = match outcome {
-                Ok(_) => Outcome::Done,
-                Err(e) if e.code == "function_not_found" => Outcome::NoFunction,
-                Err(e) => Outcome::Failed(e),
-            };
+            let outcome = Outcome::of(outcome);
             addr.do_send(Delivered { key, id, outcome });
         });
     }
@@ -245,11 +272,7 @@ impl QueueActor {
 
     /// Moves a job to its queue's dead letters: the dead record first, then the job goes.
     fn bury(&mut self, key: &str, job: Job, error: ErrorBody, now: u64) {
-        let record = json!({
-            "job": job.to_value(),
-            "error": {"code": error.code, "message": error.message},
-            "failed_at": now,
-        });
+        let record = dead_letter(&job, &error, now);
         if let Err(e) = self.store.set(key, DEAD, &job.id, record) {
             log::error!("queue store: cannot record dead letter {}: {e}", job.id);
         }
@@ -314,12 +337,7 @@ impl QueueActor {
 
     /// Topic queues: recounts the consumers of `key` from the bindings.
     pub(super) fn recount(&mut self, key: &str) {
-        let total: u32 = self
-            .bindings
-            .values()
-            .filter(|b| b.key == key)
-            .map(|b| b.concurrency)
-            .sum();
+        let total = super::concurrency_of(&self.bindings, key);
         if let Some(q) = self.queues.get_mut(key) {
             if matches!(q.kind, Kind::Topic { .. }) {
                 q.consumers = total;

@@ -151,10 +151,45 @@ struct Seen {
     expires_at: u64,
 }
 
-/// A bound `durable:subscriber` trigger.
+/// A bound `durable:subscriber` trigger (both adapters).
 struct Binding {
     key: String,
     concurrency: u32,
+}
+
+/// The total concurrency of the bindings of queue `key`: its consumers on this engine.
+fn concurrency_of(bindings: &HashMap<String, Binding>, key: &str) -> u32 {
+    bindings
+        .values()
+        .filter(|b| b.key == key)
+        .map(|b| b.concurrency)
+        .sum()
+}
+
+/// Announces the module's functions and the `durable:subscriber` trigger type (both
+/// adapters).
+fn announce(
+    registry: &Registry,
+    calls: Recipient<BuiltinCall>,
+    bindings: Recipient<TriggerBinding>,
+) {
+    registry.do_send(RegisterBuiltins {
+        owner: "iii-queue",
+        functions: functions::FUNCTIONS
+            .iter()
+            .map(|(id, d)| BuiltinFunction {
+                id: id.to_string(),
+                description: d.to_string(),
+            })
+            .collect(),
+        calls,
+        trigger_types: vec![BuiltinTriggerType {
+            id: "durable:subscriber".into(),
+            description: "Queue core module".into(),
+            engine_wide: false,
+        }],
+        bindings,
+    });
 }
 
 /// The queue actor. See the module docs.
@@ -223,23 +258,11 @@ pub fn start(
     actor.load();
     let arbiter = Arbiter::new();
     let addr = QueueActor::start_in_arbiter(&arbiter.handle(), move |_| actor);
-    registry.do_send(RegisterBuiltins {
-        owner: "iii-queue",
-        functions: functions::FUNCTIONS
-            .iter()
-            .map(|(id, d)| BuiltinFunction {
-                id: id.to_string(),
-                description: d.to_string(),
-            })
-            .collect(),
-        calls: addr.clone().recipient(),
-        trigger_types: vec![BuiltinTriggerType {
-            id: "durable:subscriber".into(),
-            description: "Queue core module".into(),
-            engine_wide: false,
-        }],
-        bindings: addr.clone().recipient(),
-    });
+    announce(
+        &registry,
+        addr.clone().recipient(),
+        addr.clone().recipient(),
+    );
     Ok(QueueModule {
         actor: addr.recipient(),
         arbiter,

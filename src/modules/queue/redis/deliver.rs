@@ -14,12 +14,11 @@
 use std::time::Duration;
 
 use actix::prelude::*;
-use serde_json::json;
 
 use super::scripts;
 use super::{RedisQueueActor, LEASE_GRACE, POLL};
 use crate::modules::fire::passes;
-use crate::modules::queue::delivery::{backoff, Outcome};
+use crate::modules::queue::delivery::{backoff, dead_letter, job_call, Outcome};
 use crate::modules::queue::lanes::Job;
 use crate::modules::queue::now_ms;
 use crate::payload::Payload;
@@ -163,23 +162,12 @@ impl RedisQueueActor {
         let Some(c) = self.consumers.get(key) else {
             return;
         };
-        let timeout = Duration::from_millis(c.settings.visibility_timeout_ms);
-        let mut req = CallRequest::new(
-            c.function_of(&claim.job),
-            Payload::from_value(&claim.job.data),
-        )
-        .timeout(timeout);
-        req.metadata = c.metadata.clone();
-        req.traceparent = claim.job.traceparent.clone();
-        req.baggage = claim.job.baggage.clone();
+        let function_id = c.function_of(&claim.job);
+        let req = job_call(&function_id, &claim.job, &c.settings, c.metadata.clone());
         let addr = ctx.address();
         let key = key.to_string();
         self.registry.call_then(req, move |outcome| {
-            let outcome = match outcome {
-                Ok(_) => Outcome::Done,
-                Err(e) if e.code == "function_not_found" => Outcome::NoFunction,
-                Err(e) => Outcome::Failed(e),
-            };
+            let outcome = Outcome::of(outcome);
             addr.do_send(Delivered {
                 key,
                 claim,
@@ -251,12 +239,7 @@ impl RedisQueueActor {
                         error.code,
                         error.message
                     );
-                    json!({
-                        "job": job.to_value(),
-                        "error": {"code": error.code, "message": error.message},
-                        "failed_at": now_ms(),
-                    })
-                    .to_string()
+                    dead_letter(&job, &error, now_ms()).to_string()
                 } else {
                     String::new()
                 };
@@ -303,13 +286,24 @@ impl Handler<Claimed> for RedisQueueActor {
                     self.outage = false;
                 }
                 let more = !jobs.is_empty();
+                // Whether a function is registered, asked once per function per batch (each
+                // answer takes the registry's lock).
+                let mut known: Vec<(String, bool)> = Vec::new();
                 for claim in jobs {
                     let Some(c) = self.consumers.get_mut(&msg.key) else {
                         return;
                     };
                     c.in_flight += 1;
                     let function_id = c.function_of(&claim.job);
-                    if self.registry.has_function(&function_id) {
+                    let registered = match known.iter().find(|(f, _)| *f == function_id) {
+                        Some((_, r)) => *r,
+                        None => {
+                            let r = self.registry.has_function(&function_id);
+                            known.push((function_id, r));
+                            r
+                        }
+                    };
+                    if registered {
                         self.deliver(ctx, &msg.key, claim);
                     } else {
                         self.settle(ctx, &msg.key, claim, Outcome::NoFunction);

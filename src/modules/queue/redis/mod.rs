@@ -34,14 +34,11 @@ use actix::prelude::*;
 use redis::aio::ConnectionManager;
 use serde_json::{json, Value};
 
-use super::functions::FUNCTIONS;
 use super::lanes::Job;
 use super::subscribe::parse_binding;
-use super::{named_key, topic_key, unclaimed_key, Close, Kind};
+use super::{named_key, topic_key, unclaimed_key, Binding, Close, Kind};
 use crate::config::{QueueConfig, QueueSettings};
-use crate::messages::{
-    BuiltinCall, BuiltinFunction, BuiltinTriggerType, RegisterBuiltins, TriggerBinding,
-};
+use crate::messages::{BuiltinCall, TriggerBinding};
 use crate::modules::answer_later;
 use crate::protocol::ErrorBody;
 use crate::registry::Registry;
@@ -72,6 +69,20 @@ struct Consumer {
 }
 
 impl Consumer {
+    fn new(kind: Kind, settings: QueueSettings) -> Consumer {
+        Consumer {
+            kind,
+            settings,
+            consumers: 0,
+            condition: None,
+            metadata: None,
+            in_flight: 0,
+            claiming: false,
+            absent: 0,
+            resting: false,
+        }
+    }
+
     fn capacity(&self) -> usize {
         match self.kind {
             Kind::Named(_) => self.settings.concurrency as usize,
@@ -87,12 +98,6 @@ impl Consumer {
             _ => job.function_id.clone(),
         }
     }
-}
-
-/// A bound `durable:subscriber` trigger.
-struct Binding {
-    key: String,
-    concurrency: u32,
 }
 
 /// The queue actor of the `redis` adapter. See the module docs.
@@ -120,20 +125,8 @@ pub fn start(
 ) -> (Addr<RedisQueueActor>, Arbiter) {
     let mut consumers = HashMap::new();
     for (name, settings) in &config.queues {
-        consumers.insert(
-            named_key(name),
-            Consumer {
-                kind: Kind::Named(name.clone()),
-                settings: settings.clone(),
-                consumers: 0,
-                condition: None,
-                metadata: None,
-                in_flight: 0,
-                claiming: false,
-                absent: 0,
-                resting: false,
-            },
-        );
+        let kind = Kind::Named(name.clone());
+        consumers.insert(named_key(name), Consumer::new(kind, settings.clone()));
     }
     let (in_order, mut queued) =
         tokio::sync::mpsc::unbounded_channel::<(::redis::ScriptInvocation<'static>, String)>();
@@ -164,23 +157,11 @@ pub fn start(
         });
         actor
     });
-    registry.do_send(RegisterBuiltins {
-        owner: "iii-queue",
-        functions: FUNCTIONS
-            .iter()
-            .map(|(id, d)| BuiltinFunction {
-                id: id.to_string(),
-                description: d.to_string(),
-            })
-            .collect(),
-        calls: addr.clone().recipient(),
-        trigger_types: vec![BuiltinTriggerType {
-            id: "durable:subscriber".into(),
-            description: "Queue core module".into(),
-            engine_wide: false,
-        }],
-        bindings: addr.clone().recipient(),
-    });
+    super::announce(
+        &registry,
+        addr.clone().recipient(),
+        addr.clone().recipient(),
+    );
     (addr, arbiter)
 }
 
@@ -255,20 +236,12 @@ impl RedisQueueActor {
                 concurrency: settings.concurrency,
             },
         );
-        let c = self.consumers.entry(key.clone()).or_insert(Consumer {
-            kind: Kind::Topic {
-                topic: topic.clone(),
-                function_id: function_id.clone(),
-            },
-            settings: settings.clone(),
-            consumers: 0,
-            condition: None,
-            metadata: None,
-            in_flight: 0,
-            claiming: false,
-            absent: 0,
-            resting: false,
-        });
+        let kind = Kind::Topic {
+            topic: topic.clone(),
+            function_id: function_id.clone(),
+        };
+        let c = (self.consumers.entry(key.clone()))
+            .or_insert_with(|| Consumer::new(kind, settings.clone()));
         c.settings = settings;
         c.condition = condition;
         c.metadata = metadata;
@@ -295,12 +268,7 @@ impl RedisQueueActor {
 
     /// Topic queues: the consumers of `key` here, from the bindings.
     fn recount(&mut self, key: &str) {
-        let total: u32 = self
-            .bindings
-            .values()
-            .filter(|b| b.key == key)
-            .map(|b| b.concurrency)
-            .sum();
+        let total = super::concurrency_of(&self.bindings, key);
         if let Some(c) = self.consumers.get_mut(key) {
             c.consumers = total;
         }
