@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use common::http::{client, send};
 use common::{barrier, repo_path, EngineProc};
-use iii_client::{Client, ClientOptions, TriggerRequest};
-use iii_protocol::protocol::{Action, ErrorBody};
+use iii_client::{Client, ClientOptions};
+use iii_protocol::protocol::ErrorBody;
 use serde_json::{json, Value};
 
 const CONFIG: &str = "workers:
@@ -115,16 +115,9 @@ async fn metrics_count_known_traffic_and_parse_as_prometheus() {
         .await
         .unwrap();
     }
-    let req = TriggerRequest {
-        function_id: "m::job".into(),
-        payload: json!({}),
-        timeout: None,
-        metadata: None,
-        action: Some(Action::Enqueue {
-            queue: "default".into(),
-        }),
-    };
-    w.trigger_with(req).await.unwrap();
+    common::enqueue(&w, "default", "m::job", json!({}))
+        .await
+        .unwrap();
     let public = Client::connect(&engine.url(1), ClientOptions::named("visitor"))
         .await
         .unwrap();

@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::EngineProc;
-use iii_client::{Client, ClientOptions, TriggerRequest};
-use iii_protocol::protocol::{Action, ErrorBody};
+use iii_client::{Client, ClientOptions};
+use iii_protocol::protocol::ErrorBody;
 use serde_json::{json, Value};
 
 const ROUNDS: usize = 20;
@@ -121,16 +121,7 @@ async fn produce(client: Client, ledger: Shared, queue: &'static str, group: Opt
         if let Some(g) = group {
             data["group"] = json!(format!("g{g}"));
         }
-        let req = TriggerRequest {
-            function_id: "crash::work".into(),
-            payload: data,
-            timeout: None,
-            metadata: None,
-            action: Some(Action::Enqueue {
-                queue: queue.into(),
-            }),
-        };
-        match client.trigger_with(req).await {
+        match common::enqueue(&client, queue, "crash::work", data).await {
             Ok(_) => ledger.lock().unwrap().acked.push(key),
             Err(_) => return, // the engine is gone; this job's fate is unknown
         }

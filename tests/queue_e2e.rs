@@ -14,9 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::redis::RedisProc;
-use common::{barrier, eventually, EngineProc, RawWs};
-use iii_client::{Client, ClientOptions, InvocationError, TriggerRequest};
-use iii_protocol::protocol::{Action, ErrorBody};
+use common::{barrier, enqueue, eventually, EngineProc, RawWs};
+use iii_client::{Client, ClientOptions};
+use iii_protocol::protocol::ErrorBody;
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(5);
@@ -129,25 +129,6 @@ async fn client(engine: &EngineProc, listener: usize, name: &str) -> Client {
     Client::connect(&engine.url(listener), ClientOptions::named(name))
         .await
         .expect("connect")
-}
-
-/// The `enqueue` action through the client: the receipt, or the error.
-async fn enqueue(
-    c: &Client,
-    queue: &str,
-    function_id: &str,
-    data: Value,
-) -> Result<Value, InvocationError> {
-    let req = TriggerRequest {
-        function_id: function_id.into(),
-        payload: data,
-        timeout: None,
-        metadata: None,
-        action: Some(Action::Enqueue {
-            queue: queue.into(),
-        }),
-    };
-    c.trigger_with(req).await.map(|r| r.unwrap_or(Value::Null))
 }
 
 /// Every call a function received, in order, and how many ran at once at most.

@@ -12,10 +12,9 @@ use std::time::{Duration, Instant};
 
 use awc::ws::Message as WsMessage;
 use common::redis::RedisProc;
-use common::{barrier, eventually, read_json, EngineProc, RawWs};
+use common::{barrier, enqueue, eventually, read_json, EngineProc, RawWs};
 use futures_util::SinkExt;
-use iii_client::{Client, ClientOptions, TriggerRequest};
-use iii_protocol::protocol::Action;
+use iii_client::{Client, ClientOptions};
 use serde_json::{json, Value};
 
 /// What the engine may grow by while the flood runs.
@@ -115,16 +114,9 @@ async fn flood(engine: &EngineProc) {
     let mut k = 1_000_000_000u64;
     while started.elapsed() < Duration::from_secs(4) {
         let t = Instant::now();
-        let req = TriggerRequest {
-            function_id: "work::job".into(),
-            payload: json!({"n": k}),
-            timeout: None,
-            metadata: None,
-            action: Some(Action::Enqueue {
-                queue: "flood".into(),
-            }),
-        };
-        let r = good.trigger_with(req).await.unwrap().unwrap();
+        let r = enqueue(&good, "flood", "work::job", json!({"n": k}))
+            .await
+            .unwrap();
         assert!(r["messageReceiptId"].is_string(), "{r}");
         good_ns.push(k);
         k += 1;

@@ -18,9 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::redis::RedisProc;
-use common::{barrier, eventually, EngineProc};
-use iii_client::{Client, ClientOptions, InvocationError, TriggerRequest};
-use iii_protocol::protocol::{Action, ErrorBody};
+use common::{barrier, enqueue, eventually, EngineProc};
+use iii_client::{Client, ClientOptions};
+use iii_protocol::protocol::ErrorBody;
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(10);
@@ -45,19 +45,6 @@ async fn client(engine: &EngineProc, name: &str) -> Client {
     Client::connect(&engine.url(0), ClientOptions::named(name))
         .await
         .expect("connect")
-}
-
-async fn enqueue(c: &Client, queue: &str, f: &str, data: Value) -> Result<Value, InvocationError> {
-    let req = TriggerRequest {
-        function_id: f.into(),
-        payload: data,
-        timeout: None,
-        metadata: None,
-        action: Some(Action::Enqueue {
-            queue: queue.into(),
-        }),
-    };
-    c.trigger_with(req).await.map(|r| r.unwrap_or(Value::Null))
 }
 
 /// Every delivery any engine made, shared by the handlers of all engines in this process.
@@ -128,6 +115,11 @@ fn handler(
     });
 }
 
+/// [`handler`] for jobs keyed by `data.n` that never fail.
+fn serve(c: &Client, f: &str, engine: usize, ledger: &Arc<Ledger>, work: Duration) {
+    handler(c, f, engine, ledger, by_n, work, |_, _| false);
+}
+
 fn by_n(v: &Value) -> String {
     v["n"].to_string()
 }
@@ -142,15 +134,7 @@ async fn jobs_from_any_engine_are_delivered_once_across_three_engines() {
     let mut workers = Vec::new();
     for (i, e) in engines.iter().enumerate() {
         let w = client(e, &format!("worker{i}")).await;
-        handler(
-            &w,
-            "work::job",
-            i,
-            &ledger,
-            by_n,
-            Duration::from_millis(5),
-            |_, _| false,
-        );
+        serve(&w, "work::job", i, &ledger, Duration::from_millis(5));
         barrier(&w).await;
         workers.push(w);
     }
@@ -223,15 +207,7 @@ async fn a_job_held_by_a_killed_engine_goes_out_again_through_another() {
     let ledger = Arc::new(Ledger::default());
     // Engine A's worker takes the job and never answers.
     let wa = client(&a, "worker-a").await;
-    handler(
-        &wa,
-        "work::slow",
-        0,
-        &ledger,
-        by_n,
-        Duration::from_secs(60),
-        |_, _| false,
-    );
+    serve(&wa, "work::slow", 0, &ledger, Duration::from_secs(60));
     barrier(&wa).await;
     let caller = client(&b, "caller").await;
     enqueue(&caller, "jobs", "work::slow", json!({"n": 1}))
@@ -241,15 +217,7 @@ async fn a_job_held_by_a_killed_engine_goes_out_again_through_another() {
     let held_since = Instant::now();
     a.kill();
     let wb = client(&b, "worker-b").await;
-    handler(
-        &wb,
-        "work::slow",
-        1,
-        &ledger,
-        by_n,
-        Duration::ZERO,
-        |_, _| false,
-    );
+    serve(&wb, "work::slow", 1, &ledger, Duration::ZERO);
     barrier(&wb).await;
     // The lease: visibility 1.5 s + 2 s grace.
     assert!(
@@ -274,25 +242,9 @@ async fn killing_an_engine_amid_a_stream_of_jobs_loses_none() {
     let b = EngineProc::start(&config(&redis.url()));
     let ledger = Arc::new(Ledger::default());
     let wa = client(&a, "worker-a").await;
-    handler(
-        &wa,
-        "work::job",
-        0,
-        &ledger,
-        by_n,
-        Duration::from_millis(20),
-        |_, _| false,
-    );
+    serve(&wa, "work::job", 0, &ledger, Duration::from_millis(20));
     let wb = client(&b, "worker-b").await;
-    handler(
-        &wb,
-        "work::job",
-        1,
-        &ledger,
-        by_n,
-        Duration::from_millis(20),
-        |_, _| false,
-    );
+    serve(&wb, "work::job", 1, &ledger, Duration::from_millis(20));
     barrier(&wa).await;
     barrier(&wb).await;
     let ca = client(&a, "caller-a").await;
@@ -349,9 +301,7 @@ async fn jobs_nobody_can_run_do_not_hold_up_the_others() {
     }
     let ledger = Arc::new(Ledger::default());
     let w = client(&a, "worker").await;
-    handler(&w, "work::job", 0, &ledger, by_n, Duration::ZERO, |_, _| {
-        false
-    });
+    serve(&w, "work::job", 0, &ledger, Duration::ZERO);
     barrier(&w).await;
     for n in 1000..1005 {
         enqueue(&caller, "jobs", "work::job", json!({"n": n}))
@@ -477,43 +427,17 @@ async fn durable_subscribers_on_every_engine_get_every_message() {
     let b_seen = Arc::new(Ledger::default());
     let late_seen = Arc::new(Ledger::default());
     let wa = client(&engines[0], "sub-a").await;
-    handler(&wa, "sub::a", 0, &a_seen, by_n, Duration::ZERO, |_, _| {
-        false
-    });
+    serve(&wa, "sub::a", 0, &a_seen, Duration::ZERO);
     wa.register_trigger("durable:subscriber", "sub::a", json!({"topic": "news"}));
     // sub::b is subscribed on two engines: its replicas compete for its messages.
     let wb1 = client(&engines[1], "sub-b1").await;
-    handler(
-        &wb1,
-        "sub::b",
-        1,
-        &b_seen,
-        by_n,
-        Duration::from_millis(2),
-        |_, _| false,
-    );
+    serve(&wb1, "sub::b", 1, &b_seen, Duration::from_millis(2));
     wb1.register_trigger("durable:subscriber", "sub::b", json!({"topic": "news"}));
     let wb2 = client(&engines[2], "sub-b2").await;
-    handler(
-        &wb2,
-        "sub::b",
-        2,
-        &b_seen,
-        by_n,
-        Duration::from_millis(2),
-        |_, _| false,
-    );
+    serve(&wb2, "sub::b", 2, &b_seen, Duration::from_millis(2));
     wb2.register_trigger("durable:subscriber", "sub::b", json!({"topic": "news"}));
     let wl = client(&engines[1], "sub-late").await;
-    handler(
-        &wl,
-        "sub::late",
-        1,
-        &late_seen,
-        by_n,
-        Duration::ZERO,
-        |_, _| false,
-    );
+    serve(&wl, "sub::late", 1, &late_seen, Duration::ZERO);
     wl.register_trigger("durable:subscriber", "sub::late", json!({"topic": "later"}));
     for w in [&wa, &wb1, &wb2, &wl] {
         barrier(w).await;
@@ -666,15 +590,7 @@ async fn a_burst_beyond_the_depth_through_three_engines_is_refused_clearly() {
         .collect();
     let ledger = Arc::new(Ledger::default());
     let w = client(&engines[0], "worker").await;
-    handler(
-        &w,
-        "work::slowish",
-        0,
-        &ledger,
-        by_n,
-        Duration::from_millis(50),
-        |_, _| false,
-    );
+    serve(&w, "work::slowish", 0, &ledger, Duration::from_millis(50));
     barrier(&w).await;
     let mut callers = Vec::new();
     for e in &engines {
@@ -779,9 +695,7 @@ async fn with_appendfsync_always_acknowledged_jobs_outlive_a_redis_crash() {
     engine.restart();
     let ledger = Arc::new(Ledger::default());
     let w = client(&engine, "worker").await;
-    handler(&w, "work::job", 0, &ledger, by_n, Duration::ZERO, |_, _| {
-        false
-    });
+    serve(&w, "work::job", 0, &ledger, Duration::ZERO);
     barrier(&w).await;
     assert!(
         eventually(T, || ledger.count() >= acked.len()).await,

@@ -416,3 +416,26 @@ pub async fn barrier(client: &iii_client::Client) {
         .trigger("engine::barrier", serde_json::json!({}))
         .await;
 }
+
+/// The SDKs' enqueue action (`TriggerAction.Enqueue {queue}`) through our client: the queue's
+/// `{messageReceiptId}`, or the error.
+pub async fn enqueue(
+    client: &iii_client::Client,
+    queue: &str,
+    function_id: &str,
+    data: Value,
+) -> Result<Value, iii_client::InvocationError> {
+    let req = iii_client::TriggerRequest {
+        function_id: function_id.into(),
+        payload: data,
+        timeout: None,
+        metadata: None,
+        action: Some(iii_protocol::protocol::Action::Enqueue {
+            queue: queue.into(),
+        }),
+    };
+    client
+        .trigger_with(req)
+        .await
+        .map(|r| r.unwrap_or(Value::Null))
+}
