@@ -61,6 +61,17 @@ async fn redis_for(
     })
 }
 
+/// [`redis_for`] when the module has a Redis adapter (`url`).
+async fn redis_if(
+    module: &str,
+    url: Option<&str>,
+) -> Result<Option<(redis::Client, redis::aio::ConnectionManager)>, StartError> {
+    match url {
+        Some(url) => redis_for(module, url).await.map(Some),
+        None => Ok(None),
+    }
+}
+
 impl Engine {
     /// Starts everything the config names. Must run inside an actix system.
     pub async fn start(config: EngineConfig) -> Result<Engine, StartError> {
@@ -72,14 +83,33 @@ impl Engine {
             observability::start(&config.observability, registry.clone());
         worker_log::start(registry.clone(), &services.handle());
         // Redis adapters connect first: an unreachable Redis stops the boot, naming the module.
-        let pubsub_redis = match config.pubsub.as_ref().and_then(|c| c.adapter.redis_url()) {
-            Some(url) => Some(redis_for("iii-pubsub", &url).await?),
-            None => None,
-        };
-        let cron_redis = match config.cron.as_ref().and_then(|c| c.adapter.redis_url()) {
-            Some(url) => Some(redis_for("iii-cron", &url).await?.1),
-            None => None,
-        };
+        let pubsub_url = config.pubsub.as_ref().and_then(|c| c.adapter.redis_url());
+        let pubsub_redis = redis_if("iii-pubsub", pubsub_url.as_deref()).await?;
+        let cron_url = config.cron.as_ref().and_then(|c| c.adapter.redis_url());
+        let cron_redis = redis_if("iii-cron", cron_url.as_deref())
+            .await?
+            .map(|r| r.1);
+        let stream_redis = redis_if(
+            "iii-stream",
+            config
+                .stream
+                .as_ref()
+                .and_then(|c| c.adapter.redis_url.as_deref()),
+        )
+        .await?;
+        let state_redis = redis_if(
+            "iii-state",
+            config
+                .state
+                .as_ref()
+                .and_then(|c| c.adapter.redis_url.as_deref()),
+        )
+        .await?;
+        let queue_redis = redis_if(
+            "iii-queue",
+            config.queue.as_ref().and_then(|c| c.redis_url.as_deref()),
+        )
+        .await?;
         if config.pubsub.is_some() {
             pubsub::start(registry.clone(), &services.handle(), pubsub_redis);
         }
@@ -115,17 +145,8 @@ impl Engine {
             shutdown: tokio::sync::watch::channel(false).0,
         };
         if let Some(cfg) = &config.stream {
-            let redis = match &cfg.adapter.redis_url {
-                Some(url) => match redis_for("iii-stream", url).await {
-                    Ok(r) => Some(r),
-                    Err(e) => {
-                        engine.stop().await;
-                        return Err(e);
-                    }
-                },
-                None => None,
-            };
-            match stream::start(cfg, registry.clone(), engine.shutdown.subscribe(), redis) {
+            let shutdown = engine.shutdown.subscribe();
+            match stream::start(cfg, registry.clone(), shutdown, stream_redis) {
                 Ok(module) => {
                     log::info!("iii-stream consumer socket on ws://{}", module.addr);
                     engine.stream = Some(module);
@@ -140,17 +161,7 @@ impl Engine {
             }
         }
         if let Some(cfg) = &config.state {
-            let redis = match &cfg.adapter.redis_url {
-                Some(url) => match redis_for("iii-state", url).await {
-                    Ok(r) => Some(r),
-                    Err(e) => {
-                        engine.stop().await;
-                        return Err(e);
-                    }
-                },
-                None => None,
-            };
-            match state::start(cfg, registry.clone(), redis) {
+            match state::start(cfg, registry.clone(), state_redis) {
                 Ok(module) => engine.state = Some(module),
                 Err(source) => {
                     engine.stop().await;
@@ -162,17 +173,7 @@ impl Engine {
             }
         }
         if let Some(cfg) = &config.queue {
-            let redis = match &cfg.redis_url {
-                Some(url) => match redis_for("iii-queue", url).await {
-                    Ok(r) => Some(r),
-                    Err(e) => {
-                        engine.stop().await;
-                        return Err(e);
-                    }
-                },
-                None => None,
-            };
-            match queue::start(cfg, registry.clone(), redis) {
+            match queue::start(cfg, registry.clone(), queue_redis) {
                 Ok(module) => engine.queue = Some(module),
                 Err(source) => {
                     engine.stop().await;
