@@ -707,3 +707,91 @@ async fn with_appendfsync_always_acknowledged_jobs_outlive_a_redis_crash() {
     assert_eq!(per.keys().cloned().collect::<HashSet<_>>(), acked);
     assert!(per.values().all(|n| *n == 1));
 }
+
+#[actix::test]
+async fn a_fifo_subscriptions_dead_letter_redriven_through_another_engine_goes_out_again() {
+    let redis = RedisProc::start();
+    let a = EngineProc::start(&config(&redis.url()));
+    let b = EngineProc::start(&config(&redis.url()));
+    let ledger = Arc::new(Ledger::default());
+    let wa = client(&a, "subscriber").await;
+    // Fails the first delivery of each message: with maxRetries 0 it is a dead letter at once.
+    handler(
+        &wa,
+        "sub::fifo",
+        0,
+        &ledger,
+        by_n,
+        Duration::ZERO,
+        |_, earlier| earlier == 0,
+    );
+    let qc = json!({"type": "fifo", "messageGroupField": "g", "maxRetries": 0});
+    wa.register_trigger(
+        "durable:subscriber",
+        "sub::fifo",
+        json!({"topic": "shipments", "queue_config": qc}),
+    );
+    barrier(&wa).await;
+    let cb = client(&b, "operator").await;
+    let deadline = Instant::now() + T;
+    while cb
+        .trigger("iii::queue::list", json!({}))
+        .await
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|q| q["topic"] != "shipments")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the subscription never reached Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cb.trigger(
+        "iii::durable::publish",
+        json!({"topic": "shipments", "data": {"n": 1, "g": "x"}}),
+    )
+    .await
+    .unwrap();
+    let dead = || async {
+        cb.trigger("engine::queue::dlq_messages", json!({"topic": "shipments"}))
+            .await
+            .unwrap()
+    };
+    let deadline = Instant::now() + T;
+    let letters = loop {
+        let d = dead().await;
+        if d.as_array().is_some_and(|l| !l.is_empty()) {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "no dead letter");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // Engine B consumes nothing of this queue; it still knows it is FIFO and redrives it so.
+    let list = cb.trigger("iii::queue::list", json!({})).await.unwrap();
+    let row = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["topic"] == "shipments")
+        .cloned()
+        .unwrap();
+    assert_eq!(row["type"], "fifo", "{list}");
+    let id = letters[0]["id"].as_str().unwrap();
+    let r = cb
+        .trigger(
+            "iii::queue::redrive_message",
+            json!({"queue": "shipments", "message_id": id}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r["redriven"], 1, "{r}");
+    assert!(
+        eventually(T, || ledger.count() == 2).await,
+        "redriven but not delivered: {:?}",
+        ledger.deliveries.lock().unwrap()
+    );
+    until_empty(&cb, "shipments").await;
+}

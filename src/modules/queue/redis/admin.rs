@@ -27,11 +27,10 @@ struct Counts {
     dead: u64,
 }
 
-/// What this engine knows of a queue: its consumers here, FIFO or not, its retries.
+/// What this engine knows of a queue: its consumers here, its retries.
 #[derive(Clone)]
 struct Local {
     capacity: usize,
-    fifo: bool,
     max_retries: u32,
 }
 
@@ -80,7 +79,8 @@ async fn counts(conn: &mut ConnectionManager, keys: &[String]) -> Result<Vec<Cou
 }
 
 /// A queue's row of `iii::queue::list`.
-fn row(key: &str, c: Counts, local: Option<&Local>, config: &QueueConfig) -> Value {
+/// `fifo`: see [`is_fifo`].
+fn row(key: &str, c: Counts, fifo: bool, local: Option<&Local>, config: &QueueConfig) -> Value {
     let (kind, topic, function_id) = match kind_of(key) {
         Some(Kind::Topic { topic, function_id }) => {
             ("subscription", Some(topic), Some(function_id))
@@ -91,10 +91,6 @@ fn row(key: &str, c: Counts, local: Option<&Local>, config: &QueueConfig) -> Val
     let named = key
         .strip_prefix("named:")
         .and_then(|n| config.queues.get(n));
-    let fifo = local
-        .map(|l| l.fifo)
-        .or(named.map(|s| s.fifo()))
-        .unwrap_or(false);
     let retries = local
         .map(|l| l.max_retries)
         .or(named.map(|s| s.max_retries))
@@ -139,25 +135,65 @@ async fn dead_letters(
     Ok(all)
 }
 
+/// Whether queue `key` is FIFO, for every engine alike: a named queue's config, a
+/// subscription's record in Redis (this engine may not consume it).
+async fn is_fifo(
+    conn: &mut ConnectionManager,
+    config: &QueueConfig,
+    key: &str,
+) -> Result<bool, ErrorBody> {
+    Ok(match kind_of(key) {
+        Some(Kind::Named(n)) => config.queues.get(&n).is_some_and(|s| s.fifo()),
+        Some(Kind::Topic { topic, function_id }) => {
+            let record: Option<String> = ::redis::cmd("HGET")
+                .arg(scripts::subs(&topic))
+                .arg(&function_id)
+                .query_async(conn)
+                .await
+                .map_err(failed)?;
+            record
+                .and_then(|r| serde_json::from_str::<Value>(&r).ok())
+                .and_then(|r| r["fifo"].as_bool())
+                .unwrap_or(false)
+        }
+        _ => false,
+    })
+}
+
 /// Moves dead letters (all, or job `only`) of `keys` back, attempts reset. → how many.
 async fn redrive(
     conn: &mut ConnectionManager,
+    config: &QueueConfig,
     keys: &[String],
-    locals: &HashMap<String, Local>,
     only: Option<&str>,
 ) -> Result<usize, ErrorBody> {
+    let records = match only {
+        None => dead_letters(conn, keys).await?,
+        Some(id) => {
+            let mut found = Vec::new();
+            for key in keys {
+                let record: Option<String> = ::redis::cmd("HGET")
+                    .arg(format!("{}:dead", scripts::prefix(key)))
+                    .arg(id)
+                    .query_async(conn)
+                    .await
+                    .map_err(failed)?;
+                if let Some(r) = record.and_then(|r| serde_json::from_str(&r).ok()) {
+                    found.push((key.clone(), r));
+                }
+            }
+            found
+        }
+    };
     let mut moved = 0;
-    for (key, record) in dead_letters(conn, keys).await? {
+    for (key, record) in records {
         let Ok(mut job) = serde_json::from_value::<Job>(record["job"].clone()) else {
             continue;
         };
-        if only.is_some_and(|id| id != job.id) {
-            continue;
-        }
         job.attempts = 0;
         job.not_before = 0;
         job.lease_until = None;
-        let fifo = locals.get(&key).is_some_and(|l| l.fifo);
+        let fifo = is_fifo(conn, config, &key).await?;
         let n: i64 = scripts::REQUEUE
             .prepare_invoke()
             .arg(scripts::prefix(&key))
@@ -181,7 +217,6 @@ impl RedisQueueActor {
             .map(|(k, c)| {
                 let local = Local {
                     capacity: c.capacity(),
-                    fifo: c.settings.fifo(),
                     max_retries: c.settings.max_retries,
                 };
                 (k.clone(), local)
@@ -210,18 +245,18 @@ impl RedisQueueActor {
             match f.as_str() {
                 "iii::queue::list" => {
                     let c = counts(&mut conn, &keys).await?;
-                    let rows = keys
-                        .iter()
-                        .zip(c)
-                        .map(|(k, c)| row(k, c, locals.get(k), &config))
-                        .collect();
+                    let mut rows = Vec::new();
+                    for (k, c) in keys.iter().zip(c) {
+                        let fifo = is_fifo(&mut conn, &config, k).await?;
+                        rows.push(row(k, c, fifo, locals.get(k), &config));
+                    }
                     Ok(Some(Value::Array(rows)))
                 }
                 "iii::queue::purge" => {
                     let name = named(QUEUE_NOT_SET)?;
                     let mut n = 0i64;
                     for key in resolved(&name) {
-                        let fifo = locals.get(&key).is_some_and(|l| l.fifo);
+                        let fifo = is_fifo(&mut conn, &config, &key).await?;
                         let purged: i64 = scripts::PURGE
                             .prepare_invoke()
                             .arg(scripts::prefix(&key))
@@ -235,7 +270,7 @@ impl RedisQueueActor {
                 }
                 "iii::queue::redrive" => {
                     let name = named(QUEUE_NOT_SET)?;
-                    let n = redrive(&mut conn, &resolved(&name), &locals, None).await?;
+                    let n = redrive(&mut conn, &config, &resolved(&name), None).await?;
                     Ok(Some(json!({"queue": name, "redriven": n})))
                 }
                 "iii::queue::redrive_message" | "iii::queue::discard_message" => {
@@ -243,7 +278,7 @@ impl RedisQueueActor {
                     let id = message_id(&input)?;
                     let targets = resolved(&name);
                     let n = if f.ends_with("redrive_message") {
-                        redrive(&mut conn, &targets, &locals, Some(&id)).await?
+                        redrive(&mut conn, &config, &targets, Some(&id)).await?
                     } else {
                         let mut n = 0;
                         for key in targets {
