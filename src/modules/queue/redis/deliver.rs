@@ -32,8 +32,7 @@ const MAX_CLAIM: usize = 64;
 const ABSENT_BUDGET: u32 = 32;
 
 /// A job claimed by this engine.
-#[derive(Clone)]
-pub(super) struct Claim {
+struct Claim {
     token: String,
     job: Job,
 }
